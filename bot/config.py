@@ -1,0 +1,319 @@
+"""Configuration: one YAML file, validated once, immutable.
+
+Where it comes from, by precedence: ``--config FILE``, ``$CHATLANE_CONFIG``,
+``config/config.yaml`` (none of them: the defaults). Any key can also be set
+from the environment as ``CHATLANE__SECTION__KEY`` (for example
+``CHATLANE__AGENT__MODEL=openai/gpt-4o``); the value is read as YAML, so
+``CHATLANE__AGENT__FALLBACK_MODELS='[a/b, c/d]'`` works. Secrets never sit
+in the file: it names environment variables (``*_env``).
+
+A bad file or value raises ``ConfigError`` with one message naming the key,
+the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "CHATLANE__"
+DEFAULT_PATH = Path("config/config.yaml")
+CHANNEL_NAMES = ("telegram", "slack", "sms", "discord", "web", "terminal")
+BUILTIN_PROVIDERS = ("anthropic", "openai", "demo")
+
+_STRATEGY_ALIASES = {
+    "recent": "recent",
+    "keep_recent": "recent",
+    "important": "important",
+    "keep_important": "important",
+    "summarize": "summarize",
+}
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the person who wrote the file."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthProfileConfig(_Model):
+    id: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    api_key_env: str = Field(min_length=1)
+
+
+class ContextConfig(_Model):
+    max_tokens: int = Field(default=180_000, gt=0)
+    compaction_strategy: Literal["recent", "important", "summarize"] = "summarize"
+    compaction_threshold: float = Field(default=0.8, gt=0, le=1)
+    reserve_tokens: int = Field(default=4096, ge=0)
+
+    @field_validator("compaction_strategy", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key in _STRATEGY_ALIASES:
+                return _STRATEGY_ALIASES[key]
+            raise ValueError(
+                f"unknown strategy {value!r}; use one of: recent, keep_important "
+                "(or important), summarize"
+            )
+        return value
+
+
+QueueModeName = Literal["collect", "followup", "interrupt"]
+
+
+class QueuingConfig(_Model):
+    enabled: bool = True
+    max_concurrent_per_session: int = Field(default=1, ge=1)
+    max_concurrent_global: int = Field(default=10, ge=1)
+    mode: QueueModeName = "collect"
+    max_pending: int = Field(default=20, ge=1)
+    turn_timeout: float = Field(default=300.0, gt=0)
+
+
+class CooldownConfig(_Model):
+    backoff_seconds: tuple[float, ...] = (60.0, 300.0, 1500.0)
+    max_seconds: float = Field(default=3600.0, gt=0)
+    billing_seconds: float = Field(default=5 * 3600.0, gt=0)
+    billing_max_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+
+class AgentConfig(_Model):
+    model: str | None = None
+    system_prompt: str = (
+        "You are a helpful assistant that chats with people over messaging apps. "
+        "Answer clearly and concisely."
+    )
+    thinking_mode: Literal["off", "on", "stream"] = "off"
+    thinking_budget: int = Field(default=2048, ge=1024)
+    fallback_models: tuple[str, ...] = ()
+    auth_profiles: tuple[AuthProfileConfig, ...] = ()
+    sticky_profiles: bool = False
+    cooldown: CooldownConfig = CooldownConfig()
+    context: ContextConfig = ContextConfig()
+    queuing: QueuingConfig = QueuingConfig()
+    tool_format: Literal["markdown", "plain"] | None = None
+    show_tool_results: Literal["off", "summary", "full"] = "summary"
+    workspace: Path = Path("./workspace")
+    max_tool_rounds: int = Field(default=8, ge=1)
+    max_output_tokens: int = Field(default=4096, ge=1)
+    request_timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("thinking_mode", "tool_format", "show_tool_results", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare off/on as a boolean.
+        if value is False:
+            return "off"
+        if value is True:
+            return "on"
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("model", "fallback_models", mode="after")
+    @classmethod
+    def _model_refs(cls, value: Any) -> Any:
+        refs = [value] if isinstance(value, str) else list(value or ())
+        for ref in refs:
+            if "/" not in ref or ref.startswith("/") or ref.endswith("/"):
+                raise ValueError(
+                    f"{ref!r} is not a model reference; write it as provider/model, "
+                    "for example anthropic/claude-sonnet-4-5"
+                )
+        return value
+
+
+class ProviderConfig(_Model):
+    type: Literal["anthropic", "openai"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class ChannelConfig(_Model):
+    enabled: bool = True
+    allow_from: tuple[str, ...] = ()
+    rate_limit_per_minute: int = Field(default=30, ge=0)
+    tool_format: Literal["markdown", "plain"] | None = None
+    queue_mode: QueueModeName | None = None
+    show_reasoning: bool | None = None
+    mode: Literal["webhook", "polling"] | None = None
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value)
+        return value
+
+
+class ServerConfig(_Model):
+    host: str = "0.0.0.0"
+    port: int | None = Field(default=None, ge=0, le=65535)
+    shutdown_grace: float = Field(default=25.0, ge=0)
+
+
+class Config(_Model):
+    agent: AgentConfig = AgentConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    server: ServerConfig = ServerConfig()
+    source: str | None = None
+
+    @field_validator("channels", mode="after")
+    @classmethod
+    def _known_channels(cls, value: dict[str, ChannelConfig]) -> dict[str, ChannelConfig]:
+        for name in value:
+            if name not in CHANNEL_NAMES:
+                raise ValueError(
+                    f"unknown channel {name!r}; the channels are: {', '.join(CHANNEL_NAMES)}"
+                )
+        return value
+
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _no_shadowing(cls, value: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in value:
+            if "/" in name:
+                raise ValueError(f"provider name {name!r} may not contain '/'")
+        return value
+
+    def channel(self, name: str) -> ChannelConfig:
+        return self.channels.get(name) or ChannelConfig()
+
+    def provider_kind(self, name: str) -> str | None:
+        if name in self.providers:
+            return self.providers[name].type
+        return name if name in BUILTIN_PROVIDERS else None
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; check the --config path")
+        return path
+    from_env = os.environ.get("CHATLANE_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} not found (from CHATLANE_CONFIG); fix or unset the variable"
+            )
+        return path
+    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load, merge environment overrides, and validate. Raises ``ConfigError``."""
+    env = os.environ if env is None else env
+    source: str | None = None
+    raw: dict[str, Any]
+    if data is not None:
+        raw = dict(data)
+    else:
+        found = find_config_path(path)
+        raw = _read_yaml(found) if found else {}
+        source = str(found) if found else None
+    _apply_env_overrides(raw, env)
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    _check_references(config)
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{where}; check the indentation and quoting there"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with keys such as 'agent:'")
+    return loaded
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        try:
+            node[path[-1]] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            node[path[-1]] = value
+
+
+def _describe(exc: ValidationError, source: str | None) -> str:
+    where = f"{source}: " if source else ""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        problem = error["msg"]
+        if error["type"] == "extra_forbidden":
+            problem = "unknown key; remove it or check its spelling (see docs/configuration.md)"
+        elif error["type"] == "literal_error":
+            problem = f"{problem} (got {error.get('input')!r})"
+        elif problem.startswith("Value error, "):
+            problem = problem[len("Value error, ") :]
+        lines.append(f"{where}{key}: {problem}")
+    return "\n".join(lines)
+
+
+def _check_references(config: Config) -> None:
+    refs = ([config.agent.model] if config.agent.model else []) + list(config.agent.fallback_models)
+    for ref in refs:
+        provider = ref.split("/", 1)[0]
+        if config.provider_kind(provider) is None:
+            raise ConfigError(
+                f"agent.model or agent.fallback_models: provider {provider!r} in {ref!r} is not "
+                f"known; declare it under 'providers:' (type anthropic or openai, with base_url) "
+                f"or use one of: {', '.join(BUILTIN_PROVIDERS)}"
+            )
+    for index, profile in enumerate(config.agent.auth_profiles):
+        if config.provider_kind(profile.provider) is None:
+            raise ConfigError(
+                f"agent.auth_profiles.{index}.provider: {profile.provider!r} is not a known "
+                "provider; use anthropic, openai or a name declared under 'providers:'"
+            )
+    ids = [p.id for p in config.agent.auth_profiles]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise ConfigError(
+            f"agent.auth_profiles: the id {sorted(duplicates)[0]!r} is used twice; give each "
+            "profile its own id"
+        )
+
+
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("CHATLANE_DATA_DIR") or "./data")

@@ -1,0 +1,104 @@
+"""The storage contract: transcripts, per-session settings, small shared state.
+
+Two backends implement it: SQLite (the default, under ``CHATLANE_DATA_DIR``)
+and Redis (when ``REDIS_URL`` is set, shared by every process). ``MemoryStorage``
+keeps everything in the process, for the terminal chat and tests of code
+that only needs a store.
+
+Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
+``cooldown`` (auth profile state) or ``summary`` (compaction summaries).
+``kv_update`` is atomic per key across tasks (and, for Redis, processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from bot.messages import Message
+
+JSON = Any
+Updater = Callable[[JSON | None], JSON | None]
+
+
+@dataclass(slots=True)
+class InboxItem:
+    """An accepted inbound message and how far its answer got.
+
+    ``reply`` holds the rendered reply parts once the turn has finished;
+    ``sent`` counts the parts already delivered, so a replay after a crash
+    resumes there instead of answering twice.
+    """
+
+    id: int
+    data: dict[str, JSON]
+    reply: list[JSON] | None = None
+    sent: int = 0
+    attempts: int = 0
+    extra: dict[str, JSON] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Storage(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the backend answers; used by ``/healthz``."""
+        ...
+
+    # Transcripts: everything is kept; ``reset`` starts a new conversation.
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
+        """Store messages in order; returns them with their ``id`` set."""
+        ...
+
+    async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:
+        """The current conversation (since the last reset), oldest first.
+
+        With ``after_id``, only the messages stored after that one (ids grow
+        monotonically), so a caller holding a cached prefix reads only what is new.
+        """
+        ...
+
+    async def reset_session(self, session_id: str) -> None: ...
+
+    # Per-session settings (``/think``, ``/model``).
+    async def get_settings(self, session_id: str) -> dict[str, JSON]: ...
+
+    async def set_setting(self, session_id: str, key: str, value: JSON | None) -> None: ...
+
+    # The inbox: accepted inbound messages, stored before the platform is acknowledged.
+    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+        """Store a message; None when ``dedupe_key`` was seen before (a redelivery)."""
+        ...
+
+    async def inbox_pending(self) -> list[InboxItem]:
+        """Messages not yet fully answered, oldest first."""
+        ...
+
+    async def inbox_get(self, item_id: int) -> InboxItem | None: ...
+
+    async def inbox_begin(self, item_id: int) -> int:
+        """Count one more processing attempt; returns the count."""
+        ...
+
+    async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None: ...
+
+    async def inbox_mark_sent(self, item_id: int, sent: int) -> None: ...
+
+    async def inbox_done(self, item_id: int) -> None: ...
+
+    # Small shared state.
+    async def kv_get(self, namespace: str, key: str) -> JSON | None: ...
+
+    async def kv_get_all(self, namespace: str) -> dict[str, JSON]: ...
+
+    async def kv_set(self, namespace: str, key: str, value: JSON) -> None: ...
+
+    async def kv_delete(self, namespace: str, key: str) -> None: ...
+
+    async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
+        """Atomically replace the value with ``update(old)``; None deletes. Returns the new value."""
+        ...

@@ -1,0 +1,198 @@
+"""Redis storage: shared by every process when ``REDIS_URL`` is set.
+
+Keys (under a prefix, ``chatlane:`` by default):
+
+- ``msgid``: a counter; every message gets the next id, so ids grow across
+  sessions and processes and ``after_id`` reads are exact.
+- ``epoch:{session}``: bumped by ``/new``; ``msgs:{session}:{epoch}`` is a
+  sorted set of JSON messages scored by id.
+- ``settings:{session}``: a hash of JSON values.
+- ``kv:{namespace}``: a hash of JSON values; ``kv_update`` is an optimistic
+  WATCH/MULTI transaction, retried on conflict, so it is atomic across processes.
+- ``inbox:dedupe:{key}`` (kept a week), ``inbox:item:{id}`` (a hash) and
+  ``inbox:pending`` (a sorted set of ids): ``inbox_add`` is one Lua script, so
+  a message is either stored and marked seen, or neither.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from bot.messages import Message
+from bot.storage.base import JSON, InboxItem, Updater
+
+
+DEDUPE_TTL = 7 * 24 * 3600
+INBOX_ADD = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return false end
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[3] .. id, 'data', ARGV[1], 'sent', 0, 'attempts', 0)
+redis.call('ZADD', KEYS[4], id, id)
+return id
+"""
+
+
+class RedisStorage:
+    def __init__(self, url: str, *, prefix: str = "chatlane:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client: aioredis.Redis | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise RuntimeError("RedisStorage is not open; call await storage.open() first")
+        return self._client
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                health_check_interval=15,
+                socket_connect_timeout=5,
+                retry_on_timeout=True,
+            )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def ping(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def _epoch(self, session_id: str) -> int:
+        value = await self.client.get(self.key("epoch", session_id))
+        return int(value) if value else 0
+
+    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
+        if not messages:
+            return []
+        epoch = await self._epoch(session_id)
+        last = int(await self.client.incrby(self.key("msgid"), len(messages)))
+        first = last - len(messages) + 1
+        stored = [m.with_id(first + i) for i, m in enumerate(messages)]
+        mapping = {
+            json.dumps({"id": m.id, **m.to_dict()}, ensure_ascii=False): float(m.id or 0)
+            for m in stored
+        }
+        await self.client.zadd(self.key("msgs", session_id, str(epoch)), mapping)
+        return stored
+
+    async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:
+        epoch = await self._epoch(session_id)
+        low = f"({after_id}" if after_id else "-inf"
+        rows = await self.client.zrangebyscore(
+            self.key("msgs", session_id, str(epoch)), low, "+inf"
+        )
+        messages = []
+        for row in rows:
+            data: dict[str, Any] = json.loads(row)
+            messages.append(Message.from_dict(data, message_id=int(data["id"])))
+        return messages
+
+    async def reset_session(self, session_id: str) -> None:
+        await self.client.incr(self.key("epoch", session_id))
+
+    async def get_settings(self, session_id: str) -> dict[str, JSON]:
+        raw = await self.client.hgetall(self.key("settings", session_id))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    async def set_setting(self, session_id: str, key: str, value: JSON | None) -> None:
+        name = self.key("settings", session_id)
+        if value is None:
+            await self.client.hdel(name, key)
+        else:
+            await self.client.hset(name, key, json.dumps(value))
+
+    async def kv_get(self, namespace: str, key: str) -> JSON | None:
+        raw = await self.client.hget(self.key("kv", namespace), key)
+        return json.loads(raw) if raw is not None else None
+
+    async def kv_get_all(self, namespace: str) -> dict[str, JSON]:
+        raw = await self.client.hgetall(self.key("kv", namespace))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    async def kv_set(self, namespace: str, key: str, value: JSON) -> None:
+        await self.client.hset(self.key("kv", namespace), key, json.dumps(value))
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self.client.hdel(self.key("kv", namespace), key)
+
+    async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
+        name = self.key("kv", namespace)
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(name)
+                    raw = await pipe.hget(name, key)
+                    new = update(json.loads(raw) if raw is not None else None)
+                    pipe.multi()
+                    if new is None:
+                        pipe.hdel(name, key)
+                    else:
+                        pipe.hset(name, key, json.dumps(new))
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+
+    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+        result = await self.client.eval(
+            INBOX_ADD,
+            4,
+            self.key("inbox", "dedupe", dedupe_key),
+            self.key("inbox", "next"),
+            self.key("inbox", "item", ""),
+            self.key("inbox", "pending"),
+            json.dumps(data, ensure_ascii=False),
+            DEDUPE_TTL,
+        )
+        return int(result) if result else None
+
+    async def inbox_pending(self) -> list[InboxItem]:
+        ids = await self.client.zrange(self.key("inbox", "pending"), 0, -1)
+        items = [await self.inbox_get(int(i)) for i in ids]
+        return [item for item in items if item is not None]
+
+    async def inbox_get(self, item_id: int) -> InboxItem | None:
+        raw = await self.client.hgetall(self.key("inbox", "item", str(item_id)))
+        if not raw:
+            return None
+        reply = json.loads(raw["reply"]) if raw.get("reply") else None
+        return InboxItem(
+            item_id, json.loads(raw["data"]), reply, int(raw["sent"]), int(raw["attempts"])
+        )
+
+    async def inbox_begin(self, item_id: int) -> int:
+        return int(
+            await self.client.hincrby(self.key("inbox", "item", str(item_id)), "attempts", 1)
+        )
+
+    async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
+        await self.client.hset(
+            self.key("inbox", "item", str(item_id)), "reply", json.dumps(parts, ensure_ascii=False)
+        )
+
+    async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
+        await self.client.hset(self.key("inbox", "item", str(item_id)), "sent", sent)
+
+    async def inbox_done(self, item_id: int) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.key("inbox", "pending"), item_id)
+            pipe.delete(self.key("inbox", "item", str(item_id)))
+            await pipe.execute()

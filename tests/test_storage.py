@@ -1,0 +1,135 @@
+"""Storage backends: transcripts survive a restart, resets, settings, kv atomicity, the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.messages import Message, Role, ToolCall
+from bot.storage import MemoryStorage, SQLiteStorage
+from bot.storage.factory import default_storage
+from bot.storage.redis import RedisStorage
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    store: Any
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server")
+        store = RedisStorage(url, prefix=request.getfixturevalue("redis_prefix"))
+    elif request.param == "sqlite":
+        store = SQLiteStorage(tmp_path / "db.sqlite")
+    else:
+        store = MemoryStorage()
+    await store.open()
+    yield store
+    if isinstance(store, RedisStorage):
+        keys = [k async for k in store.client.scan_iter(match=store.prefix + "*")]
+        if keys:
+            await store.client.delete(*keys)
+    await store.close()
+
+
+async def test_append_and_load_keep_order_and_fields(storage: Any) -> None:
+    call = ToolCall("call_1", "read_file", {"path": "a.txt"})
+    stored = await storage.append_messages(
+        "s1",
+        [
+            Message(Role.USER, "héllo 👋"),
+            Message(Role.ASSISTANT, "", tool_calls=(call,), thinking="hm", thinking_signature="sig"),
+            Message(Role.TOOL, "contents", tool_call_id="call_1", name="read_file", is_error=True),
+        ],
+    )
+    assert [m.id for m in stored] == sorted(m.id for m in stored)
+    loaded = await storage.load_messages("s1")
+    assert [m.content for m in loaded] == ["héllo 👋", "", "contents"]
+    assert loaded[1].tool_calls == (call,)
+    assert loaded[1].thinking_signature == "sig"
+    assert loaded[2].is_error and loaded[2].tool_call_id == "call_1"
+    assert await storage.load_messages("other") == []
+
+
+async def test_after_id_reads_only_new_messages(storage: Any) -> None:
+    first = await storage.append_messages("s", [Message(Role.USER, "one")])
+    await storage.append_messages("elsewhere", [Message(Role.USER, "x")])
+    await storage.append_messages("s", [Message(Role.ASSISTANT, "two")])
+    newer = await storage.load_messages("s", after_id=first[0].id)
+    assert [m.content for m in newer] == ["two"]
+
+
+async def test_reset_starts_a_new_conversation(storage: Any) -> None:
+    await storage.append_messages("s", [Message(Role.USER, "old")])
+    await storage.reset_session("s")
+    assert await storage.load_messages("s") == []
+    await storage.append_messages("s", [Message(Role.USER, "new")])
+    assert [m.content for m in await storage.load_messages("s")] == ["new"]
+
+
+async def test_settings(storage: Any) -> None:
+    await storage.set_setting("s", "thinking_mode", "stream")
+    await storage.set_setting("s", "model", "openai/gpt-4o")
+    await storage.set_setting("s", "model", None)
+    assert await storage.get_settings("s") == {"thinking_mode": "stream"}
+
+
+async def test_kv_update_is_atomic_under_concurrency(storage: Any) -> None:
+    def bump(old: Any) -> Any:
+        return {"n": (old or {"n": 0})["n"] + 1}
+
+    await asyncio.gather(*(storage.kv_update("counter", "k", bump) for _ in range(50)))
+    assert await storage.kv_get("counter", "k") == {"n": 50}
+    assert await storage.kv_get_all("counter") == {"k": {"n": 50}}
+    await storage.kv_update("counter", "k", lambda old: None)
+    assert await storage.kv_get("counter", "k") is None
+
+
+async def test_inbox_dedupes_and_tracks_progress(storage: Any) -> None:
+    first = await storage.inbox_add("telegram:1", {"text": "hi"})
+    assert first is not None
+    assert await storage.inbox_add("telegram:1", {"text": "hi again"}) is None
+    second = await storage.inbox_add("telegram:2", {"text": "two"})
+    pending = await storage.inbox_pending()
+    assert [item.id for item in pending] == [first, second]
+    assert await storage.inbox_begin(first) == 1
+    await storage.inbox_set_reply(first, ["part one", {"text": "part two"}])
+    await storage.inbox_mark_sent(first, 1)
+    item = await storage.inbox_get(first)
+    assert item is not None
+    assert item.reply == ["part one", {"text": "part two"}] and item.sent == 1
+    assert item.attempts == 1
+    await storage.inbox_done(first)
+    assert [item.id for item in await storage.inbox_pending()] == [second]
+    assert await storage.inbox_add("telegram:1", {"text": "late redelivery"}) is None
+
+
+async def test_sqlite_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite"
+    store = SQLiteStorage(path)
+    await store.open()
+    await store.append_messages("s", [Message(Role.USER, "remember me")])
+    await store.kv_set("cooldown", "p1", {"until": 123})
+    item = await store.inbox_add("sms:SM1", {"text": "queued"})
+    await store.close()
+
+    again = SQLiteStorage(path)
+    await again.open()
+    assert [m.content for m in await again.load_messages("s")] == ["remember me"]
+    assert await again.kv_get("cooldown", "p1") == {"until": 123}
+    assert [i.id for i in await again.inbox_pending()] == [item]
+    assert await again.ping()
+    await again.close()
+    assert not await again.ping()
+
+
+async def test_default_storage_follows_environment(tmp_path: Path) -> None:
+    assert isinstance(default_storage({"CHATLANE_DATA_DIR": str(tmp_path)}), SQLiteStorage)
+    redis = default_storage({"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert isinstance(redis, RedisStorage)
+
+
+async def test_unopened_storage_says_so(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="open"):
+        await SQLiteStorage(tmp_path / "x.sqlite").load_messages("s")
