@@ -133,3 +133,18 @@ async def test_default_storage_follows_environment(tmp_path: Path) -> None:
 async def test_unopened_storage_says_so(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="open"):
         await SQLiteStorage(tmp_path / "x.sqlite").load_messages("s")
+
+
+async def test_inbox_claims_are_exclusive_and_lapse(storage: Any) -> None:
+    item = await storage.inbox_add("slack:Ev1", {"text": "x"})
+    assert await storage.inbox_claim(item, "proc-a", 0.2)
+    assert not await storage.inbox_claim(item, "proc-b", 0.2)
+    assert await storage.inbox_claim(item, "proc-a", 0.2)  # renewal by the holder
+    await storage.inbox_release(item, "proc-b")  # not the holder: no effect
+    assert not await storage.inbox_claim(item, "proc-b", 0.2)
+    await storage.inbox_release(item, "proc-a")
+    assert await storage.inbox_claim(item, "proc-b", 0.05)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await storage.inbox_claim(item, "proc-c", 0.05):
+        assert asyncio.get_running_loop().time() < deadline, "claim never lapsed"
+        await asyncio.sleep(0.02)

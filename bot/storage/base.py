@@ -80,6 +80,16 @@ class Storage(Protocol):
 
     async def inbox_get(self, item_id: int) -> InboxItem | None: ...
 
+    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+        """Take (or renew) the right to answer an item for ``ttl`` seconds.
+
+        True when ``owner`` holds it now. A process that dies stops renewing,
+        its claims lapse, and another process picks the items up.
+        """
+        ...
+
+    async def inbox_release(self, item_id: int, owner: str) -> None: ...
+
     async def inbox_begin(self, item_id: int) -> int:
         """Count one more processing attempt; returns the count."""
         ...

@@ -36,6 +36,19 @@ redis.call('ZADD', KEYS[4], id, id)
 return id
 """
 
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RedisStorage:
     def __init__(self, url: str, *, prefix: str = "chatlane:") -> None:
@@ -195,4 +208,12 @@ class RedisStorage:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrem(self.key("inbox", "pending"), item_id)
             pipe.delete(self.key("inbox", "item", str(item_id)))
+            pipe.delete(self.key("inbox", "claim", str(item_id)))
             await pipe.execute()
+
+    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+        key = self.key("inbox", "claim", str(item_id))
+        return bool(await self.client.eval(CLAIM, 1, key, owner, max(1, int(ttl * 1000))))
+
+    async def inbox_release(self, item_id: int, owner: str) -> None:
+        await self.client.eval(RELEASE, 1, self.key("inbox", "claim", str(item_id)), owner)

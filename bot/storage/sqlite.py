@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class SQLiteStorage:
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._epochs: dict[str, int] = {}
+        # One process owns a SQLite file, so claims only need to live in memory.
+        self._claims: dict[int, tuple[str, float]] = {}
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -70,7 +73,12 @@ class SQLiteStorage:
         if self._db is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        connection = aiosqlite.connect(self.path, isolation_level=None)
+        # A runtime the caller forgot to close must not keep the process alive at exit.
+        worker = getattr(connection, "_thread", None)
+        if worker is not None:
+            worker.daemon = True
+        self._db = await connection
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
@@ -260,3 +268,16 @@ class SQLiteStorage:
         await self.db.execute(
             "UPDATE inbox SET done = 1, reply = NULL, data = '{}' WHERE id = ?", (item_id,)
         )
+
+    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+        now = time.monotonic()
+        holder = self._claims.get(item_id)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._claims[item_id] = (owner, now + ttl)
+        return True
+
+    async def inbox_release(self, item_id: int, owner: str) -> None:
+        holder = self._claims.get(item_id)
+        if holder is not None and holder[0] == owner:
+            del self._claims[item_id]

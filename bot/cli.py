@@ -1,0 +1,123 @@
+"""The ``chatlane`` command: serve, chat, check, webhooks set."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bot.channel import adapter_classes
+from bot.config import Config, ConfigError, load_config
+
+log = logging.getLogger("chatlane")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatlane", description="One LLM-backed bot on many chat channels."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="FILE", help="config file (default: config/config.yaml)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="serve every configured channel over HTTP"))
+    serve.add_argument("--host", default=None, help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="port (default $PORT or 8080)")
+    with_config(sub.add_parser("chat", help="chat in the terminal"))
+    with_config(sub.add_parser("check", help="validate config; show channels and providers"))
+    webhooks = with_config(sub.add_parser("webhooks", help="manage platform webhooks"))
+    webhooks.add_argument("action", choices=["set"], help="set: register the Telegram webhook")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"chatlane: bad config\n{exc}", file=sys.stderr)
+        return 2
+    from bot.logs import setup_logging
+
+    setup_logging(extra_secret_names=_configured_secret_names(config))
+    handlers = {
+        "serve": _serve,
+        "chat": _chat,
+        "check": _check,
+        "webhooks": _webhooks,
+    }
+    try:
+        return handlers[args.command](config, args)
+    except ConfigError as exc:
+        print(f"chatlane: bad config\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configured_secret_names(config: Config) -> list[str]:
+    names = [p.api_key_env for p in config.agent.auth_profiles]
+    names += [p.api_key_env for p in config.providers.values() if p.api_key_env]
+    return names
+
+
+def _port(args: Any, config: Config) -> int:
+    if args.port is not None:
+        return int(args.port)
+    if os.environ.get("PORT"):
+        try:
+            return int(os.environ["PORT"])
+        except ValueError:
+            raise ConfigError(f"PORT: {os.environ['PORT']!r} is not a number; set PORT=8080") from None
+    return config.server.port or 8080
+
+
+def _serve(config: Config, args: Any) -> int:
+    from aiohttp import web
+
+    from bot.server import create_app
+
+    app = create_app(config=config)
+    host = args.host or config.server.host
+    port = _port(args, config)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=lambda _msg: log.info("listening on http://%s:%d", host, port),
+        shutdown_timeout=min(config.server.shutdown_grace + 2, 28),
+        access_log=None,
+    )
+    return 0
+
+
+def _chat(config: Config, args: Any) -> int:
+    for cls in adapter_classes():
+        if cls.name == "terminal":
+            return int(asyncio.run(cls.run_terminal(config)))
+    print("chatlane: the terminal channel is not installed", file=sys.stderr)
+    return 1
+
+
+def _check(config: Config, args: Any) -> int:
+    from bot.check import run_check
+
+    return asyncio.run(run_check(config))
+
+
+def _webhooks(config: Config, args: Any) -> int:
+    for cls in adapter_classes():
+        if cls.name == "telegram":
+            return int(asyncio.run(cls.set_webhook(config, os.environ)))
+    print("chatlane: the telegram channel is not installed", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""From accepted inbound message to delivered reply, at least once and never twice.
+
+``submit`` runs the access checks, stores the message in the inbox (the
+platform's id deduplicates redeliveries) and hands it to the session's
+mailbox; only then does the channel acknowledge the platform. A turn's reply
+is rendered, stored with the inbox item, and sent part by part, each part
+recorded as sent, so a restart resumes where it stopped: no acknowledged
+message is lost, none is answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from bot.access import AccessPolicy, Verdict
+from bot.commands import handle_command
+from bot.events import EventType
+from bot.inbound import InboundMessage, JSONPart, ReplySink
+from bot.queuing import Mailbox, QueueMode
+from bot.storage.base import InboxItem
+
+if TYPE_CHECKING:
+    from bot.runtime import AgentRuntime
+
+log = logging.getLogger(__name__)
+
+TYPING_EVERY = 4.0
+MAX_ATTEMPTS = 3
+CLAIM_TTL = 30.0
+
+
+class Outcome(str, Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+    DRAINING = "draining"
+
+
+class Dispatcher:
+    """Accepts messages for every channel and answers them.
+
+    ``process=False`` only stores (a web process when separate workers
+    answer); ``sweep_every`` is how often stored messages nobody holds are
+    picked up (after a crash, or from a web-only process).
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        *,
+        access: AccessPolicy | None = None,
+        process: bool = True,
+        sweep_every: float = 10.0,
+    ) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.access = access or AccessPolicy(runtime.config)
+        self.sinks: dict[str, ReplySink] = {}
+        self.draining = False
+        self.process = process
+        self.sweep_every = sweep_every
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[Any]] = []
+        queuing = self.config.agent.queuing
+        self.mailbox = Mailbox(
+            self._handle,
+            mode=QueueMode(queuing.mode),
+            max_pending=queuing.max_pending,
+        )
+
+    @property
+    def storage(self) -> Any:
+        return self.runtime.storage
+
+    def register(self, sink: ReplySink) -> None:
+        self.sinks[sink.name] = sink
+
+    async def start(self) -> None:
+        """Pick up what was accepted but not answered before (a crash, a restart), then keep
+        sweeping for messages nobody holds and renewing the claims this process holds."""
+        await self.runtime.start()
+        if not self.process:
+            return
+        await self.sweep()
+        self._background = [
+            asyncio.ensure_future(self._every(self.sweep_every, self.sweep)),
+            asyncio.ensure_future(self._every(CLAIM_TTL / 3, self._renew)),
+        ]
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed; will retry", job.__name__)
+
+    async def sweep(self) -> int:
+        """Claim and queue every stored message that no live process holds."""
+        taken = 0
+        for item in await self.storage.inbox_pending():
+            if item.id in self._held or self.draining:
+                continue
+            message = InboundMessage.from_dict(item.data)
+            if message.channel not in self.sinks:
+                continue
+            if await self.storage.inbox_claim(item.id, self.owner, CLAIM_TTL):
+                self._held.add(item.id)
+                self._enqueue(message, item.id)
+                taken += 1
+        if taken:
+            log.info("picked up %d stored message(s)", taken)
+        return taken
+
+    async def _renew(self) -> None:
+        for item_id in list(self._held):
+            if not await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
+                log.warning("lost the claim on inbox item %s", item_id)
+                self._held.discard(item_id)
+
+    async def submit(self, message: InboundMessage, *, when_draining: bool = False) -> Outcome:
+        if self.draining and not when_draining:
+            return Outcome.DRAINING
+        verdict = self.access.check(message)
+        if verdict.verdict is not Verdict.ALLOWED:
+            log.info("refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict)
+            if verdict.notice:
+                self._spawn(self._notify(message, verdict.notice))
+            return Outcome.REFUSED
+        item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
+        if item_id is None:
+            return Outcome.DUPLICATE
+        if self.process and not self.draining:
+            if await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
+                self._held.add(item_id)
+                self._enqueue(message, item_id)
+        return Outcome.ACCEPTED
+
+    def _enqueue(self, message: InboundMessage, item_id: int) -> None:
+        mode = self.config.channel(message.channel).queue_mode
+        result = self.mailbox.submit(
+            message.session_id, item_id, mode=QueueMode(mode) if mode else None
+        )
+        if not result.accepted:
+            self._spawn(self._overflow(message, item_id))
+
+    async def _overflow(self, message: InboundMessage, item_id: int) -> None:
+        # The item stays stored: the chat's next turn receives it as dropped and closes it.
+        await self._notify(
+            message,
+            "I'm still working on your earlier messages, so this one will only be "
+            "mentioned, not answered on its own. Please send it again in a moment.",
+        )
+
+    async def _done(self, item_id: int) -> None:
+        await self.storage.inbox_done(item_id)
+        self._held.discard(item_id)
+
+    async def _notify(self, message: InboundMessage, text: str) -> None:
+        sink = self.sinks.get(message.channel)
+        if sink is None:
+            return
+        try:
+            await sink.notify(message, text)
+        except Exception:
+            log.exception("could not send a notice on %s", message.channel)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, session_id: str, item_ids: list[int], dropped: list[int]) -> None:
+        items = [item for i in item_ids if (item := await self.storage.inbox_get(i)) is not None]
+        lost = [item for i in dropped if (item := await self.storage.inbox_get(i)) is not None]
+        if not items:
+            return
+        try:
+            await self._answer(session_id, items, lost)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering %s failed", session_id)
+            message = InboundMessage.from_dict(items[-1].data)
+            if items[-1].attempts >= MAX_ATTEMPTS:
+                await self._notify(message, "Sorry, something went wrong answering that.")
+                for item in items:
+                    await self._done(item.id)
+
+    async def _answer(self, session_id: str, items: list[InboxItem], lost: list[InboxItem]) -> None:
+        last = items[-1]
+        message = InboundMessage.from_dict(last.data)
+        sink = self.sinks[message.channel]
+        if last.reply is not None:
+            await self._deliver(sink, message, last, last.reply)
+            for item in items[:-1]:
+                await self._done(item.id)
+            return
+        texts: list[str] = []
+        for item in items:
+            attempts = await self.storage.inbox_begin(item.id)
+            item.attempts = attempts
+            inbound = InboundMessage.from_dict(item.data)
+            answer = await handle_command(self.runtime, session_id, inbound.text)
+            if answer is not None:
+                await self._deliver(sink, inbound, item, sink.render(answer))
+                continue
+            texts.append(inbound.text)
+        if not texts:
+            return
+        if lost:
+            dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
+            texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
+        reply, reasoning = await self._run_turn(sink, message, session_id, "\n\n".join(texts))
+        pending = [i for i in items if i.reply is None]
+        parts = sink.render(reply, reasoning) if reply or reasoning else []
+        target = pending[-1] if pending else last
+        await self.storage.inbox_set_reply(target.id, parts)
+        await self._deliver(sink, message, target, parts)
+        for item in [*pending[:-1], *lost]:
+            await self._done(item.id)
+
+    async def _run_turn(
+        self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
+    ) -> tuple[str, str | None]:
+        tools: list[str] = []
+        thinking: list[str] = []
+        typing = asyncio.ensure_future(self._keep_typing(sink, message))
+        try:
+            async for event in self.runtime.run(session_id, text, channel=message.channel):
+                if event.type is EventType.TOOL_RESULT and event.data.get("display"):
+                    tools.append(event.data["display"])
+                elif event.type is EventType.THINKING and event.data["mode"] == "stream":
+                    thinking.append(event.data["content"])
+                elif event.type is EventType.TEXT and thinking:
+                    await self._send_thinking(sink, message, "".join(thinking))
+                    thinking.clear()
+                elif event.type is EventType.ERROR:
+                    return event.data["message"], None
+                elif event.type is EventType.DONE:
+                    if thinking:
+                        await self._send_thinking(sink, message, "".join(thinking))
+                    body = "\n\n".join([*tools, event.data["text"]]).strip()
+                    reasoning = event.data.get("thinking") or None
+                    if reasoning and not self._shows_reasoning(message.channel):
+                        reasoning = None
+                    return body, reasoning
+        finally:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+        return "", None
+
+    def _shows_reasoning(self, channel: str) -> bool:
+        configured = self.config.channel(channel).show_reasoning
+        if configured is not None:
+            return configured
+        return channel != "sms"
+
+    async def _send_thinking(self, sink: ReplySink, message: InboundMessage, text: str) -> None:
+        if not text.strip() or not self._shows_reasoning(message.channel):
+            return
+        for part in sink.render("", text.strip()):
+            await sink.send_part(message, part)
+
+    async def _keep_typing(self, sink: ReplySink, message: InboundMessage) -> None:
+        while True:
+            try:
+                await sink.typing(message)
+            except Exception:
+                log.debug("typing signal failed on %s", message.channel, exc_info=True)
+            await asyncio.sleep(TYPING_EVERY)
+
+    async def _deliver(
+        self, sink: ReplySink, message: InboundMessage, item: InboxItem, parts: list[JSONPart]
+    ) -> None:
+        for index in range(item.sent, len(parts)):
+            await sink.send_part(message, parts[index])
+            await self.storage.inbox_mark_sent(item.id, index + 1)
+        await self._done(item.id)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking turns; give the running ones ``grace`` seconds; leave the rest stored."""
+        self.draining = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.mailbox.close(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for item_id in list(self._held):
+            await self.storage.inbox_release(item_id, self.owner)
+        self._held.clear()

@@ -1,0 +1,95 @@
+"""The one inbound message type every channel produces, and what a channel offers back.
+
+Data flows one way: channel -> ``InboundMessage`` -> inbox -> lane -> runtime
+-> events -> ``ReplySink`` (the channel again, rendering and sending).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JSONPart = Any  # a reply part as the channel renders it: str, or a JSON-able dict
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message from a person, normalized.
+
+    - ``channel``: ``telegram``, ``slack``, ``sms``, ``discord``, ``web``, ``terminal``.
+    - ``chat_id``: where the reply goes (Telegram chat, Slack channel, phone number...).
+    - ``sender_id``: who wrote it (``allow_from`` and rate limits key on it).
+    - ``message_id``: the platform's id, for deduplication (update_id, event_id, MessageSid...).
+    - ``thread_id``: a thread to reply in (Slack ``thread_ts``), when there is one.
+    - ``context``: what the channel needs to reply (JSON-able; stored in the inbox).
+    """
+
+    channel: str
+    chat_id: str
+    sender_id: str
+    text: str
+    message_id: str
+    thread_id: str | None = None
+    sender_name: str | None = None
+    timestamp: float = field(default_factory=time.time)
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def session_id(self) -> str:
+        if self.thread_id:
+            return f"{self.channel}:{self.chat_id}:{self.thread_id}"
+        return f"{self.channel}:{self.chat_id}"
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.channel}:{self.message_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "chat_id": self.chat_id,
+            "sender_id": self.sender_id,
+            "text": self.text,
+            "message_id": self.message_id,
+            "thread_id": self.thread_id,
+            "sender_name": self.sender_name,
+            "timestamp": self.timestamp,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InboundMessage:
+        return cls(
+            channel=data["channel"],
+            chat_id=data["chat_id"],
+            sender_id=data["sender_id"],
+            text=data["text"],
+            message_id=data["message_id"],
+            thread_id=data.get("thread_id"),
+            sender_name=data.get("sender_name"),
+            timestamp=float(data.get("timestamp") or time.time()),
+            context=dict(data.get("context") or {}),
+        )
+
+
+class ReplySink(Protocol):
+    """What a messaging channel gives the dispatcher to answer a message."""
+
+    name: str
+
+    def render(self, markdown: str, reasoning: str | None = None) -> list[JSONPart]:
+        """The reply as the parts to send, in order, each within the platform's limit."""
+        ...
+
+    async def send_part(self, message: InboundMessage, part: JSONPart) -> None:
+        """Send one part; wait out rate limits; fall back to plain text on a format rejection."""
+        ...
+
+    async def notify(self, message: InboundMessage, text: str) -> None:
+        """Send a short plain notice (refusals, queue overflow, errors)."""
+        ...
+
+    async def typing(self, message: InboundMessage) -> None:
+        """Show that the bot is working, where the platform can."""
+        ...

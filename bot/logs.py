@@ -1,0 +1,90 @@
+"""Logging: JSON lines when not on a terminal (or ``LOG_FORMAT=json``), and no secrets ever.
+
+Every record passes through ``RedactSecrets``, which replaces the value of
+each secret environment variable (API keys, tokens, signing secrets, and
+any variable a config ``*_env`` key names) with ``[redacted]``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SECRET_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "SID")
+turn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("turn_id", default=None)
+
+
+def secret_values(env: Mapping[str, str], extra_names: Iterable[str] = ()) -> set[str]:
+    names = {n for n in env if any(h in n.upper() for h in SECRET_HINTS)} | set(extra_names)
+    if "REDIS_URL" in env and "@" in env["REDIS_URL"]:
+        names.add("REDIS_URL")
+    return {env[n] for n in names if n in env and len(env[n]) >= 6}
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__()
+        self.secrets = sorted(secrets, key=len, reverse=True)
+
+    def _clean(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = self._clean(message)
+        record.args = None
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        current = turn_id.get()
+        if current:
+            data["turn"] = current
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(
+    env: Mapping[str, str] | None = None, extra_secret_names: Iterable[str] = ()
+) -> None:
+    env = os.environ if env is None else env
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    as_json = env.get("LOG_FORMAT", "").lower() == "json" or (
+        env.get("LOG_FORMAT", "").lower() != "text" and not sys.stderr.isatty()
+    )
+    handler.setFormatter(
+        JSONFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    handler.addFilter(RedactSecrets(secret_values(env, extra_secret_names)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    for noisy in ("httpx", "httpx2", "aiohttp.access", "discord", "telegram", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,188 @@
+"""Anthropic Messages API, streamed, over the official SDK (retries off)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+
+from bot.messages import Message, Role, ToolCall
+from bot.providers.base import (
+    Delta,
+    ModelRequest,
+    ProviderInfo,
+    StopDelta,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UsageDelta,
+)
+from bot.providers.classify import classify
+
+STOP_REASONS = {
+    "end_turn": "end",
+    "stop_sequence": "end",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "refusal": "refusal",
+    "pause_turn": "end",
+}
+
+
+def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Our transcript -> (system, messages) in the Messages API shape.
+
+    Tool results become ``tool_result`` blocks in a user message (consecutive
+    results share one message); same-role neighbours are merged, since the
+    API wants the roles to alternate.
+    """
+    system_parts: list[str] = []
+    wire: list[dict[str, Any]] = []
+
+    def push(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if wire and wire[-1]["role"] == role:
+            wire[-1]["content"].extend(blocks)
+        else:
+            wire.append({"role": role, "content": blocks})
+
+    for message in messages:
+        if message.role is Role.SYSTEM:
+            system_parts.append(message.content)
+        elif message.role is Role.USER:
+            push("user", [{"type": "text", "text": message.content or "(empty message)"}])
+        elif message.role is Role.TOOL:
+            push(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.tool_call_id or "",
+                        "content": message.content or "(no output)",
+                        "is_error": message.is_error,
+                    }
+                ],
+            )
+        else:
+            blocks: list[dict[str, Any]] = []
+            if message.thinking and message.thinking_signature:
+                blocks.append(
+                    {
+                        "type": "thinking",
+                        "thinking": message.thinking,
+                        "signature": message.thinking_signature,
+                    }
+                )
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+            blocks.extend(
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                for c in message.tool_calls
+            )
+            push("assistant", blocks or [{"type": "text", "text": "(no answer)"}])
+    return ("\n\n".join(system_parts) or None), wire
+
+
+class AnthropicProvider:
+    def __init__(self, info: ProviderInfo, *, timeout: float = 120.0) -> None:
+        self.info = info
+        self.timeout = timeout
+        self._clients: dict[str, anthropic.AsyncAnthropic] = {}
+
+    def client(self, api_key: str | None) -> anthropic.AsyncAnthropic:
+        key = api_key or "no-key"
+        found = self._clients.get(key)
+        if found is None:
+            found = anthropic.AsyncAnthropic(
+                api_key=key,
+                base_url=self.info.base_url or None,
+                max_retries=0,
+                timeout=self.timeout,
+            )
+            self._clients[key] = found
+        return found
+
+    def build_params(self, request: ModelRequest) -> dict[str, Any]:
+        system, wire = to_wire(request.messages)
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": wire,
+            "max_tokens": request.max_tokens,
+            "stream": True,
+        }
+        if system:
+            params["system"] = system
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+        if request.thinking_budget:
+            params["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
+            params["max_tokens"] = max(request.max_tokens, request.thinking_budget + 1024)
+        elif request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    async def stream(self, request: ModelRequest, api_key: str | None) -> AsyncIterator[Delta]:
+        params = self.build_params(request)
+        tool_blocks: dict[int, dict[str, Any]] = {}
+        try:
+            events = await self.client(api_key).messages.create(**params)
+            async with events:
+                async for event in events:
+                    for delta in self._map(event, tool_blocks):
+                        yield delta
+        except anthropic.AnthropicError as exc:
+            raise classify(exc, provider=self.info.name, model=request.model) from exc
+        except (OSError, ValueError) as exc:
+            raise classify(exc, provider=self.info.name, model=request.model) from exc
+
+    def _map(self, event: Any, tool_blocks: dict[int, dict[str, Any]]) -> list[Delta]:
+        kind = event.type
+        if kind == "message_start":
+            usage = event.message.usage
+            return [UsageDelta(input_tokens=usage.input_tokens or 0)] if usage else []
+        if kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
+            elif block.type == "text" and block.text:
+                return [TextDelta(block.text)]
+            return []
+        if kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                return [TextDelta(delta.text)]
+            if delta.type == "thinking_delta":
+                return [ThinkingDelta(delta.thinking)]
+            if delta.type == "signature_delta":
+                return [ThinkingDelta("", signature=delta.signature)]
+            if delta.type == "input_json_delta" and event.index in tool_blocks:
+                tool_blocks[event.index]["json"].append(delta.partial_json)
+            return []
+        if kind == "content_block_stop" and event.index in tool_blocks:
+            block = tool_blocks.pop(event.index)
+            raw = "".join(block["json"]).strip()
+            arguments = json.loads(raw) if raw else {}
+            if not isinstance(arguments, dict):
+                arguments = {"value": arguments}
+            return [ToolCallDelta(ToolCall(block["id"], block["name"], arguments))]
+        if kind == "message_delta":
+            out: list[Delta] = []
+            usage = getattr(event, "usage", None)
+            if usage is not None and usage.output_tokens:
+                out.append(UsageDelta(output_tokens=usage.output_tokens))
+            reason = event.delta.stop_reason
+            if reason:
+                out.append(StopDelta(STOP_REASONS.get(reason, reason)))
+            return out
+        return []
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

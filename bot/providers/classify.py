@@ -1,0 +1,170 @@
+"""SDK exceptions -> one ``ProviderError`` taxonomy.
+
+Classification reads the status code, the error ``type``/``code`` from the
+body, and the wording only for context overflow (which both APIs report as a
+plain 400). Errors raised inside a stream arrive with ``status_code == 200``
+(Anthropic) or without a status (OpenAI), so the body decides there.
+Messages are built from the status and the server's own message; request
+headers (where the key lives) are never read.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import anthropic
+import openai
+
+from bot.failover.errors import FailoverReason, ProviderError
+
+_OVERFLOW_WORDS = (
+    "prompt is too long",
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "too many tokens",
+    "input is too long",
+)
+
+_BY_TYPE = {
+    "rate_limit_error": FailoverReason.RATE_LIMIT,
+    "overloaded_error": FailoverReason.OVERLOADED,
+    "api_error": FailoverReason.SERVER,
+    "internal_server_error": FailoverReason.SERVER,
+    "server_error": FailoverReason.SERVER,
+    "authentication_error": FailoverReason.AUTH,
+    "permission_error": FailoverReason.AUTH,
+    "billing_error": FailoverReason.BILLING,
+    "insufficient_quota": FailoverReason.BILLING,
+    "not_found_error": FailoverReason.NOT_FOUND,
+    "model_not_found": FailoverReason.NOT_FOUND,
+    "request_too_large": FailoverReason.CONTEXT_OVERFLOW,
+    "context_length_exceeded": FailoverReason.CONTEXT_OVERFLOW,
+    "invalid_request_error": FailoverReason.BAD_REQUEST,
+    "timeout_error": FailoverReason.TIMEOUT,
+}
+
+# Body types that say more than the status code does.
+_DECISIVE_TYPES = frozenset({"billing_error", "overloaded_error", "request_too_large"})
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return max(parsed.timestamp() - time.time(), 0.0)
+
+
+def _by_status(status: int, text: str) -> FailoverReason:
+    if status == 429:
+        return FailoverReason.RATE_LIMIT
+    if status == 402:
+        return FailoverReason.BILLING
+    if status in (401, 403):
+        return FailoverReason.AUTH
+    if status == 404:
+        return FailoverReason.NOT_FOUND
+    if status == 413:
+        return FailoverReason.CONTEXT_OVERFLOW
+    if status in (408, 504):
+        return FailoverReason.TIMEOUT
+    if status in (503, 529):
+        return FailoverReason.OVERLOADED
+    if status >= 500:
+        return FailoverReason.SERVER
+    if status in (400, 422) and _overflow(text):
+        return FailoverReason.CONTEXT_OVERFLOW
+    if 400 <= status < 500:
+        return FailoverReason.BAD_REQUEST
+    return FailoverReason.UNKNOWN
+
+
+def _overflow(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _OVERFLOW_WORDS)
+
+
+def _body_error(body: object) -> tuple[str | None, str | None, str]:
+    """(type, code, message) from an error body of either API."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            kind = error.get("type")
+            code = error.get("code")
+            message = error.get("message") or ""
+            return (
+                kind if isinstance(kind, str) else None,
+                code if isinstance(code, str) else None,
+                str(message),
+            )
+    return None, None, ""
+
+
+def classify(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+    """Classify an anthropic or openai SDK exception (or a stray network error)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError | TimeoutError):
+        return ProviderError(
+            FailoverReason.TIMEOUT, "the request timed out", provider=provider, model=model
+        )
+    if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError | OSError):
+        return ProviderError(
+            FailoverReason.CONNECTION,
+            "could not connect to the provider",
+            provider=provider,
+            model=model,
+        )
+    status: int | None = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    kind, code, server_message = _body_error(body)
+    kind = getattr(exc, "type", None) or kind
+    code = getattr(exc, "code", None) or code
+    message = server_message or str(getattr(exc, "message", "")) or type(exc).__name__
+    reason: FailoverReason
+    if code == "insufficient_quota" or kind == "insufficient_quota":
+        reason = FailoverReason.BILLING
+    elif kind in _DECISIVE_TYPES:
+        reason = _BY_TYPE[kind]
+    elif isinstance(code, str) and code in _BY_TYPE and code != "invalid_request_error":
+        reason = _BY_TYPE[code]
+    elif status is not None and status != 200:
+        reason = _by_status(status, message)
+        if reason is FailoverReason.BAD_REQUEST and kind in _BY_TYPE:
+            reason = _BY_TYPE[kind]
+    elif isinstance(kind, str) and kind in _BY_TYPE:
+        reason = _BY_TYPE[kind]
+        if reason is FailoverReason.BAD_REQUEST and _overflow(message):
+            reason = FailoverReason.CONTEXT_OVERFLOW
+    elif _overflow(message):
+        reason = FailoverReason.CONTEXT_OVERFLOW
+    else:
+        reason = FailoverReason.SERVER
+    response = getattr(exc, "response", None)
+    retry_after = retry_after_seconds(getattr(response, "headers", None))
+    label = f"{status} " if status and status != 200 else ""
+    return ProviderError(
+        reason,
+        f"{provider or 'provider'} {label}{kind or reason.value}: {message}"[:500],
+        provider=provider,
+        model=model,
+        status_code=status if status != 200 else None,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,112 @@
+"""Lanes per session and one global lane: a turn holds its session's lane, then a global slot.
+
+::
+
+    async with manager.slot(session_id) as slot:
+        async for position in slot.wait():   # yields only while queued
+            ...                               # e.g. yield AgentEvent("queue", ...)
+        ...                                   # the turn runs here
+
+Leaving the block (normally, by an exception, a cancel or the generator
+being closed) releases whatever was taken. A session lane is dropped as soon
+as it is idle, so memory follows the number of chats in flight, not the
+number ever seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from bot.queuing.lane import Lane
+
+GLOBAL = "global"
+
+
+class Slot:
+    def __init__(self, manager: QueueManager, session_id: str) -> None:
+        self.manager = manager
+        self.session_id = session_id
+        self.lane = f"session:{session_id}"
+        self._session: Lane | None = None
+        self._session_held = False
+        self._global = False
+
+    async def wait(self) -> AsyncIterator[int]:
+        """Acquire the session lane then a global slot; yield queue positions meanwhile."""
+        session = self.manager.get_session_lane(self.session_id)
+        self._session = session
+        async with contextlib.aclosing(session.acquire()) as positions:
+            async for position in positions:
+                self.lane = session.name
+                yield position
+        self._session_held = True
+        global_lane = self.manager.get_global_lane()
+        async with contextlib.aclosing(global_lane.acquire()) as positions:
+            async for position in positions:
+                self.lane = global_lane.name
+                yield position
+        self._global = True
+
+    async def __aenter__(self) -> Slot:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._global:
+            self.manager.get_global_lane().release()
+            self._global = False
+        if self._session is not None and self._session_held:
+            self._session.release()
+            self._session_held = False
+        if self._session is not None:
+            self.manager._evict(self.session_id, self._session)
+
+
+class QueueManager:
+    def __init__(
+        self,
+        max_concurrent_per_session: int = 1,
+        max_concurrent_global: int = 10,
+        *,
+        max_pending: int | None = None,
+    ) -> None:
+        self.max_concurrent_per_session = max_concurrent_per_session
+        self.max_concurrent_global = max_concurrent_global
+        self.max_pending = max_pending
+        self._sessions: dict[str, Lane] = {}
+        self._global = Lane(GLOBAL, max_concurrent_global)
+
+    def get_session_lane(self, session_id: str) -> Lane:
+        lane = self._sessions.get(session_id)
+        if lane is None:
+            lane = Lane(f"session:{session_id}", self.max_concurrent_per_session, self.max_pending)
+            self._sessions[session_id] = lane
+        return lane
+
+    def get_global_lane(self) -> Lane:
+        return self._global
+
+    def slot(self, session_id: str) -> Slot:
+        return Slot(self, session_id)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a turn's slots without reporting positions."""
+        async with self.slot(session_id) as slot:
+            async for _ in slot.wait():
+                pass
+            yield
+
+    def _evict(self, session_id: str, lane: Lane) -> None:
+        if lane.idle and self._sessions.get(session_id) is lane:
+            del self._sessions[session_id]
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)

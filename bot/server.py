@@ -1,0 +1,101 @@
+"""``chatlane serve``: one aiohttp process serving every configured channel.
+
+Start-up and shutdown are one ``cleanup_ctx`` generator: open storage, start
+the dispatcher and each channel; on the way out (SIGTERM included) stop
+taking new turns, let running ones finish within ``server.shutdown_grace``,
+stop channels, close storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from bot.channel import ChannelHost, adapter_classes
+from bot.config import Config
+from bot.dispatch import Dispatcher
+from bot.runtime import AgentRuntime
+
+log = logging.getLogger(__name__)
+
+HOST_KEY = web.AppKey("host", ChannelHost)
+ADAPTERS_KEY = web.AppKey("adapters", list)
+
+
+def create_app(
+    runtime: AgentRuntime | None = None,
+    *,
+    config: Config | None = None,
+    env: Mapping[str, str] | None = None,
+) -> web.Application:
+    env = os.environ if env is None else env
+    if runtime is None:
+        runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
+    dispatcher = Dispatcher(runtime)
+    host = ChannelHost(runtime, dispatcher, runtime.config, public_url=env.get("PUBLIC_URL"))
+    app = web.Application(client_max_size=1024**2)
+    app[HOST_KEY] = host
+    adapters: list[Any] = []
+    for cls in adapter_classes():
+        if not runtime.config.channel(cls.name).enabled:
+            continue
+        adapter = cls.from_env(host, env)
+        if adapter is None:
+            continue
+        adapter.add_routes(app)
+        adapters.append(adapter)
+        sink = getattr(adapter, "sink", None)
+        if sink is not None:
+            dispatcher.register(sink)
+    app[ADAPTERS_KEY] = adapters
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    host = app[HOST_KEY]
+    runtime = host.runtime
+    await runtime.start()
+    if runtime.models.demo_reason:
+        log.warning("chatlane is running on the offline demo model: %s", runtime.models.demo_reason)
+    started = []
+    for adapter in app[ADAPTERS_KEY]:
+        try:
+            await adapter.start()
+            started.append(adapter)
+        except Exception:
+            log.exception("channel %s failed to start; it stays off", adapter.name)
+    await host.dispatcher.start()
+    log.info(
+        "chatlane serving channels: %s; model %s",
+        ", ".join(a.name for a in started) or "none",
+        runtime.model,
+    )
+    yield
+    host.draining = True
+    await host.dispatcher.drain(runtime.config.server.shutdown_grace)
+    for adapter in reversed(started):
+        try:
+            await adapter.stop()
+        except Exception:
+            log.exception("channel %s failed to stop cleanly", adapter.name)
+    await runtime.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    host = request.app[HOST_KEY]
+    storage_ok = await host.runtime.storage.ping()
+    body = {
+        "status": "ok" if storage_ok else "unavailable",
+        "storage": "ok" if storage_ok else "unreachable",
+        "backend": type(host.runtime.storage).__name__,
+        "draining": host.draining,
+        "model": host.runtime.model,
+        "demo": host.runtime.models.demo_reason is not None,
+    }
+    return web.json_response(body, status=200 if storage_ok else 503)

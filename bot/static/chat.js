@@ -1,0 +1,150 @@
+// chatlane web chat: streams one turn per message from POST /api/chat (NDJSON events).
+// Everything the user or the model writes goes in through textContent; only the
+// server-sanitized `html` of a finished answer is inserted as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const messages = $("messages"), input = $("input"), send = $("send"), form = $("composer");
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Array.from({ length: 16 }, () => Math.floor(Math.random() * 256).toString(16).padStart(2, "0")).join("");
+}
+let sessionId = localStorage.getItem("chatlane-session") || newId();
+localStorage.setItem("chatlane-session", sessionId);
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function add(node) { messages.appendChild(node); messages.scrollTop = messages.scrollHeight; return node; }
+
+async function loadInfo() {
+  try {
+    const info = await (await fetch("/api/info")).json();
+    $("model").textContent = info.model || "";
+    if (info.demo) {
+      const banner = $("banner");
+      banner.textContent = "Offline demo model: " + info.demo;
+      banner.hidden = false;
+    }
+  } catch (e) { /* the chat still works without the header */ }
+}
+
+class Turn {
+  constructor() {
+    this.box = add(el("div", "msg bot"));
+    this.status = this.box.appendChild(el("div", "queue"));
+    this.reasoning = null;
+    this.answer = this.box.appendChild(el("div", "answer streaming"));
+    this.tools = {};
+  }
+  reasoningBox(open) {
+    if (!this.reasoning) {
+      const details = el("details", "reasoning");
+      details.appendChild(el("summary", null, "Reasoning"));
+      this.reasoningText = details.appendChild(el("div", "content"));
+      this.box.insertBefore(details, this.answer);
+      this.reasoning = details;
+    }
+    if (open) this.reasoning.open = true;
+    return this.reasoningText;
+  }
+  handle(event) {
+    const data = event.data || {};
+    if (event.type !== "queue") this.status.textContent = "";
+    switch (event.type) {
+      case "queue": this.status.textContent = "Queued — position " + data.position; break;
+      case "thinking":
+        if (data.mode === "on") this.reasoningBox(false).textContent = data.content;
+        else this.reasoningBox(true).textContent += data.content;
+        break;
+      case "text": this.answer.textContent += data.delta; break;
+      case "tool_call": {
+        const card = el("details", "tool");
+        const args = data.arguments && Object.keys(data.arguments).length ? " " + Object.values(data.arguments).join(" ") : "";
+        card.appendChild(el("summary", null, "🔧 " + data.name + args));
+        this.tools[data.id] = card;
+        this.box.insertBefore(card, this.answer);
+        break;
+      }
+      case "tool_result": {
+        const card = this.tools[data.id] || this.box.insertBefore(el("details", "tool"), this.answer);
+        if (data.display) card.appendChild(el("pre", null, data.display));
+        if (data.is_error) card.classList.add("failed");
+        break;
+      }
+      case "failover": this.box.insertBefore(el("div", "failover", "switched from " + data.from + " to " + data.to + ": " + data.reason), this.answer); break;
+      case "compaction": break;
+      case "done":
+        this.answer.classList.remove("streaming");
+        if (typeof data.html === "string") this.answer.innerHTML = data.html;
+        if (data.thinking) this.reasoningBox(false).textContent = data.thinking;
+        break;
+      case "command":
+        this.answer.classList.remove("streaming");
+        this.answer.textContent = data.text;
+        break;
+      case "error": add(el("div", "msg error", data.message || "Something went wrong.")); break;
+    }
+    messages.scrollTop = messages.scrollHeight;
+  }
+}
+
+async function sendText(text) {
+  add(el("div", "msg user", text));
+  const turn = new Turn();
+  send.disabled = true;
+  try {
+    const response = await fetch("/api/chat", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: sessionId, text: text }),
+    });
+    if (!response.ok) {
+      add(el("div", "msg error", (await response.text()) || "The server refused the message."));
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let newline;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (line) turn.handle(JSON.parse(line));
+      }
+    }
+  } catch (e) {
+    add(el("div", "msg error", "Lost the connection to the server. Try again."));
+  } finally {
+    send.disabled = false;
+    input.focus();
+  }
+}
+
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = input.value.trim();
+  if (!text || send.disabled) return;
+  input.value = "";
+  sendText(text);
+});
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+});
+$("new-chat").addEventListener("click", async () => {
+  await fetch("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ session_id: sessionId, text: "/new" }) });
+  sessionId = newId();
+  localStorage.setItem("chatlane-session", sessionId);
+  messages.textContent = "";
+  input.focus();
+});
+loadInfo();
+input.focus();

@@ -1,0 +1,201 @@
+"""Providers: the real SDKs against fake servers speaking the real wire formats."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bot.failover.errors import FailoverReason, ProviderError
+from bot.messages import Message, Role, ToolCall
+from bot.providers import create_provider
+from bot.providers.base import (
+    ModelRequest,
+    ProviderInfo,
+    StopDelta,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolSpec,
+    UsageDelta,
+)
+from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Hang, Reply
+
+KEY = "sk-secret-key-0123456789"
+TOOL = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {}})
+
+
+@pytest.fixture(params=["anthropic", "openai"])
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
+    kind = request.param
+    fake = FakeAnthropic() if kind == "anthropic" else FakeOpenAI()
+    async with fake:
+        base = fake.base_url if kind == "anthropic" else fake.api_base  # type: ignore[attr-defined]
+        provider = create_provider(ProviderInfo(kind, kind, base_url=base), timeout=2.0)
+        yield fake, provider
+        await provider.aclose()
+
+
+async def collect(provider: Any, request: ModelRequest) -> list[Any]:
+    return [delta async for delta in provider.stream(request, KEY)]
+
+
+def ask(text: str = "hi", **kwargs: Any) -> ModelRequest:
+    return ModelRequest(
+        model="model-x",
+        messages=(Message(Role.SYSTEM, "be brief"), Message(Role.USER, text)),
+        **kwargs,
+    )
+
+
+async def test_streams_text_usage_and_stop(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    fake.script(Reply(text="Hello there, friend", chunks=3))
+    deltas = await collect(provider, ask())
+    texts = [d.text for d in deltas if isinstance(d, TextDelta)]
+    assert "".join(texts) == "Hello there, friend" and len(texts) == 3
+    usage = [d for d in deltas if isinstance(d, UsageDelta)]
+    assert sum(u.input_tokens for u in usage) == 11
+    assert sum(u.output_tokens for u in usage) == 7
+    assert deltas[-1] == StopDelta("end")
+    assert fake.requests[0].api_key == KEY
+    assert fake.requests[0].json["model"] == "model-x"
+
+
+async def test_tool_round_trip_encodes_results(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    fake.script(Reply(tool_calls=[("call_1", "read_file", {"path": "config.py"})]))
+    deltas = await collect(provider, ask("read it", tools=(TOOL,)))
+    calls = [d.call for d in deltas if isinstance(d, ToolCallDelta)]
+    assert calls == [ToolCall("call_1", "read_file", {"path": "config.py"})]
+    assert StopDelta("tool_use") in deltas
+    follow = ModelRequest(
+        model="model-x",
+        messages=(
+            Message(Role.USER, "read it"),
+            Message(Role.ASSISTANT, "", tool_calls=tuple(calls)),
+            Message(Role.TOOL, "DEBUG = True", tool_call_id="call_1", name="read_file"),
+        ),
+        tools=(TOOL,),
+    )
+    fake.script(Reply(text="It sets DEBUG."))
+    await collect(provider, follow)
+    sent = fake.requests[1].json["messages"]
+    if fake.route == "/v1/messages":
+        assert sent[1]["content"][0]["type"] == "tool_use"
+        assert sent[2]["content"][0] == {
+            "type": "tool_result",
+            "tool_use_id": "call_1",
+            "content": "DEBUG = True",
+            "is_error": False,
+        }
+        assert fake.requests[1].json["tools"][0]["input_schema"] == TOOL.parameters
+    else:
+        assert sent[1]["tool_calls"][0]["function"]["name"] == "read_file"
+        assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": "DEBUG = True"}
+
+
+async def test_native_thinking(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    fake.script(Reply(text="42", thinking="let me think"))
+    deltas = await collect(provider, ask(thinking_budget=2048))
+    thinking = "".join(d.text for d in deltas if isinstance(d, ThinkingDelta))
+    assert thinking == "let me think"
+    if fake.route == "/v1/messages":
+        assert any(d.signature == "sig-fake" for d in deltas if isinstance(d, ThinkingDelta))
+        assert fake.requests[0].json["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert "".join(d.text for d in deltas if isinstance(d, TextDelta)) == "42"
+
+
+async def test_no_thinking_requested_when_off(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    await collect(provider, ask())
+    assert "thinking" not in fake.requests[0].json
+    assert "reasoning_effort" not in fake.requests[0].json
+
+
+@pytest.mark.parametrize(
+    ("fail", "reason"),
+    [
+        (Fail(429, "rate_limit_error", headers={"retry-after": "7"}), FailoverReason.RATE_LIMIT),
+        (Fail(529, "overloaded_error"), FailoverReason.OVERLOADED),
+        (Fail(500, "api_error"), FailoverReason.SERVER),
+        (Fail(503, "api_error"), FailoverReason.OVERLOADED),
+        (Fail(504, "api_error"), FailoverReason.TIMEOUT),
+        (Fail(401, "authentication_error"), FailoverReason.AUTH),
+        (Fail(403, "permission_error"), FailoverReason.AUTH),
+        (Fail(402, "billing_error"), FailoverReason.BILLING),
+        (Fail(404, "not_found_error"), FailoverReason.NOT_FOUND),
+        (Fail(400, "invalid_request_error", "prompt is too long: 200001 tokens"),
+         FailoverReason.CONTEXT_OVERFLOW),
+        (Fail(400, "invalid_request_error", "temperature out of range"),
+         FailoverReason.BAD_REQUEST),
+        (Fail(429, "insufficient_quota", code="insufficient_quota"), FailoverReason.BILLING),
+    ],
+)
+async def test_http_errors_are_classified(
+    setup: tuple[Any, Any], fail: Fail, reason: FailoverReason
+) -> None:
+    fake, provider = setup
+    fake.script(fail)
+    with pytest.raises(ProviderError) as info:
+        await collect(provider, ask())
+    assert info.value.reason is reason
+    assert len(fake.requests) == 1, "SDK retries must be off"
+    if "retry-after" in fail.headers:
+        assert info.value.retry_after == 7.0
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
+
+
+async def test_error_inside_the_stream(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    fake.script(Reply(text="Partial answ", fail_after=Fail(200, "overloaded_error", "Overloaded")))
+    seen: list[Any] = []
+    with pytest.raises(ProviderError) as info:
+        async for delta in provider.stream(ask(), KEY):
+            seen.append(delta)
+    assert info.value.reason is FailoverReason.OVERLOADED
+    assert "".join(d.text for d in seen if isinstance(d, TextDelta)) == "Partial answ"
+
+
+async def test_timeout(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    fake.script(Hang(5))
+    quick = create_provider(provider.info, timeout=0.3)
+    with pytest.raises(ProviderError) as info:
+        await collect(quick, ask())
+    assert info.value.reason is FailoverReason.TIMEOUT
+    await quick.aclose()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_connection_refused(kind: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
+    provider = create_provider(ProviderInfo(kind, kind, base_url=base), timeout=2.0)
+    with pytest.raises(ProviderError) as info:
+        await collect(provider, ask())
+    assert info.value.reason is FailoverReason.CONNECTION
+    await provider.aclose()
+
+
+async def test_demo_provider_says_what_it_is_and_calls_tools() -> None:
+    demo = create_provider(ProviderInfo("demo", "demo", needs_key=False))
+    deltas = [d async for d in demo.stream(ask("hello bot"), None)]
+    text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+    assert "offline demo model" in text and "hello bot" in text
+    assert sum(isinstance(d, TextDelta) for d in deltas) > 3
+    timed = [d async for d in demo.stream(ask("what time is it?", tools=(
+        ToolSpec("current_time", "", {}),)), None)]
+    assert [d.call.name for d in timed if isinstance(d, ToolCallDelta)] == ["current_time"]
+    thought = [d async for d in demo.stream(ask("x", thinking_budget=1024), None)]
+    assert any(isinstance(d, ThinkingDelta) for d in thought)
+
+
+def test_unknown_provider_kind() -> None:
+    with pytest.raises(ValueError, match="unknown provider type"):
+        create_provider(ProviderInfo("x", "grok"))
