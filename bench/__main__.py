@@ -19,9 +19,7 @@ from pathlib import Path
 
 def discover() -> list[str]:
     here = Path(__file__).parent
-    return sorted(
-        m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")
-    )
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             rows.append((name, f"FAILED: {type(exc).__name__}: {exc}", float("nan"), ""))
         print(f"[{name}: {time.perf_counter() - started:.1f}s]", file=sys.stderr)
-    print(f"Machine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {platform.system()}")
+    print(
+        f"Machine: {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.system()}"
+    )
     width = max((len(f"{b}: {f}") for b, f, _, _ in rows), default=10)
     print(f"{'figure'.ljust(width)}  {'value':>10}  target / note")
     for bench_name, figure, value, note in rows:

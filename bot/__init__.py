@@ -25,7 +25,14 @@ _EXPORTS = {
     "ThinkingMode": "bot.thinking",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AgentEvent",
+    "AgentRuntime",
+    "CompactionStrategy",
+    "EventType",
+    "FormatMode",
+    "ThinkingMode",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,7 @@ async def run_check(config: Config, env: Mapping[str, str] | None = None) -> int
         chain = [models.chain.primary, *models.chain.fallbacks]
         for index, ref in enumerate(chain):
             role = "primary" if index == 0 else f"fallback {index}"
-            provider = ref.partition("/")[0]
-            state = "ready" if models.has_credentials(provider) else "no API key"
+            state = "ready" if models.has_credentials(ref.partition("/")[0]) else "no API key"
             print(f"  {role}: {ref} ({state})")
         if models.demo_reason:
             print(f"  note: {models.demo_reason}")
@@ -42,16 +41,20 @@ async def run_check(config: Config, env: Mapping[str, str] | None = None) -> int
         if not profiles:
             print("  none (set ANTHROPIC_API_KEY or OPENAI_API_KEY, or agent.auth_profiles)")
         for profile in profiles:
-            print(f"  {profile['id']} ({profile['provider']}, key {profile['key']}): "
-                  f"{profile['state']}")
+            print(
+                f"  {profile['id']} ({profile['provider']}, key {profile['key']}): "
+                f"{profile['state']}"
+            )
         print("\nChannels:")
         any_on = False
         for cls in adapter_classes():
             state = cls.describe(config, env)
             any_on = any_on or state.enabled
             print(f"  {state.name}: {'on' if state.enabled else 'off'} ({state.detail})")
-        print(f"\nStorage: {type(runtime.storage).__name__}: "
-              f"{'reachable' if await runtime.storage.ping() else 'UNREACHABLE'}")
+        print(
+            f"\nStorage: {type(runtime.storage).__name__}: "
+            f"{'reachable' if await runtime.storage.ping() else 'UNREACHABLE'}"
+        )
         return 0 if any_on else 1
     finally:
         await runtime.close()

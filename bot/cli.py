@@ -74,7 +74,9 @@ def _port(args: Any, config: Config) -> int:
         try:
             return int(os.environ["PORT"])
         except ValueError:
-            raise ConfigError(f"PORT: {os.environ['PORT']!r} is not a number; set PORT=8080") from None
+            raise ConfigError(
+                f"PORT: {os.environ['PORT']!r} is not a number; set PORT=8080"
+            ) from None
     return config.server.port or 8080
 
 

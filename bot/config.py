@@ -127,7 +127,7 @@ class AgentConfig(_Model):
             if "/" not in ref or ref.startswith("/") or ref.endswith("/"):
                 raise ValueError(
                     f"{ref!r} is not a model reference; write it as provider/model, "
-                    "for example anthropic/claude-sonnet-4-5"
+                    "for example anthropic/claude-sonnet-4-6"
                 )
         return value
 

@@ -156,7 +156,9 @@ class ContextBuilder:
         summary_fallback = False
         if strategy is CompactionStrategy.SUMMARIZE:
             summary_target = target - (analyzer.count_text(session.summary or "") + 200)
-            kept = manager.compact(candidates, max(summary_target, 128), CompactionStrategy.KEEP_RECENT)
+            kept = manager.compact(
+                candidates, max(summary_target, 128), CompactionStrategy.KEEP_RECENT
+            )
             kept_ids = {m.id for m in kept}
             dropped = [m for m in candidates if m.id not in kept_ids]
             if dropped:

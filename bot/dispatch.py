@@ -132,17 +132,22 @@ class Dispatcher:
             return Outcome.DRAINING
         verdict = self.access.check(message)
         if verdict.verdict is not Verdict.ALLOWED:
-            log.info("refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict)
+            log.info(
+                "refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict
+            )
             if verdict.notice:
                 self._spawn(self._notify(message, verdict.notice))
             return Outcome.REFUSED
         item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
         if item_id is None:
             return Outcome.DUPLICATE
-        if self.process and not self.draining:
-            if await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
-                self._held.add(item_id)
-                self._enqueue(message, item_id)
+        if (
+            self.process
+            and not self.draining
+            and await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL)
+        ):
+            self._held.add(item_id)
+            self._enqueue(message, item_id)
         return Outcome.ACCEPTED
 
     def _enqueue(self, message: InboundMessage, item_id: int) -> None:

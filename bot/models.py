@@ -23,7 +23,7 @@ from bot.thinking import StreamingThinkingExtractor
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo/chatlane-demo"
-DEFAULT_MODELS = {"anthropic": "anthropic/claude-sonnet-4-5", "openai": "openai/gpt-4o"}
+DEFAULT_MODELS = {"anthropic": "anthropic/claude-sonnet-4-6", "openai": "openai/gpt-4o"}
 
 
 @dataclass
@@ -44,7 +44,9 @@ class ModelSetup:
         provider, model = self.split(ref)
         if not model or provider not in self.providers:
             known = ", ".join(sorted(self.providers))
-            raise ValueError(f"unknown model {ref!r}: write provider/model, provider one of {known}")
+            raise ValueError(
+                f"unknown model {ref!r}: write provider/model, provider one of {known}"
+            )
 
     def chain_for(self, override: str | None) -> FallbackChain:
         if not override or override == self.chain.primary:
@@ -111,8 +113,7 @@ def build_model_setup(
         if not usable:
             names = sorted({r.partition("/")[0] for r in refs})
             setup_demo_reason = (
-                f"no API key is set for {', '.join(names)}; "
-                "answering with the offline demo model"
+                f"no API key is set for {', '.join(names)}; answering with the offline demo model"
             )
             log.warning("chatlane: %s", setup_demo_reason)
             chain = FallbackChain(DEMO_MODEL, [])

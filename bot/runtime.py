@@ -1,4 +1,6 @@
-"""AgentRuntime: one turn = lane -> compaction -> model (fallback, rotation) -> thinking -> tools -> events.
+"""AgentRuntime: one turn = lane -> compaction -> model -> thinking -> tools -> events.
+
+The model step rotates API keys and falls back along the chain.
 
 ::
 
@@ -14,6 +16,7 @@ precedence as ``chatlane serve``); keyword arguments override the file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,8 +30,8 @@ from bot.config import Config, load_config
 from bot.context import ContextBuilder
 from bot.events import AgentEvent, EventType
 from bot.failover import FallbackChain
-from bot.failover.runner import Failover
 from bot.failover.errors import FailoverReason, ProviderError, user_message
+from bot.failover.runner import Failover
 from bot.formatting import FormatMode
 from bot.messages import Message, Role, ToolCall
 from bot.models import ModelSetup, build_model_setup
@@ -235,21 +238,16 @@ class AgentRuntime:
             current = _Round()
             extractor = self.models.new_extractor()
             try:
-                async for item in self.models.router.stream(
-                    chain,
-                    lambda model: ModelRequest(
-                        model=model,
-                        messages=request_messages,
-                        tools=self.tools.specs() if offer_tools else (),
-                        max_tokens=self.config.agent.max_output_tokens,
-                        thinking_budget=(
-                            self.config.agent.thinking_budget
-                            if mode is not ThinkingMode.OFF
-                            else None
-                        ),
+                build = functools.partial(
+                    ModelRequest,
+                    messages=request_messages,
+                    tools=self.tools.specs() if offer_tools else (),
+                    max_tokens=self.config.agent.max_output_tokens,
+                    thinking_budget=(
+                        self.config.agent.thinking_budget if mode is not ThinkingMode.OFF else None
                     ),
-                    session_id=session_id,
-                ):
+                )
+                async for item in self.models.router.stream(chain, build, session_id=session_id):
                     if isinstance(item, TextDelta):
                         for kind, piece in extractor.feed(item.text):
                             for event in self._emit(kind, piece, mode, current):
@@ -271,12 +269,19 @@ class AgentRuntime:
                         extractor = self.models.new_extractor()
                         yield AgentEvent(
                             EventType.FAILOVER,
-                            {"from": item.from_model, "to": item.to_model, "reason": str(item.reason)},
+                            {
+                                "from": item.from_model,
+                                "to": item.to_model,
+                                "reason": str(item.reason),
+                            },
                         )
                 for kind, piece in extractor.finish():
                     for event in self._emit(kind, piece, mode, current):
                         yield event
             except ProviderError as error:
+                for kind, piece in extractor.finish():
+                    for event in self._emit(kind, piece, mode, current):
+                        yield event
                 if error.reason is FailoverReason.CONTEXT_OVERFLOW and not overflow_retried:
                     overflow_retried = True
                     for event in await self._context.compact_hard(session_id, chain.primary):
@@ -376,9 +381,7 @@ class AgentRuntime:
             },
         )
 
-    def _emit(
-        self, kind: str, piece: str, mode: ThinkingMode, current: _Round
-    ) -> list[AgentEvent]:
+    def _emit(self, kind: str, piece: str, mode: ThinkingMode, current: _Round) -> list[AgentEvent]:
         if not piece:
             return []
         if kind == "thinking":

@@ -47,7 +47,9 @@ class TerminalChannel:
         color = out.isatty()
         runtime = runtime or AgentRuntime(config=config, demo_when_unconfigured=True)
         async with runtime:
-            out.write(f"chatlane chat: model {runtime.model}. /help for commands, Ctrl-D to quit.\n")
+            out.write(
+                f"chatlane chat: model {runtime.model}. /help for commands, Ctrl-D to quit.\n"
+            )
             if runtime.models.demo_reason:
                 out.write(f"Note: {runtime.models.demo_reason}.\n")
             out.flush()

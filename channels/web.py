@@ -76,7 +76,7 @@ class WebChannel:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text="send JSON: {\"session_id\": ..., \"text\": ...}") from None
+            raise web.HTTPBadRequest(text='send JSON: {"session_id": ..., "text": ...}') from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="send a JSON object")
         session = body.get("session_id")

@@ -128,10 +128,14 @@ async def test_no_thinking_requested_when_off(setup: tuple[Any, Any]) -> None:
         (Fail(403, "permission_error"), FailoverReason.AUTH),
         (Fail(402, "billing_error"), FailoverReason.BILLING),
         (Fail(404, "not_found_error"), FailoverReason.NOT_FOUND),
-        (Fail(400, "invalid_request_error", "prompt is too long: 200001 tokens"),
-         FailoverReason.CONTEXT_OVERFLOW),
-        (Fail(400, "invalid_request_error", "temperature out of range"),
-         FailoverReason.BAD_REQUEST),
+        (
+            Fail(400, "invalid_request_error", "prompt is too long: 200001 tokens"),
+            FailoverReason.CONTEXT_OVERFLOW,
+        ),
+        (
+            Fail(400, "invalid_request_error", "temperature out of range"),
+            FailoverReason.BAD_REQUEST,
+        ),
         (Fail(429, "insufficient_quota", code="insufficient_quota"), FailoverReason.BILLING),
     ],
 )
@@ -189,8 +193,12 @@ async def test_demo_provider_says_what_it_is_and_calls_tools() -> None:
     text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
     assert "offline demo model" in text and "hello bot" in text
     assert sum(isinstance(d, TextDelta) for d in deltas) > 3
-    timed = [d async for d in demo.stream(ask("what time is it?", tools=(
-        ToolSpec("current_time", "", {}),)), None)]
+    timed = [
+        d
+        async for d in demo.stream(
+            ask("what time is it?", tools=(ToolSpec("current_time", "", {}),)), None
+        )
+    ]
     assert [d.call.name for d in timed if isinstance(d, ToolCallDelta)] == ["current_time"]
     thought = [d async for d in demo.stream(ask("x", thinking_budget=1024), None)]
     assert any(isinstance(d, ThinkingDelta) for d in thought)

@@ -39,7 +39,9 @@ async def test_append_and_load_keep_order_and_fields(storage: Any) -> None:
         "s1",
         [
             Message(Role.USER, "héllo 👋"),
-            Message(Role.ASSISTANT, "", tool_calls=(call,), thinking="hm", thinking_signature="sig"),
+            Message(
+                Role.ASSISTANT, "", tool_calls=(call,), thinking="hm", thinking_signature="sig"
+            ),
             Message(Role.TOOL, "contents", tool_call_id="call_1", name="read_file", is_error=True),
         ],
     )

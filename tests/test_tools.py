@@ -25,8 +25,9 @@ def test_decorator_builds_schema_from_hints() -> None:
     registry = ToolRegistry()
 
     @registry.tool
-    def get_weather(city: str, days: int = 1, unit: Literal["C", "F"] = "C",
-                    tags: list[str] | None = None) -> str:
+    def get_weather(
+        city: str, days: int = 1, unit: Literal["C", "F"] = "C", tags: list[str] | None = None
+    ) -> str:
         """Weather for a city.
 
         More words that are not part of the description."""

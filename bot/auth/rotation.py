@@ -58,11 +58,12 @@ class CooldownPolicy:
         if failures <= len(self.backoff):
             seconds = self.backoff[max(failures, 1) - 1]
         else:
-            seconds = self.backoff[-1] * 5 ** (failures - len(self.backoff))
+            seconds = self.backoff[-1] * float(5 ** (failures - len(self.backoff)))
         return min(seconds, self.max_backoff)
 
     def billing_for(self, failures: int) -> float:
-        return min(self.billing * 2 ** (max(failures, 1) - 1), self.billing_max)
+        doubled: float = self.billing * 2.0 ** (max(failures, 1) - 1)
+        return min(doubled, self.billing_max)
 
 
 COOLING_REASONS = {FailoverReason.RATE_LIMIT, FailoverReason.OVERLOADED, FailoverReason.TIMEOUT}
@@ -223,7 +224,8 @@ class RotationManager:
             return fresh.state()
 
         saved = await self.state.kv_update(NAMESPACE, profile.id, update)
-        profile.restore(saved)
+        if isinstance(saved, dict):
+            profile.restore(saved)
 
     async def acquire(self, provider: str, session_id: str | None = None) -> AuthProfile:
         async with self._lock:

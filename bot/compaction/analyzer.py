@@ -27,8 +27,6 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-import bpe_openai
-
 from bot.messages import Message
 
 CLAUDE_FACTOR = 1.25
@@ -43,7 +41,13 @@ _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding")
 
 @cache
 def _encoding(name: str) -> Any:
-    return bpe_openai.get_encoding(name)
+    import warnings
+
+    import bpe_openai  # loading the vocabularies takes a moment: only when first needed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bpe_openai.get_encoding(name)
 
 
 def encoding_for(model: str) -> tuple[str, float]:

@@ -121,7 +121,9 @@ class CompactionManager:
             (i for i, u in enumerate(units) if u.messages[0].role is Role.USER), default=None
         )
         keep: set[int] = set(range(last_user, len(units))) if last_user is not None else set()
-        budget = target_tokens - REPLY_PRIMING - sum(self.analyzer.count_message(m) for m in systems)
+        budget = (
+            target_tokens - REPLY_PRIMING - sum(self.analyzer.count_message(m) for m in systems)
+        )
         budget -= sum(units[i].tokens for i in keep)
         if strategy is CompactionStrategy.KEEP_IMPORTANT:
             first_user = next(
@@ -134,7 +136,10 @@ class CompactionManager:
                 and (
                     unit.important
                     or i == first_user
-                    or (unit.messages[0].role is Role.USER and DECISION.search(unit.messages[0].content))
+                    or (
+                        unit.messages[0].role is Role.USER
+                        and DECISION.search(unit.messages[0].content)
+                    )
                 )
             ]
             # newest important first, so the oldest are the ones left out

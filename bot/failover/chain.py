@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class FallbackChain:
-    """``FallbackChain("anthropic/claude-opus-4-5", ["anthropic/claude-sonnet-4", "openai/gpt-4"])``."""
+    """The primary model and its fallbacks, as ``provider/model`` references.
+
+    ``FallbackChain("anthropic/claude-opus-4-5", ["openai/gpt-4"])``
+    """
 
     primary: str
     fallbacks: list[str] = field(default_factory=list)

@@ -114,7 +114,9 @@ class FailoverError(ProviderError):
         *,
         retry_after: float | None = None,
     ) -> None:
-        last = attempts[-1] if attempts else None
+        # The last real failure says more than "every key is resting".
+        real = [a for a in attempts if a.reason is not FailoverReason.NO_PROFILE]
+        last = (real or attempts)[-1] if attempts else None
         super().__init__(
             last.reason if last else FailoverReason.UNKNOWN,
             message or (last.message if last else "no model available"),
@@ -144,6 +146,8 @@ def user_message(error: ProviderError) -> str:
         return "The model could not accept that request. Try rephrasing, or send /new."
     if reason is FailoverReason.REFUSAL:
         return "The model declined to answer that."
+    if reason is FailoverReason.NO_PROFILE and wait is not None:
+        return f"The bot's API keys are all resting after errors. {when}"
     if reason in (FailoverReason.AUTH, FailoverReason.BILLING, FailoverReason.NO_PROFILE):
         return (
             "The bot cannot reach its AI provider right now (its API keys were refused). "

@@ -84,8 +84,9 @@ class ModelRouter:
                     try:
                         profile = await self.rotation.acquire(provider_name, session_id)
                     except ProviderError as error:
-                        error.model = model
-                        attempts.append(error)
+                        if not tried:  # the model was skipped without a request
+                            error.model = model
+                            attempts.append(error)
                         break
                     if profile.id in tried:
                         break

@@ -204,8 +204,12 @@ class _Writer:
         rows: list[list[str]] = []
         for section in node.children:
             for row in section.children:
-                rows.append([self.inline(cell.children[0]) if cell.children else ""
-                             for cell in row.children])
+                rows.append(
+                    [
+                        self.inline(cell.children[0]) if cell.children else ""
+                        for cell in row.children
+                    ]
+                )
         if not rows:
             return ""
         if not self.style.table_as_code:
@@ -244,11 +248,42 @@ def render_html(markdown: str) -> str:
     html = _md.render(markdown)
     return nh3.clean(
         html,
-        tags={"p", "br", "strong", "em", "del", "s", "code", "pre", "a", "ul", "ol", "li",
-              "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead",
-              "tbody", "tr", "th", "td", "img"},
-        attributes={"a": {"href", "title"}, "code": {"class"}, "img": {"src", "alt"},
-                    "th": {"style"}, "td": {"style"}},
+        tags={
+            "p",
+            "br",
+            "strong",
+            "em",
+            "del",
+            "s",
+            "code",
+            "pre",
+            "a",
+            "ul",
+            "ol",
+            "li",
+            "blockquote",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "hr",
+            "table",
+            "thead",
+            "tbody",
+            "tr",
+            "th",
+            "td",
+            "img",
+        },
+        attributes={
+            "a": {"href", "title"},
+            "code": {"class"},
+            "img": {"src", "alt"},
+            "th": {"style"},
+            "td": {"style"},
+        },
         link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         url_schemes={"http", "https", "mailto"},

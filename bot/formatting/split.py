@@ -81,8 +81,9 @@ def _pieces(text: str, limit: int, measure: Measure) -> list[str]:
     for pattern, joiner in ((re.compile(r"\n"), "\n"), (SENTENCE, " "), (re.compile(r"\s+"), " ")):
         units = [u for u in pattern.split(text) if u != ""]
         if len(units) > 1:
-            return _pack([p for u in units for p in _pieces(u, limit, measure)], limit, measure,
-                         joiner)
+            return _pack(
+                [p for u in units for p in _pieces(u, limit, measure)], limit, measure, joiner
+            )
     out = []
     current = ""
     for char in text:
@@ -120,13 +121,15 @@ def _split_fence(block: str, opener: str, limit: int, measure: Measure) -> list[
     room = limit - measure(opener) - measure(close) - 2
     if room < 1:
         return _pieces(block, limit, measure)
-    chunks = _pack([p for line in body for p in _pieces(line, room, measure)] or [""],
-                   room, measure, "\n")
+    chunks = _pack(
+        [p for line in body for p in _pieces(line, room, measure)] or [""], room, measure, "\n"
+    )
     return [f"{opener}\n{chunk}\n{close}" for chunk in chunks]
 
 
-def split_message(text: str, limit: int, *, unit: str = "chars",
-                  measure: Measure | None = None) -> list[str]:
+def split_message(
+    text: str, limit: int, *, unit: str = "chars", measure: Measure | None = None
+) -> list[str]:
     """Parts of ``text``, each at most ``limit`` long in ``unit``."""
     if limit < 16:
         raise ValueError("limit must be at least 16")

@@ -136,10 +136,7 @@ class ToolFormatter:
         heading, subject = self.title(result)
         label = f"{heading}: {subject}" if subject else heading
         if mode is FormatMode.PLAIN:
-            if result.name == "read_file":
-                lines = [f"File: {subject}"]
-            else:
-                lines = [label]
+            lines = [f"File: {subject}"] if result.name == "read_file" else [label]
             if "\n" in body:
                 lines += ["Content:", body]
             else:

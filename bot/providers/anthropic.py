@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +24,8 @@ from bot.providers.base import (
 )
 from bot.providers.classify import classify
 
+log = logging.getLogger(__name__)
+
 STOP_REASONS = {
     "end_turn": "end",
     "stop_sequence": "end",
@@ -29,6 +34,15 @@ STOP_REASONS = {
     "refusal": "refusal",
     "pause_turn": "end",
 }
+
+
+def adaptive_thinking(model: str) -> bool:
+    """Claude 4.6 and later choose their own thinking budget ("adaptive")."""
+    match = re.match(r"claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?:-|$)", model)
+    if match is None:
+        return False
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    return version >= (4, 6)
 
 
 def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -91,6 +105,7 @@ class AnthropicProvider:
         self.info = info
         self.timeout = timeout
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
+        self._warned: set[tuple[str, str]] = set()
 
     def client(self, api_key: str | None) -> anthropic.AsyncAnthropic:
         key = api_key or "no-key"
@@ -120,7 +135,9 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
-        if request.thinking_budget:
+        if request.thinking_budget and adaptive_thinking(request.model):
+            params["thinking"] = {"type": "adaptive", "display": "summarized"}
+        elif request.thinking_budget:
             params["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
             params["max_tokens"] = max(request.max_tokens, request.thinking_budget + 1024)
         elif request.temperature is not None:
@@ -131,7 +148,11 @@ class AnthropicProvider:
         params = self.build_params(request)
         tool_blocks: dict[int, dict[str, Any]] = {}
         try:
-            events = await self.client(api_key).messages.create(**params)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                events = await self.client(api_key).messages.create(**params)
+            for warning in caught:
+                self._warn_once(request.model, str(warning.message))
             async with events:
                 async for event in events:
                     for delta in self._map(event, tool_blocks):
@@ -140,6 +161,12 @@ class AnthropicProvider:
             raise classify(exc, provider=self.info.name, model=request.model) from exc
         except (OSError, ValueError) as exc:
             raise classify(exc, provider=self.info.name, model=request.model) from exc
+
+    def _warn_once(self, model: str, message: str) -> None:
+        # The SDK warns about retired models on every call; the operator needs it once.
+        if (model, message) not in self._warned:
+            self._warned.add((model, message))
+            log.warning("anthropic: %s", message.splitlines()[0])
 
     def _map(self, event: Any, tool_blocks: dict[int, dict[str, Any]]) -> list[Delta]:
         kind = event.type

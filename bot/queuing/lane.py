@@ -8,8 +8,9 @@ the queue; one cancelled just after being handed the slot gives it back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ class Lane:
             return True
         return False
 
-    async def acquire(self) -> AsyncIterator[int]:
+    async def acquire(self) -> AsyncGenerator[int, None]:
         """Take a slot; while waiting, yield the position in the queue (1 = next) once."""
         if self.try_acquire():
             return
@@ -55,10 +56,8 @@ class Lane:
                 self.release()  # the slot arrived as we were cancelled: pass it on
             else:
                 waiter.cancel()
-                try:
+                with contextlib.suppress(ValueError):
                     self.queue.remove(waiter)
-                except ValueError:
-                    pass
             raise
 
     def release(self) -> None:
@@ -84,4 +83,3 @@ class Lane:
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, active={self.active}, waiting={len(self.queue)})"
-

@@ -107,7 +107,7 @@ class Mailbox:
                 box.running, box.pending = box.pending, []
 
     async def close(self, grace: float) -> None:
-        """Let running turns finish within ``grace`` seconds, then cancel them; queue nothing new."""
+        """Let running turns finish within ``grace`` seconds, then cancel the rest."""
         self._closing = True
         tasks = [box.task for box in self._boxes.values() if box.task is not None]
         if tasks:

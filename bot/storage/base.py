@@ -110,5 +110,5 @@ class Storage(Protocol):
     async def kv_delete(self, namespace: str, key: str) -> None: ...
 
     async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
-        """Atomically replace the value with ``update(old)``; None deletes. Returns the new value."""
+        """Atomically replace the value with ``update(old)`` (None deletes); return the new one."""
         ...

@@ -26,7 +26,6 @@ from redis.exceptions import RedisError, WatchError
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, Updater
 
-
 DEDUPE_TTL = 7 * 24 * 3600
 INBOX_ADD = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return false end
@@ -114,7 +113,7 @@ class RedisStorage:
         )
         messages = []
         for row in rows:
-            data: dict[str, Any] = json.loads(row)
+            data: dict[str, Any] = json.loads(str(row))
             messages.append(Message.from_dict(data, message_id=int(data["id"])))
         return messages
 
@@ -123,7 +122,7 @@ class RedisStorage:
 
     async def get_settings(self, session_id: str) -> dict[str, JSON]:
         raw = await self.client.hgetall(self.key("settings", session_id))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {str(k): json.loads(v) for k, v in raw.items()}
 
     async def set_setting(self, session_id: str, key: str, value: JSON | None) -> None:
         name = self.key("settings", session_id)
@@ -138,7 +137,7 @@ class RedisStorage:
 
     async def kv_get_all(self, namespace: str) -> dict[str, JSON]:
         raw = await self.client.hgetall(self.key("kv", namespace))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {str(k): json.loads(v) for k, v in raw.items()}
 
     async def kv_set(self, namespace: str, key: str, value: JSON) -> None:
         await self.client.hset(self.key("kv", namespace), key, json.dumps(value))
@@ -154,7 +153,7 @@ class RedisStorage:
                     await pipe.watch(name)
                     raw = await pipe.hget(name, key)
                     new = update(json.loads(raw) if raw is not None else None)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     if new is None:
                         pipe.hdel(name, key)
                     else:
@@ -179,7 +178,7 @@ class RedisStorage:
 
     async def inbox_pending(self) -> list[InboxItem]:
         ids = await self.client.zrange(self.key("inbox", "pending"), 0, -1)
-        items = [await self.inbox_get(int(i)) for i in ids]
+        items = [await self.inbox_get(int(str(i))) for i in ids]
         return [item for item in items if item is not None]
 
     async def inbox_get(self, item_id: int) -> InboxItem | None:
@@ -192,9 +191,8 @@ class RedisStorage:
         )
 
     async def inbox_begin(self, item_id: int) -> int:
-        return int(
-            await self.client.hincrby(self.key("inbox", "item", str(item_id)), "attempts", 1)
-        )
+        key = self.key("inbox", "item", str(item_id))
+        return int(str(await self.client.hincrby(key, "attempts", 1)))
 
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         await self.client.hset(

@@ -29,7 +29,7 @@ import re
 from typing import Literal
 
 TAG_NAMES = ("thinking", "thought", "antthinking", "think")
-LEAD_IN_MAX = 100
+LEAD_IN_MAX = 40
 MAX_TAG_LENGTH = 200
 
 Kind = Literal["thinking", "text"]

@@ -4,4 +4,12 @@ from bot.tools.builtin import Workspace, builtin_tools
 from bot.tools.registry import Tool, ToolError, ToolRegistry, make_tool
 from bot.tools.result import ToolResult
 
-__all__ = ["Tool", "ToolError", "ToolRegistry", "ToolResult", "Workspace", "builtin_tools", "make_tool"]
+__all__ = [
+    "Tool",
+    "ToolError",
+    "ToolRegistry",
+    "ToolResult",
+    "Workspace",
+    "builtin_tools",
+    "make_tool",
+]

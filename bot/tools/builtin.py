@@ -1,4 +1,4 @@
-"""The built-in tools: ``read_file``, ``list_files`` (confined to the workspace) and ``current_time``.
+"""Built-in tools: ``read_file`` and ``list_files`` (confined to the workspace), ``current_time``.
 
 Confinement: a path must be relative, contain no ``..``, and resolve (after
 following every symlink) to a place inside the workspace. Anything else is

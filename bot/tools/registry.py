@@ -106,9 +106,7 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
-    def tool(
-        self, func: ToolFunc | None = None, *, name: str | None = None
-    ) -> Any:
+    def tool(self, func: ToolFunc | None = None, *, name: str | None = None) -> Any:
         """Decorator: ``@registry.tool`` or ``@registry.tool(name="...")``."""
 
         def register(f: ToolFunc) -> ToolFunc:

@@ -142,16 +142,13 @@ class _FakeServer(abc.ABC):
         return response
 
     @abc.abstractmethod
-    def error_body(self, fail: Fail) -> dict[str, Any]:
-        ...
+    def error_body(self, fail: Fail) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def whole(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
-        ...
+    def whole(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def events(self, reply: Reply, body: dict[str, Any]) -> list[str]:
-        ...
+    def events(self, reply: Reply, body: dict[str, Any]) -> list[str]: ...
 
 
 class FakeAnthropic(_FakeServer):
@@ -202,23 +199,51 @@ class FakeAnthropic(_FakeServer):
         ]
         index = 0
         if reply.thinking:
-            out.append(sse("content_block_start", {"index": index, "content_block": {
-                "type": "thinking", "thinking": "", "signature": ""}}))
+            out.append(
+                sse(
+                    "content_block_start",
+                    {
+                        "index": index,
+                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                    },
+                )
+            )
             for piece in _split(reply.thinking, 2):
-                out.append(sse("content_block_delta", {"index": index, "delta": {
-                    "type": "thinking_delta", "thinking": piece}}))
-            out.append(sse("content_block_delta", {"index": index, "delta": {
-                "type": "signature_delta", "signature": reply.signature}}))
+                out.append(
+                    sse(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}},
+                    )
+                )
+            out.append(
+                sse(
+                    "content_block_delta",
+                    {
+                        "index": index,
+                        "delta": {"type": "signature_delta", "signature": reply.signature},
+                    },
+                )
+            )
             out.append(sse("content_block_stop", {"index": index}))
             index += 1
         if reply.text:
-            out.append(sse("content_block_start", {"index": index, "content_block": {
-                "type": "text", "text": ""}}))
+            out.append(
+                sse(
+                    "content_block_start",
+                    {"index": index, "content_block": {"type": "text", "text": ""}},
+                )
+            )
             for piece in _split(reply.text, reply.chunks):
-                out.append(sse("content_block_delta", {"index": index, "delta": {
-                    "type": "text_delta", "text": piece}}))
+                out.append(
+                    sse(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "text_delta", "text": piece}},
+                    )
+                )
             if reply.fail_after is not None:
-                out.append(f"event: error\ndata: {json.dumps(self.error_body(reply.fail_after))}\n\n")
+                out.append(
+                    f"event: error\ndata: {json.dumps(self.error_body(reply.fail_after))}\n\n"
+                )
                 return out
             out.append(sse("content_block_stop", {"index": index}))
             index += 1
@@ -226,17 +251,43 @@ class FakeAnthropic(_FakeServer):
             out.append(f"event: error\ndata: {json.dumps(self.error_body(reply.fail_after))}\n\n")
             return out
         for call_id, name, args in reply.tool_calls:
-            out.append(sse("content_block_start", {"index": index, "content_block": {
-                "type": "tool_use", "id": call_id, "name": name, "input": {}}}))
+            out.append(
+                sse(
+                    "content_block_start",
+                    {
+                        "index": index,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": call_id,
+                            "name": name,
+                            "input": {},
+                        },
+                    },
+                )
+            )
             raw = json.dumps(args)
             for piece in _split(raw, 3):
-                out.append(sse("content_block_delta", {"index": index, "delta": {
-                    "type": "input_json_delta", "partial_json": piece}}))
+                out.append(
+                    sse(
+                        "content_block_delta",
+                        {
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                    )
+                )
             out.append(sse("content_block_stop", {"index": index}))
             index += 1
         stop = "tool_use" if reply.tool_calls else "end_turn"
-        out.append(sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                         "usage": {"output_tokens": reply.output_tokens}}))
+        out.append(
+            sse(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": reply.output_tokens},
+                },
+            )
+        )
         out.append(sse("message_stop", {}))
         return out
 
@@ -251,8 +302,9 @@ class FakeOpenAI(_FakeServer):
         return self.base_url + "/v1"
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
-        return {"error": {"message": fail.message, "type": fail.kind, "param": None,
-                          "code": fail.code}}
+        return {
+            "error": {"message": fail.message, "type": fail.kind, "param": None, "code": fail.code}
+        }
 
     def whole(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -260,16 +312,27 @@ class FakeOpenAI(_FakeServer):
             "object": "chat.completion",
             "created": 0,
             "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": reply.text}}],
-            "usage": {"prompt_tokens": reply.input_tokens,
-                      "completion_tokens": reply.output_tokens,
-                      "total_tokens": reply.input_tokens + reply.output_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": reply.text},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.input_tokens,
+                "completion_tokens": reply.output_tokens,
+                "total_tokens": reply.input_tokens + reply.output_tokens,
+            },
         }
 
     def events(self, reply: Reply, body: dict[str, Any]) -> list[str]:
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                "model": body.get("model")}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body.get("model"),
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
             data = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -286,15 +349,31 @@ class FakeOpenAI(_FakeServer):
         for index, (call_id, name, args) in enumerate(reply.tool_calls):
             raw = json.dumps(args)
             pieces = _split(raw, 3) or [""]
-            out.append(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                              "function": {"name": name, "arguments": pieces[0]}}]}))
+            out.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": pieces[0]},
+                            }
+                        ]
+                    }
+                )
+            )
             for piece in pieces[1:]:
-                out.append(chunk({"tool_calls": [{"index": index,
-                                                  "function": {"arguments": piece}}]}))
+                out.append(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                )
         out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": reply.input_tokens, "completion_tokens": reply.output_tokens,
-                     "total_tokens": reply.input_tokens + reply.output_tokens}
+            usage = {
+                "prompt_tokens": reply.input_tokens,
+                "completion_tokens": reply.output_tokens,
+                "total_tokens": reply.input_tokens + reply.output_tokens,
+            }
             out.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n")
         out.append("data: [DONE]\n\n")
         return out

@@ -1,0 +1,391 @@
+"""AgentRuntime end to end: real SDKs against the fake model servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import AgentEvent, AgentRuntime, CompactionStrategy, FormatMode, ThinkingMode
+from bot.auth import AuthProfile
+from bot.config import load_config
+from bot.failover import FallbackChain, FallbackManager
+from bot.failover.errors import FailoverError, FailoverReason
+from bot.storage import MemoryStorage, SQLiteStorage
+from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Reply
+
+
+@pytest.fixture
+async def fakes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
+        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-main-1111")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-2222")
+        yield anthropic, openai
+
+
+def two_provider_config(anthropic: FakeAnthropic, openai: FakeOpenAI, **agent: Any) -> Any:
+    return load_config(
+        data={
+            "agent": {"model": "provider-a/model-1", **agent},
+            "providers": {
+                "provider-a": {"type": "openai", "base_url": openai.api_base,
+                               "api_key_env": "OPENAI_API_KEY"},
+                "provider-b": {"type": "anthropic", "base_url": anthropic.base_url,
+                               "api_key_env": "ANTHROPIC_API_KEY"},
+            },
+        }
+    )
+
+
+async def events(runtime: AgentRuntime, text: str, session: str = "s") -> list[AgentEvent]:
+    return [event async for event in runtime.run(session, text)]
+
+
+def kinds(items: list[AgentEvent]) -> list[str]:
+    return [e.type.value for e in items]
+
+
+async def test_minimal_constructor_streams_text(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, _ = fakes
+    answer = "Hello from Claude, streaming in several pieces as it is written."
+    anthropic.script(Reply(text=answer, chunks=4))
+    async with AgentRuntime("anthropic/claude-opus-4-5") as runtime:
+        seen = await events(runtime, "hello")
+    texts = [e.data["delta"] for e in seen if e.type.value == "text"]
+    assert "".join(texts) == answer and len(texts) >= 2
+    assert seen[-1].type.value == "done" and seen[-1].data["text"] == answer
+    assert anthropic.requests[0].json["model"] == "claude-opus-4-5"
+    assert anthropic.requests[0].api_key == "sk-ant-main-1111"
+
+
+async def test_plan_constructor_keywords(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    profile1 = AuthProfile("anthropic-main", "anthropic", "sk-ant-aaaa-1111")
+    profile2 = AuthProfile("anthropic-backup", "anthropic", "sk-ant-bbbb-2222")
+    runtime = AgentRuntime(
+        "anthropic/claude-opus-4-5",
+        thinking_mode=ThinkingMode.STREAM,
+        fallback_models=["anthropic/claude-sonnet-4", "openai/gpt-4"],
+        auth_profiles=[profile1, profile2],
+        enable_queuing=True,
+        tool_format=FormatMode.MARKDOWN,
+        compaction_strategy=CompactionStrategy.KEEP_IMPORTANT,
+    )
+    assert runtime.models.chain == FallbackChain(
+        "anthropic/claude-opus-4-5", ["anthropic/claude-sonnet-4", "openai/gpt-4"]
+    )
+    reply = await runtime.ask("s", "hi")
+    assert reply == "echo: hi"
+    await runtime.close()
+
+
+async def test_fallback_chain(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, openai = fakes
+    runtime = AgentRuntime(
+        model="provider-a/model-1",
+        fallback_chain=["provider-b/model-2"],
+        config=two_provider_config(anthropic, openai),
+    )
+    openai.script(Fail(503, "server_error"))
+    anthropic.script(Reply(text="from provider b"))
+    seen = await events(runtime, "hello")
+    failover = [e for e in seen if e.type.value == "failover"]
+    assert failover[0].data == {"from": "provider-a/model-1", "to": "provider-b/model-2",
+                                "reason": "overloaded"}
+    assert seen[-1].data["text"] == "from provider b"
+    assert FallbackManager(FallbackChain("provider-a/model-1", ["provider-b/model-2"])) \
+        .get_next_model("provider-a/model-1") == "provider-b/model-2"
+    await runtime.close()
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        Fail(429, "rate_limit_error", headers={"retry-after": "3"}),
+        Fail(529, "overloaded_error"),
+        Fail(500, "api_error"),
+        Fail(401, "authentication_error"),
+        Fail(402, "billing_error"),
+        Fail(404, "not_found_error"),
+    ],
+)
+async def test_every_failover_reason_reaches_the_next_model(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], fail: Fail
+) -> None:
+    anthropic, openai = fakes
+    anthropic.script(fail)
+    openai.script(Reply(text="openai answered"))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"])
+    assert await runtime.ask("s", "hi") == "openai answered"
+    await runtime.close()
+
+
+async def test_bad_request_does_not_fail_over(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, openai = fakes
+    anthropic.script(Fail(400, "invalid_request_error", "bad temperature"))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"])
+    seen = await events(runtime, "hi")
+    assert seen[-1].type.value == "error" and seen[-1].data["reason"] == "bad_request"
+    assert openai.requests == []
+    await runtime.close()
+
+
+async def test_two_keys_and_a_fallback_keep_answering(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anthropic, openai = fakes
+    monkeypatch.setenv("ANTHROPIC_API_KEY_2", "sk-ant-backup-3333")
+    config = load_config(
+        data={
+            "agent": {
+                "model": "anthropic/claude-sonnet-4",
+                "fallback_models": ["openai/gpt-4o"],
+                "auth_profiles": [
+                    {"id": "anthropic-main", "provider": "anthropic",
+                     "api_key_env": "ANTHROPIC_API_KEY"},
+                    {"id": "anthropic-backup", "provider": "anthropic",
+                     "api_key_env": "ANTHROPIC_API_KEY_2"},
+                    {"id": "openai", "provider": "openai", "api_key_env": "OPENAI_API_KEY"},
+                ],
+            }
+        }
+    )
+    runtime = AgentRuntime(config=config)
+    anthropic.script(Fail(429, "rate_limit_error", headers={"retry-after": "30"}),
+                     Fail(529, "overloaded_error"))
+    first = await runtime.ask("a", "one")
+    assert first == "echo: one"
+    assert [r.api_key for r in anthropic.requests] == ["sk-ant-main-1111", "sk-ant-backup-3333"]
+    assert len(openai.requests) == 1
+    # both Anthropic keys now rest: the next turn goes straight to OpenAI, no request wasted
+    second = await runtime.ask("b", "two")
+    assert second == "echo: two"
+    assert len(anthropic.requests) == 2 and len(openai.requests) == 2
+    status = await runtime.status()
+    states = {p["id"]: p["state"] for p in status["profiles"]}
+    assert states["anthropic-main"].startswith("cooling until")
+    assert states["openai"] == "ready"
+    await runtime.close()
+
+
+async def test_everything_failing_gives_one_plain_sentence(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, openai = fakes
+    anthropic.script(Fail(529, "overloaded_error"))
+    openai.script(Fail(429, "rate_limit_error", headers={"retry-after": "40"}))
+    storage = MemoryStorage()
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"],
+                           storage=storage)
+    seen = await events(runtime, "are you there?")
+    error = seen[-1]
+    assert error.type.value == "error"
+    assert error.data["message"] == ("The AI provider is rate-limiting this bot. "
+                                     "Please try again in about 40 seconds.")
+    assert "sk-" not in error.data["message"]
+    transcript = await storage.load_messages("s")
+    assert [m.content for m in transcript] == ["are you there?"]
+    with pytest.raises(FailoverError) as info:
+        await runtime.ask("s", "again?")
+    assert info.value.reason is FailoverReason.NO_PROFILE or info.value.attempts
+    await runtime.close()
+
+
+async def test_mid_stream_failure_is_not_silently_restarted(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, openai = fakes
+    anthropic.script(Reply(text="The answer is", fail_after=Fail(200, "overloaded_error")))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"])
+    seen = await events(runtime, "q")
+    text = "".join(e.data["delta"] for e in seen if e.type.value == "text")
+    assert text.startswith("The answer is") and "cut off" in text
+    assert seen[-1].type.value == "error"
+    assert openai.requests == []
+    await runtime.close()
+
+
+async def test_tool_round_trip_and_display(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path
+) -> None:
+    anthropic, _ = fakes
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "config.py").write_text("DEBUG = True\n")
+    config = load_config(data={"agent": {"workspace": str(workspace),
+                                         "show_tool_results": "full"}})
+    anthropic.script(Reply(tool_calls=[("toolu_1", "read_file", {"path": "config.py"})]),
+                     Reply(text="DEBUG is on."))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
+    seen = await runtime_events(runtime, "what is in config.py?", channel="telegram")
+    assert kinds(seen) == ["tool_call", "tool_result", "text", "done"]
+    result = seen[1].data
+    assert result["content"] == "DEBUG = True\n" and not result["is_error"]
+    assert result["display"] == "### File Read: config.py\n```python\nDEBUG = True\n```"
+    second = anthropic.requests[1].json["messages"]
+    assert second[-1]["content"][0]["type"] == "tool_result"
+    anthropic.script(Reply(tool_calls=[("toolu_2", "read_file", {"path": "config.py"})]),
+                     Reply(text="Still on."))
+    sms = await runtime_events(runtime, "again", channel="sms")
+    assert sms[1].data["display"] == "File: config.py\nContent: DEBUG = True"
+    await runtime.close()
+
+
+async def runtime_events(runtime: AgentRuntime, text: str, **kwargs: Any) -> list[AgentEvent]:
+    anthropic_script = [e async for e in runtime.run("tools", text, **kwargs)]
+    return anthropic_script
+
+
+async def test_tool_rounds_are_bounded(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, _ = fakes
+    config = load_config(data={"agent": {"max_tool_rounds": 2}})
+    anthropic.script(*[Reply(tool_calls=[(f"t{i}", "current_time", {})]) for i in range(2)],
+                     Reply(text="done now"))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
+    seen = await events(runtime, "loop")
+    assert kinds(seen).count("tool_call") == 2
+    assert "tools" not in anthropic.requests[2].json
+    assert seen[-1].data["text"] == "done now"
+    await runtime.close()
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "stream"])
+async def test_thinking_never_leaks(fakes: tuple[FakeAnthropic, FakeOpenAI], mode: str) -> None:
+    anthropic, _ = fakes
+    anthropic.script(Reply(text="Plan: <thinking>secret plan</thinking>The answer.",
+                           thinking="native reasoning"))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", thinking_mode=mode)
+    seen = await events(runtime, "q")
+    text = "".join(e.data["delta"] for e in seen if e.type.value == "text")
+    assert "secret" not in text and "native" not in text and "<thinking" not in text
+    assert seen[-1].data["text"] == "The answer."
+    thinking = [e.data for e in seen if e.type.value == "thinking"]
+    if mode == "off":
+        assert thinking == [] and seen[-1].data["thinking"] == ""
+        assert "thinking" not in anthropic.requests[0].json
+    elif mode == "stream":
+        assert all(t["mode"] == "stream" for t in thinking)
+        joined = "".join(t["content"] for t in thinking)
+        assert "native reasoning" in joined and "secret plan" in joined
+    else:
+        assert len(thinking) == 1 and thinking[0]["mode"] == "on"
+        assert "secret plan" in seen[-1].data["thinking"]
+    await runtime.close()
+
+
+async def test_think_command_overrides_per_session(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, _ = fakes
+    runtime = AgentRuntime("anthropic/claude-sonnet-4")
+    await runtime.set_thinking_mode("s", "stream")
+    anthropic.script(Reply(text="ok", thinking="hmm"))
+    seen = await events(runtime, "q")
+    assert "".join(e.data["content"] for e in seen if e.type.value == "thinking") == "hmm"
+    assert anthropic.requests[0].json["thinking"]["type"] == "enabled"
+    await runtime.close()
+
+
+async def test_transcript_survives_restart(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, _ = fakes
+    first = AgentRuntime("anthropic/claude-sonnet-4")
+    await first.ask("chat", "my name is Ada")
+    await first.close()
+    second = AgentRuntime("anthropic/claude-sonnet-4")
+    await second.ask("chat", "who am I?")
+    sent = anthropic.requests[-1].json["messages"]
+    assert [m["content"][0]["text"] for m in sent if m["role"] == "user"] == [
+        "my name is Ada", "who am I?"]
+    await second.reset("chat")
+    await second.ask("chat", "fresh")
+    assert len(anthropic.requests[-1].json["messages"]) == 1
+    await second.close()
+
+
+async def test_compaction_summarizes_and_keeps_the_transcript(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path
+) -> None:
+    anthropic, _ = fakes
+    config = load_config(data={"agent": {"context": {"max_tokens": 5000, "reserve_tokens": 0},
+                                         "max_output_tokens": 100}})
+    storage = SQLiteStorage(tmp_path / "c.db")
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config, storage=storage)
+    long_text = "word " * 600
+    for index in range(6):
+        await runtime.ask("long", f"{index} {long_text}")
+    anthropic.script(lambda req: Reply(text="SUMMARY: six long messages")
+                     if "running summary" in str(req.json.get("system")) else Reply(text="ok"))
+    seen = await events(runtime, "short question", session="long")
+    compaction = [e for e in seen if e.type.value == "compaction"]
+    assert compaction and compaction[0].data["strategy"] == "summarize"
+    assert compaction[0].data["after_tokens"] < compaction[0].data["before_tokens"]
+    last = anthropic.requests[-1].json["messages"]
+    assert "SUMMARY: six long messages" in last[0]["content"][0]["text"]
+    assert len(await storage.load_messages("long")) == 14
+    await runtime.close()
+
+
+async def test_summary_failure_falls_back_to_recent(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, _ = fakes
+    config = load_config(data={"agent": {"context": {"max_tokens": 3000, "reserve_tokens": 0},
+                                         "max_output_tokens": 100}})
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
+    for index in range(5):
+        await runtime.ask("s", f"{index} " + "word " * 500)
+    anthropic.script(Fail(400, "invalid_request_error", "nope"), Reply(text="still fine"))
+    seen = await events(runtime, "go on")
+    compaction = [e for e in seen if e.type.value == "compaction"][0]
+    assert compaction.data["fallback"] is True
+    assert seen[-1].data["text"] == "still fine"
+    await runtime.close()
+
+
+async def test_context_overflow_compacts_and_retries_once(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, _ = fakes
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", compaction_strategy="recent")
+    await runtime.ask("s", "first")
+    anthropic.script(Fail(400, "invalid_request_error", "prompt is too long: 300000 tokens"),
+                     Reply(text="after compaction"))
+    seen = await events(runtime, "second")
+    assert "compaction" in kinds(seen)
+    assert seen[-1].data["text"] == "after compaction"
+    await runtime.close()
+
+
+async def test_queue_events_when_a_chat_is_busy(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    anthropic, _ = fakes
+    gate = asyncio.Event()
+
+    async def slow(req: Any) -> Reply:
+        return Reply(text="slow")
+
+    runtime = AgentRuntime("anthropic/claude-sonnet-4")
+    first = runtime.run("busy", "one")
+    first_events: list[AgentEvent] = []
+
+    async def consume_first() -> None:
+        async for event in first:
+            first_events.append(event)
+            if event.type.value == "text":
+                await gate.wait()
+
+    task = asyncio.create_task(consume_first())
+    while not any(e.type.value == "text" for e in first_events):
+        await asyncio.sleep(0.01)
+    second = runtime.run("busy", "two")
+    queued = await second.__anext__()
+    assert queued.type.value == "queue"
+    assert queued.data == {"position": 1, "lane": "session:busy"}
+    gate.set()
+    await task
+    rest = [e async for e in second]
+    assert rest[-1].data["text"] == "echo: two"
+    await runtime.close()
