@@ -100,7 +100,6 @@ class AgentRuntime:
         )
         self.tools = tools if tools is not None else builtin_tools(agent.workspace)
         self._storage = storage
-        self._owns_storage = storage is None
         self.queue = QueueManager(
             max_concurrent_per_session=agent.queuing.max_concurrent_per_session,
             max_concurrent_global=agent.queuing.max_concurrent_global,
@@ -135,8 +134,8 @@ class AgentRuntime:
 
     async def close(self) -> None:
         await self.models.aclose()
-        if self._owns_storage and self._storage is not None:
-            await self._storage.close()
+        if self._storage is not None and self._started:
+            await self._storage.close()  # opened by start(), so closed here
         self._started = False
 
     async def __aenter__(self) -> AgentRuntime:

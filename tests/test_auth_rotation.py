@@ -50,9 +50,7 @@ def test_profile_rotation_on_failure(manager: RotationManager) -> None:
     assert next_profile.cooldown_until is None
 
 
-def test_configured_order_then_least_recently_used(
-    manager: RotationManager, clock: Clock
-) -> None:
+def test_configured_order_then_least_recently_used(manager: RotationManager, clock: Clock) -> None:
     assert manager.get_next_profile("anthropic").id == "profile-1"
     manager.mark_used("profile-1")
     clock.advance(1)

@@ -33,10 +33,16 @@ def two_provider_config(anthropic: FakeAnthropic, openai: FakeOpenAI, **agent: A
         data={
             "agent": {"model": "provider-a/model-1", **agent},
             "providers": {
-                "provider-a": {"type": "openai", "base_url": openai.api_base,
-                               "api_key_env": "OPENAI_API_KEY"},
-                "provider-b": {"type": "anthropic", "base_url": anthropic.base_url,
-                               "api_key_env": "ANTHROPIC_API_KEY"},
+                "provider-a": {
+                    "type": "openai",
+                    "base_url": openai.api_base,
+                    "api_key_env": "OPENAI_API_KEY",
+                },
+                "provider-b": {
+                    "type": "anthropic",
+                    "base_url": anthropic.base_url,
+                    "api_key_env": "ANTHROPIC_API_KEY",
+                },
             },
         }
     )
@@ -94,11 +100,18 @@ async def test_fallback_chain(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
     anthropic.script(Reply(text="from provider b"))
     seen = await events(runtime, "hello")
     failover = [e for e in seen if e.type.value == "failover"]
-    assert failover[0].data == {"from": "provider-a/model-1", "to": "provider-b/model-2",
-                                "reason": "overloaded"}
+    assert failover[0].data == {
+        "from": "provider-a/model-1",
+        "to": "provider-b/model-2",
+        "reason": "overloaded",
+    }
     assert seen[-1].data["text"] == "from provider b"
-    assert FallbackManager(FallbackChain("provider-a/model-1", ["provider-b/model-2"])) \
-        .get_next_model("provider-a/model-1") == "provider-b/model-2"
+    assert (
+        FallbackManager(FallbackChain("provider-a/model-1", ["provider-b/model-2"])).get_next_model(
+            "provider-a/model-1"
+        )
+        == "provider-b/model-2"
+    )
     await runtime.close()
 
 
@@ -145,18 +158,25 @@ async def test_two_keys_and_a_fallback_keep_answering(
                 "model": "anthropic/claude-sonnet-4",
                 "fallback_models": ["openai/gpt-4o"],
                 "auth_profiles": [
-                    {"id": "anthropic-main", "provider": "anthropic",
-                     "api_key_env": "ANTHROPIC_API_KEY"},
-                    {"id": "anthropic-backup", "provider": "anthropic",
-                     "api_key_env": "ANTHROPIC_API_KEY_2"},
+                    {
+                        "id": "anthropic-main",
+                        "provider": "anthropic",
+                        "api_key_env": "ANTHROPIC_API_KEY",
+                    },
+                    {
+                        "id": "anthropic-backup",
+                        "provider": "anthropic",
+                        "api_key_env": "ANTHROPIC_API_KEY_2",
+                    },
                     {"id": "openai", "provider": "openai", "api_key_env": "OPENAI_API_KEY"},
                 ],
             }
         }
     )
     runtime = AgentRuntime(config=config)
-    anthropic.script(Fail(429, "rate_limit_error", headers={"retry-after": "30"}),
-                     Fail(529, "overloaded_error"))
+    anthropic.script(
+        Fail(429, "rate_limit_error", headers={"retry-after": "30"}), Fail(529, "overloaded_error")
+    )
     first = await runtime.ask("a", "one")
     assert first == "echo: one"
     assert [r.api_key for r in anthropic.requests] == ["sk-ant-main-1111", "sk-ant-backup-3333"]
@@ -179,13 +199,15 @@ async def test_everything_failing_gives_one_plain_sentence(
     anthropic.script(Fail(529, "overloaded_error"))
     openai.script(Fail(429, "rate_limit_error", headers={"retry-after": "40"}))
     storage = MemoryStorage()
-    runtime = AgentRuntime("anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"],
-                           storage=storage)
+    runtime = AgentRuntime(
+        "anthropic/claude-sonnet-4", fallback_models=["openai/gpt-4o"], storage=storage
+    )
     seen = await events(runtime, "are you there?")
     error = seen[-1]
     assert error.type.value == "error"
-    assert error.data["message"] == ("The AI provider is rate-limiting this bot. "
-                                     "Please try again in about 40 seconds.")
+    assert error.data["message"] == (
+        "The AI provider is rate-limiting this bot. Please try again in about 40 seconds."
+    )
     assert "sk-" not in error.data["message"]
     transcript = await storage.load_messages("s")
     assert [m.content for m in transcript] == ["are you there?"]
@@ -216,10 +238,11 @@ async def test_tool_round_trip_and_display(
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "config.py").write_text("DEBUG = True\n")
-    config = load_config(data={"agent": {"workspace": str(workspace),
-                                         "show_tool_results": "full"}})
-    anthropic.script(Reply(tool_calls=[("toolu_1", "read_file", {"path": "config.py"})]),
-                     Reply(text="DEBUG is on."))
+    config = load_config(data={"agent": {"workspace": str(workspace), "show_tool_results": "full"}})
+    anthropic.script(
+        Reply(tool_calls=[("toolu_1", "read_file", {"path": "config.py"})]),
+        Reply(text="DEBUG is on."),
+    )
     runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
     seen = await runtime_events(runtime, "what is in config.py?", channel="telegram")
     assert kinds(seen) == ["tool_call", "tool_result", "text", "done"]
@@ -228,8 +251,9 @@ async def test_tool_round_trip_and_display(
     assert result["display"] == "### File Read: config.py\n```python\nDEBUG = True\n```"
     second = anthropic.requests[1].json["messages"]
     assert second[-1]["content"][0]["type"] == "tool_result"
-    anthropic.script(Reply(tool_calls=[("toolu_2", "read_file", {"path": "config.py"})]),
-                     Reply(text="Still on."))
+    anthropic.script(
+        Reply(tool_calls=[("toolu_2", "read_file", {"path": "config.py"})]), Reply(text="Still on.")
+    )
     sms = await runtime_events(runtime, "again", channel="sms")
     assert sms[1].data["display"] == "File: config.py\nContent: DEBUG = True"
     await runtime.close()
@@ -243,8 +267,10 @@ async def runtime_events(runtime: AgentRuntime, text: str, **kwargs: Any) -> lis
 async def test_tool_rounds_are_bounded(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
     anthropic, _ = fakes
     config = load_config(data={"agent": {"max_tool_rounds": 2}})
-    anthropic.script(*[Reply(tool_calls=[(f"t{i}", "current_time", {})]) for i in range(2)],
-                     Reply(text="done now"))
+    anthropic.script(
+        *[Reply(tool_calls=[(f"t{i}", "current_time", {})]) for i in range(2)],
+        Reply(text="done now"),
+    )
     runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
     seen = await events(runtime, "loop")
     assert kinds(seen).count("tool_call") == 2
@@ -256,8 +282,9 @@ async def test_tool_rounds_are_bounded(fakes: tuple[FakeAnthropic, FakeOpenAI]) 
 @pytest.mark.parametrize("mode", ["off", "on", "stream"])
 async def test_thinking_never_leaks(fakes: tuple[FakeAnthropic, FakeOpenAI], mode: str) -> None:
     anthropic, _ = fakes
-    anthropic.script(Reply(text="Plan: <thinking>secret plan</thinking>The answer.",
-                           thinking="native reasoning"))
+    anthropic.script(
+        Reply(text="Plan: <thinking>secret plan</thinking>The answer.", thinking="native reasoning")
+    )
     runtime = AgentRuntime("anthropic/claude-sonnet-4", thinking_mode=mode)
     seen = await events(runtime, "q")
     text = "".join(e.data["delta"] for e in seen if e.type.value == "text")
@@ -299,7 +326,9 @@ async def test_transcript_survives_restart(fakes: tuple[FakeAnthropic, FakeOpenA
     await second.ask("chat", "who am I?")
     sent = anthropic.requests[-1].json["messages"]
     assert [m["content"][0]["text"] for m in sent if m["role"] == "user"] == [
-        "my name is Ada", "who am I?"]
+        "my name is Ada",
+        "who am I?",
+    ]
     await second.reset("chat")
     await second.ask("chat", "fresh")
     assert len(anthropic.requests[-1].json["messages"]) == 1
@@ -310,15 +339,26 @@ async def test_compaction_summarizes_and_keeps_the_transcript(
     fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path
 ) -> None:
     anthropic, _ = fakes
-    config = load_config(data={"agent": {"context": {"max_tokens": 5000, "reserve_tokens": 0},
-                                         "max_output_tokens": 100}})
+    config = load_config(
+        data={
+            "agent": {
+                "context": {"max_tokens": 5000, "reserve_tokens": 0},
+                "max_output_tokens": 100,
+            }
+        }
+    )
     storage = SQLiteStorage(tmp_path / "c.db")
     runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config, storage=storage)
     long_text = "word " * 600
     for index in range(6):
         await runtime.ask("long", f"{index} {long_text}")
-    anthropic.script(lambda req: Reply(text="SUMMARY: six long messages")
-                     if "running summary" in str(req.json.get("system")) else Reply(text="ok"))
+    anthropic.script(
+        lambda req: (
+            Reply(text="SUMMARY: six long messages")
+            if "running summary" in str(req.json.get("system"))
+            else Reply(text="ok")
+        )
+    )
     seen = await events(runtime, "short question", session="long")
     compaction = [e for e in seen if e.type.value == "compaction"]
     assert compaction and compaction[0].data["strategy"] == "summarize"
@@ -333,14 +373,20 @@ async def test_summary_failure_falls_back_to_recent(
     fakes: tuple[FakeAnthropic, FakeOpenAI],
 ) -> None:
     anthropic, _ = fakes
-    config = load_config(data={"agent": {"context": {"max_tokens": 3000, "reserve_tokens": 0},
-                                         "max_output_tokens": 100}})
+    config = load_config(
+        data={
+            "agent": {
+                "context": {"max_tokens": 3000, "reserve_tokens": 0},
+                "max_output_tokens": 100,
+            }
+        }
+    )
     runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
     for index in range(5):
         await runtime.ask("s", f"{index} " + "word " * 500)
     anthropic.script(Fail(400, "invalid_request_error", "nope"), Reply(text="still fine"))
     seen = await events(runtime, "go on")
-    compaction = [e for e in seen if e.type.value == "compaction"][0]
+    compaction = next(e for e in seen if e.type.value == "compaction")
     assert compaction.data["fallback"] is True
     assert seen[-1].data["text"] == "still fine"
     await runtime.close()
@@ -352,8 +398,10 @@ async def test_context_overflow_compacts_and_retries_once(
     anthropic, _ = fakes
     runtime = AgentRuntime("anthropic/claude-sonnet-4", compaction_strategy="recent")
     await runtime.ask("s", "first")
-    anthropic.script(Fail(400, "invalid_request_error", "prompt is too long: 300000 tokens"),
-                     Reply(text="after compaction"))
+    anthropic.script(
+        Fail(400, "invalid_request_error", "prompt is too long: 300000 tokens"),
+        Reply(text="after compaction"),
+    )
     seen = await events(runtime, "second")
     assert "compaction" in kinds(seen)
     assert seen[-1].data["text"] == "after compaction"
@@ -361,12 +409,7 @@ async def test_context_overflow_compacts_and_retries_once(
 
 
 async def test_queue_events_when_a_chat_is_busy(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
-    anthropic, _ = fakes
     gate = asyncio.Event()
-
-    async def slow(req: Any) -> Reply:
-        return Reply(text="slow")
-
     runtime = AgentRuntime("anthropic/claude-sonnet-4")
     first = runtime.run("busy", "one")
     first_events: list[AgentEvent] = []

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+
 Measure = Callable[[str], int]
 
 FENCE = re.compile(r"^(`{3,}|~{3,})([^\n`]*)$")
@@ -135,7 +137,7 @@ def split_message(
         raise ValueError("limit must be at least 16")
     size = measure or measure_for(unit)
     text = text.strip("\n")
-    if not text:
+    if not text.strip():
         return []
     if size(text) <= limit:
         return [text]

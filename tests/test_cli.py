@@ -1,0 +1,156 @@
+"""The chatlane command: check, chat, serve (a real process), config errors, log hygiene."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.config import load_config
+from bot.logs import JSONFormatter, RedactSecrets, secret_values, setup_logging
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_check_reports_channels_and_masks_keys(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-verysecret-9876")
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "Config: built-in defaults" in out
+    assert "primary: anthropic/claude-sonnet-4-6 (ready)" in out
+    assert "****9876" in out and "verysecret" not in out
+    assert "web: on" in out and "terminal: on" in out
+    assert "Storage: SQLiteStorage: reachable" in out
+
+
+def test_check_without_keys_says_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "offline demo model" in out
+    assert "none (set ANTHROPIC_API_KEY or OPENAI_API_KEY" in out
+
+
+def test_bad_config_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  thinking_mode: loud\n")
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "agent.thinking_mode" in err and "Traceback" not in err
+
+
+def test_terminal_chat(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from channels.terminal import TerminalChannel
+
+    stdin = io.StringIO("/think stream\nhello there\n/quit\n")
+    stdout = io.StringIO()
+    code = asyncio.run(TerminalChannel.run_terminal(load_config(), stdin=stdin, stdout=stdout))
+    out = stdout.getvalue()
+    assert code == 0
+    assert "Thinking mode set to stream." in out
+    assert "[reasoning]" in out and "You said: hello there" in out
+    assert "\x1b[" not in out  # no colours when not a terminal
+
+
+def test_chat_command_runs_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["chat"]) == 0
+    assert "You said: hi" in out.getvalue()
+
+
+def test_serve_binds_port_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(
+        {
+            "PORT": str(port),
+            "CHATLANE_DATA_DIR": str(tmp_path / "data"),
+            "ANTHROPIC_API_KEY": "sk-ant-leak-check-123456",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    health = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert health is not None and health["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any("listening on http://127.0.0.1" in line["message"] for line in lines)
+    assert "sk-ant-leak-check-123456" not in err
+
+
+def test_redaction_and_json_format() -> None:
+    secrets = secret_values(
+        {"SLACK_BOT_TOKEN": "xoxb-secret-value", "HOME": "/root", "CUSTOM": "custom-secret-1"},
+        ["CUSTOM"],
+    )
+    assert secrets == {"xoxb-secret-value", "custom-secret-1"}
+    record = logging.LogRecord(
+        "x",
+        logging.INFO,
+        __file__,
+        1,
+        "token %s and %s",
+        ("xoxb-secret-value", "custom-secret-1"),
+        None,
+    )
+    assert RedactSecrets(secrets).filter(record)
+    line = json.loads(JSONFormatter().format(record))
+    assert line["message"] == "token [redacted] and [redacted]"
+    assert line["level"] == "info"
+
+
+def test_setup_logging_picks_format() -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging({"LOG_FORMAT": "json", "LOG_LEVEL": "debug"})
+        assert isinstance(root.handlers[0].formatter, JSONFormatter)
+        assert root.level == logging.DEBUG
+        setup_logging({"LOG_FORMAT": "text"})
+        assert not isinstance(root.handlers[0].formatter, JSONFormatter)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

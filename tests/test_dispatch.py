@@ -1,0 +1,201 @@
+"""The dispatcher: store before acknowledging, dedupe, access, replay after a crash, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.access import AccessPolicy, Verdict
+from bot.config import load_config
+from bot.dispatch import Dispatcher, Outcome
+from bot.inbound import InboundMessage
+from bot.runtime import AgentRuntime
+from bot.storage import SQLiteStorage
+
+
+class Sink:
+    """The far side of the dispatcher: records what a channel would send."""
+
+    name = "test"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[Any] = []
+        self.notices: list[str] = []
+        self.typing = 0
+        self.fail_after = fail_after
+        self.changed = asyncio.Event()
+
+    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
+        parts = [f"[reasoning] {reasoning}"] if reasoning else []
+        return parts + [chunk for chunk in markdown.split("\n\n") if chunk]
+
+    async def send_part(self, message: InboundMessage, part: Any) -> None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise ConnectionError("platform down")
+        self.sent.append(part)
+        self.changed.set()
+
+    async def notify(self, message: InboundMessage, text: str) -> None:
+        self.notices.append(text)
+        self.changed.set()
+
+    async def typing(self, message: InboundMessage) -> None:  # type: ignore[override]
+        self.typing += 1
+
+
+def inbound(text: str, message_id: str, sender: str = "u1", chat: str = "c1") -> InboundMessage:
+    return InboundMessage("test", chat, sender, text, message_id)
+
+
+async def until(condition: Any) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def make(tmp_path: Path, **channel: Any) -> tuple[Dispatcher, Sink, SQLiteStorage]:
+    config = load_config(data={"channels": {"web": channel}} if channel else {})
+    storage = SQLiteStorage(tmp_path / "d.sqlite")
+    runtime = AgentRuntime(config=config, demo_when_unconfigured=True, storage=storage)
+    dispatcher = Dispatcher(runtime)
+    sink = Sink()
+    dispatcher.register(sink)
+    return dispatcher, sink, storage
+
+
+async def test_accepts_answers_and_dedupes(tmp_path: Path) -> None:
+    dispatcher, sink, storage = make(tmp_path)
+    await dispatcher.start()
+    assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.ACCEPTED
+    assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.DUPLICATE
+    await until(lambda: sink.sent)
+    await until(lambda: not dispatcher._held)
+    assert any("You said: hello" in part for part in sink.sent)
+    assert await storage.inbox_pending() == []
+    await dispatcher.drain(1)
+    await dispatcher.runtime.close()
+
+
+async def test_commands_skip_the_model(tmp_path: Path) -> None:
+    dispatcher, sink, _ = make(tmp_path)
+    await dispatcher.start()
+    await dispatcher.submit(inbound("/think on", "m1"))
+    await until(lambda: sink.sent)
+    assert sink.sent == ["Thinking mode set to on."]
+    await dispatcher.drain(1)
+    await dispatcher.runtime.close()
+
+
+async def test_replay_after_a_crash_resumes_without_repeating(tmp_path: Path) -> None:
+    dispatcher, sink, storage = make(tmp_path)
+    await dispatcher.runtime.start()
+    # A previous process stored two messages; it had answered the first half-way.
+    first = await storage.inbox_add("test:old1", inbound("first", "old1").to_dict())
+    second = await storage.inbox_add("test:old2", inbound("second", "old2", chat="c2").to_dict())
+    assert first is not None and second is not None
+    await storage.inbox_set_reply(first, ["part A", "part B", "part C"])
+    await storage.inbox_mark_sent(first, 1)
+    await dispatcher.start()
+    await until(lambda: len(sink.sent) >= 3)
+    await until(lambda: not dispatcher._held)
+    assert sink.sent[:2] == ["part B", "part C"] or "part A" not in sink.sent
+    assert "part A" not in sink.sent
+    assert any("You said: second" in part for part in sink.sent)
+    assert await storage.inbox_pending() == []
+    await dispatcher.drain(1)
+    await dispatcher.runtime.close()
+
+
+async def test_a_failed_send_is_retried_from_where_it_stopped(tmp_path: Path) -> None:
+    dispatcher, _, storage = make(tmp_path)
+    flaky = Sink(fail_after=0)
+    dispatcher.register(flaky)
+    await dispatcher.start()
+    await dispatcher.submit(inbound("one\n\ntwo", "m1"))
+    await until(lambda: dispatcher.mailbox._boxes == {})
+    pending = await storage.inbox_pending()
+    assert len(pending) == 1 and pending[0].reply and pending[0].sent == 0
+    await dispatcher.drain(1)
+    fixed = Sink()
+    again = Dispatcher(dispatcher.runtime)
+    again.register(fixed)
+    await again.start()
+    await until(lambda: not again._held and fixed.sent)
+    assert fixed.sent == pending[0].reply
+    await again.drain(1)
+    await dispatcher.runtime.close()
+
+
+async def test_refused_senders_never_reach_the_model(tmp_path: Path) -> None:
+    config = load_config(data={"channels": {"telegram": {"allow_from": ["42"]}}})
+    runtime = AgentRuntime(
+        config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "x.sqlite")
+    )
+    dispatcher = Dispatcher(runtime)
+    sink = Sink()
+    sink.name = "telegram"
+    dispatcher.register(sink)
+    await dispatcher.start()
+    stranger = InboundMessage("telegram", "7", "7", "hi", "u1")
+    assert await dispatcher.submit(stranger) is Outcome.REFUSED
+    assert (
+        await dispatcher.submit(InboundMessage("telegram", "7", "7", "hi", "u2")) is Outcome.REFUSED
+    )
+    await until(lambda: sink.notices)
+    assert sink.notices == ["Sorry, this bot is private."]
+    assert await runtime.storage.load_messages("telegram:7") == []
+    await dispatcher.drain(1)
+    await runtime.close()
+
+
+async def test_draining_refuses_new_work(tmp_path: Path) -> None:
+    dispatcher, _, storage = make(tmp_path)
+    await dispatcher.start()
+    await dispatcher.drain(0.1)
+    assert await dispatcher.submit(inbound("late", "m9")) is Outcome.DRAINING
+    assert await dispatcher.submit(inbound("sms", "m10"), when_draining=True) is Outcome.ACCEPTED
+    assert len(await storage.inbox_pending()) == 1
+    await dispatcher.runtime.close()
+
+
+def test_access_policy_rate_limit_and_allow_list() -> None:
+    now = [0.0]
+    config = load_config(
+        data={"channels": {"sms": {"allow_from": ["+1555"], "rate_limit_per_minute": 2}}}
+    )
+    policy = AccessPolicy(config, clock=lambda: now[0])
+    ok = InboundMessage("sms", "+1555", "+1555", "x", "1")
+    assert policy.check(ok).verdict is Verdict.ALLOWED
+    assert policy.check(ok).verdict is Verdict.ALLOWED
+    limited = policy.check(ok)
+    assert limited.verdict is Verdict.RATE_LIMITED and "too quickly" in (limited.notice or "")
+    assert policy.check(ok).notice is None  # told once
+    now[0] = 61
+    assert policy.check(ok).verdict is Verdict.ALLOWED
+    other = InboundMessage("sms", "+1666", "+1666", "x", "2")
+    assert policy.check(other).verdict is Verdict.NOT_ALLOWED
+    named = InboundMessage("telegram", "9", "9", "x", "3", sender_name="ada")
+    open_config = AccessPolicy(
+        load_config(
+            data={"channels": {"telegram": {"allow_from": ["@ada"], "rate_limit_per_minute": 0}}}
+        )
+    )
+    assert open_config.check(named).verdict is Verdict.ALLOWED
+
+
+@pytest.mark.parametrize("text", ["/status", "/model", "/help", "/think", "/model nowhere/x"])
+async def test_command_replies(tmp_path: Path, text: str) -> None:
+    from bot.commands import handle_command
+
+    runtime = AgentRuntime(
+        config=load_config(),
+        demo_when_unconfigured=True,
+        storage=SQLiteStorage(tmp_path / "c.sqlite"),
+    )
+    reply = await handle_command(runtime, "s", text)
+    assert reply
+    assert await handle_command(runtime, "s", "not a command") is None
+    await runtime.close()

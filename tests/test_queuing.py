@@ -1,0 +1,242 @@
+"""Lanes and mailboxes: order, both caps, modes, overflow, cancellation, eviction."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bot.queuing import Lane, LaneFull, Mailbox, QueueManager, QueueMode
+
+
+async def test_lane_runs_in_order_one_at_a_time() -> None:
+    lane = Lane("session-1", max_concurrent=1)
+    log: list[str] = []
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def task(n: int) -> int:
+        log.append(f"start {n}")
+        await gates[n].wait()
+        log.append(f"end {n}")
+        return n
+
+    runs = [asyncio.create_task(lane.enqueue(lambda n=n: task(n))) for n in range(3)]
+    await asyncio.sleep(0)
+    assert log == ["start 0"] and lane.active == 1 and len(lane.queue) == 2
+    for gate in reversed(gates):
+        gate.set()
+    assert await asyncio.gather(*runs) == [0, 1, 2]
+    assert log == ["start 0", "end 0", "start 1", "end 1", "start 2", "end 2"]
+    assert lane.idle
+
+
+async def test_global_cap_holds_exactly_under_load() -> None:
+    manager = QueueManager(max_concurrent_per_session=1, max_concurrent_global=3)
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def turn(session: str) -> None:
+        nonlocal running, peak
+        async with manager.hold(session):
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+
+    tasks = [asyncio.create_task(turn(f"chat-{i % 5}")) for i in range(20)]
+    while running < 3:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert running == 3
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 3
+    assert manager.session_count == 0
+    assert manager.get_global_lane().idle
+
+
+async def test_per_session_cap_keeps_chats_apart() -> None:
+    manager = QueueManager(max_concurrent_per_session=1, max_concurrent_global=10)
+    inside: dict[str, int] = {}
+    overlap = False
+    release = asyncio.Event()
+
+    async def turn(session: str) -> None:
+        nonlocal overlap
+        async with manager.hold(session):
+            inside[session] = inside.get(session, 0) + 1
+            overlap = overlap or inside[session] > 1
+            await release.wait()
+            inside[session] -= 1
+
+    tasks = [asyncio.create_task(turn(s)) for s in ["a", "a", "b", "b"]]
+    while sum(inside.values()) < 2:
+        await asyncio.sleep(0)
+    assert inside == {"a": 1, "b": 1}
+    release.set()
+    await asyncio.gather(*tasks)
+    assert not overlap
+
+
+async def test_positions_are_reported_while_waiting() -> None:
+    manager = QueueManager(max_concurrent_global=10)
+    async with manager.slot("s") as first:
+        assert [p async for p in first.wait()] == []
+        second = manager.slot("s")
+        async with second:
+            waiting = second.wait()
+            assert await waiting.__anext__() == 1
+            assert second.lane == "session:s"
+            await waiting.aclose()
+    assert manager.session_count == 0
+
+
+async def test_cancel_while_waiting_and_while_running_releases() -> None:
+    manager = QueueManager(max_concurrent_global=1)
+    started = asyncio.Event()
+
+    async def holder() -> None:
+        async with manager.hold("a"):
+            started.set()
+            await asyncio.Event().wait()
+
+    running = asyncio.create_task(holder())
+    await started.wait()
+    waiter = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    running.cancel()
+    await asyncio.gather(running, waiter, return_exceptions=True)
+    assert manager.get_global_lane().idle and manager.session_count == 0
+    async with asyncio.timeout(1):
+        async with manager.hold("a"):
+            pass
+
+
+async def test_exception_in_turn_releases() -> None:
+    manager = QueueManager(max_concurrent_global=1)
+    with pytest.raises(RuntimeError):
+        async with manager.hold("x"):
+            raise RuntimeError("boom")
+    assert manager.get_global_lane().idle
+
+
+async def test_lane_bound() -> None:
+    lane = Lane("bounded", max_concurrent=1, max_pending=1)
+    assert lane.try_acquire()
+    first = lane.acquire()
+    assert await first.__anext__() == 1
+    with pytest.raises(LaneFull):
+        async for _ in lane.acquire():
+            pass
+    await first.aclose()
+    lane.release()
+    assert lane.idle
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Any], list[Any]]] = []
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.cancelled = 0
+
+    async def __call__(self, session: str, items: list[Any], dropped: list[Any]) -> None:
+        self.calls.append((list(items), list(dropped)))
+        self.entered.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def wait_for(condition: Any) -> None:
+    async with asyncio.timeout(2):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (QueueMode.COLLECT, [([1], []), ([2, 3], [])]),
+        (QueueMode.FOLLOWUP, [([1], []), ([2], []), ([3], [])]),
+    ],
+)
+async def test_collect_and_followup(mode: QueueMode, expected: list[Any]) -> None:
+    handler = Recorder()
+    box = Mailbox(handler, mode=mode)
+    assert box.submit("s", 1).position == 0
+    await handler.entered.wait()
+    assert box.submit("s", 2).position == 1
+    assert box.submit("s", 3).position == 2
+    handler.gate.set()
+    await wait_for(lambda: len(box) == 0)
+    assert handler.calls == expected
+
+
+async def test_interrupt_cancels_and_tells_the_next_turn() -> None:
+    handler = Recorder()
+    box = Mailbox(handler, mode=QueueMode.INTERRUPT)
+    box.submit("s", "first")
+    await handler.entered.wait()
+    box.submit("s", "second")
+    await wait_for(lambda: len(handler.calls) == 2)
+    assert handler.cancelled == 1
+    assert handler.calls[1] == (["second"], ["first"])
+    handler.gate.set()
+    await wait_for(lambda: len(box) == 0)
+
+
+async def test_overflow_is_refused_and_reported_to_the_next_turn() -> None:
+    handler = Recorder()
+    box = Mailbox(handler, max_pending=2)
+    box.submit("s", 1)
+    await handler.entered.wait()
+    assert box.submit("s", 2).accepted and box.submit("s", 3).accepted
+    refused = box.submit("s", 4)
+    assert not refused.accepted
+    handler.gate.set()
+    await wait_for(lambda: len(box) == 0)
+    assert handler.calls[1] == ([2, 3], [4])
+
+
+async def test_mailboxes_are_evicted() -> None:
+    done = 0
+
+    async def quick(session: str, items: list[Any], dropped: list[Any]) -> None:
+        nonlocal done
+        done += 1
+
+    box = Mailbox(quick)
+    for index in range(2000):
+        box.submit(f"chat-{index}", index)
+    await wait_for(lambda: done == 2000)
+    await wait_for(lambda: len(box) == 0)
+
+
+async def test_close_waits_for_grace_then_cancels() -> None:
+    handler = Recorder()
+    box = Mailbox(handler)
+    box.submit("s", 1)
+    await handler.entered.wait()
+    await box.close(0.01)
+    assert handler.cancelled == 1
+
+
+async def test_failing_handler_does_not_block_the_chat() -> None:
+    calls: list[list[Any]] = []
+
+    async def flaky(session: str, items: list[Any], dropped: list[Any]) -> None:
+        calls.append(items)
+        if items == [1]:
+            raise RuntimeError("turn failed")
+
+    box = Mailbox(flaky)
+    box.submit("s", 1)
+    box.submit("s", 2)
+    await wait_for(lambda: len(box) == 0)
+    assert calls == [[1], [2]]

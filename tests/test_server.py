@@ -1,0 +1,121 @@
+"""The HTTP server and the web chat API, with the offline demo model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.config import load_config
+from bot.runtime import AgentRuntime
+from bot.server import create_app
+from bot.storage import MemoryStorage
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    runtime = AgentRuntime(config=load_config(), demo_when_unconfigured=True)
+    app = create_app(runtime)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def chat(
+    client: TestClient[Any, Any], text: str, session: str = "s1"
+) -> list[dict[str, Any]]:
+    response = await client.post("/api/chat", json={"session_id": session, "text": text})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    body = await response.text()
+    return [json.loads(line) for line in body.splitlines() if line]
+
+
+async def test_healthz(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    data = await response.json()
+    assert data["status"] == "ok" and data["storage"] == "ok" and data["demo"] is True
+
+
+async def test_healthz_is_503_when_storage_is_down() -> None:
+    storage = MemoryStorage()
+    runtime = AgentRuntime(config=load_config(), demo_when_unconfigured=True, storage=storage)
+
+    async def down() -> bool:
+        return False
+
+    storage.ping = down  # type: ignore[method-assign]
+    async with TestClient(TestServer(create_app(runtime))) as client:
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await response.json())["storage"] == "unreachable"
+
+
+async def test_page_and_assets_need_no_internet(client: TestClient[Any, Any]) -> None:
+    page = await (await client.get("/")).text()
+    assert "<title>chatlane</title>" in page
+    assert "http://" not in page and "https://" not in page
+    script = await client.get("/static/chat.js")
+    assert script.status == 200
+    assert "https://" not in await script.text()
+    info = await (await client.get("/api/info")).json()
+    assert info["model"] == "demo/chatlane-demo" and "offline demo" in info["demo"]
+
+
+async def test_chat_streams_a_demo_answer(client: TestClient[Any, Any]) -> None:
+    events = await chat(client, "hello **there**")
+    kinds = [e["type"] for e in events]
+    assert kinds.count("text") > 3 and kinds[-1] == "done"
+    done = events[-1]["data"]
+    assert "offline demo model" in done["text"]
+    assert "<strong>there</strong>" in done["html"]
+    assert "error" not in done
+
+
+async def test_chat_shows_tool_calls(client: TestClient[Any, Any]) -> None:
+    events = await chat(client, "what time is it?")
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["tool_call", "tool_result"]
+    assert events[1]["data"]["display"].startswith("Checked the time")
+
+
+async def test_commands_are_answered_without_the_model(client: TestClient[Any, Any]) -> None:
+    status = await chat(client, "/status")
+    assert status[0]["type"] == "command"
+    assert "Model: demo/chatlane-demo" in status[0]["data"]["text"]
+    think = await chat(client, "/think stream")
+    assert think[0]["data"]["text"] == "Thinking mode set to stream."
+    streamed = await chat(client, "hi")
+    assert any(e["type"] == "thinking" and e["data"]["mode"] == "stream" for e in streamed)
+    reset = await chat(client, "/new")
+    assert reset[0]["data"]["text"] == "Started a new conversation."
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"session_id": "", "text": "x"}',
+        b'{"session_id": "a", "text": ""}',
+        b'{"session_id": "a"}',
+    ],
+)
+async def test_bad_requests_are_400(client: TestClient[Any, Any], body: bytes) -> None:
+    response = await client.post(
+        "/api/chat", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+
+
+async def test_rate_limit_applies_to_the_web_chat() -> None:
+    config = load_config(data={"channels": {"web": {"rate_limit_per_minute": 2}}})
+    runtime = AgentRuntime(config=config, demo_when_unconfigured=True)
+    async with TestClient(TestServer(create_app(runtime))) as client:
+        await chat(client, "one")
+        await chat(client, "two")
+        third = await chat(client, "three")
+        assert third[0]["type"] == "error" and "too quickly" in third[0]["data"]["message"]
