@@ -52,6 +52,7 @@ class _Round:
     signature: str | None = None
     calls: list[ToolCall] = field(default_factory=list)
     visible: bool = False
+    separate: bool = False  # reasoning was streamed in an earlier round of this turn
 
 
 class AgentRuntime:
@@ -234,7 +235,7 @@ class AgentRuntime:
                 if self.system_prompt
                 else tuple(window.messages)
             )
-            current = _Round()
+            current = _Round(separate=bool(thinking_all))
             extractor = self.models.new_extractor()
             try:
                 build = functools.partial(
@@ -264,7 +265,7 @@ class AgentRuntime:
                         usage["output_tokens"] += item.output_tokens
                     elif isinstance(item, Failover):
                         model_used = item.to_model
-                        current = _Round()
+                        current = _Round(separate=bool(thinking_all))
                         extractor = self.models.new_extractor()
                         yield AgentEvent(
                             EventType.FAILOVER,
@@ -384,9 +385,10 @@ class AgentRuntime:
         if not piece:
             return []
         if kind == "thinking":
+            shown = "\n\n" + piece if current.separate and not current.thinking else piece
             current.thinking.append(piece)
             if mode is ThinkingMode.STREAM:
-                return [AgentEvent(EventType.THINKING, {"content": piece, "mode": mode.value})]
+                return [AgentEvent(EventType.THINKING, {"content": shown, "mode": mode.value})]
             return []
         current.text.append(piece)
         current.visible = True

@@ -1,0 +1,95 @@
+"""The web chat, end to end in headless Chromium, against the real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.config import load_config
+from bot.runtime import AgentRuntime
+from bot.server import create_app
+from tests.cdp import Browser, chromium_binary
+from tests.fakes.models import FakeAnthropic, Reply
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(chromium_binary() is None, reason="no chromium (apt-get install chromium)"),
+]
+
+
+async def type_and_send(browser: Browser, text: str) -> None:
+    await browser.evaluate(
+        f"document.getElementById('input').value = {json.dumps(text)};"
+        "document.getElementById('composer').requestSubmit(); true"
+    )
+
+
+@pytest.fixture
+async def demo_server() -> AsyncIterator[TestServer]:
+    runtime = AgentRuntime(config=load_config(), demo_when_unconfigured=True)
+    server = TestServer(create_app(runtime), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def test_demo_chat_in_the_browser(demo_server: TestServer, tmp_path: Path) -> None:
+    url = str(demo_server.make_url("/"))
+    async with Browser() as browser:
+        await browser.goto(url)
+        banner = await browser.wait_for(
+            "!document.getElementById('banner').hidden && "
+            "document.getElementById('banner').textContent"
+        )
+        assert banner.startswith("Offline demo model:")
+        await type_and_send(browser, "hello <img src=x onerror='window.__pwned=1'>")
+        answer = await browser.wait_for(
+            "(() => { const a = document.querySelector('.msg.bot .answer:not(.streaming)');"
+            " return a && a.textContent; })()"
+        )
+        assert "offline demo model" in answer
+        assert await browser.evaluate("typeof window.__pwned") == "undefined"
+        user = await browser.evaluate("document.querySelector('.msg.user').textContent")
+        assert "<img" in user  # shown as text
+        await type_and_send(browser, "what time is it?")
+        card = await browser.wait_for(
+            "(() => { const c = document.querySelectorAll('details.tool');"
+            " return c.length && c[0].textContent; })()"
+        )
+        assert "current_time" in card and "Checked the time" in card
+
+
+async def test_reasoning_streams_into_its_own_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-browser-0000")
+        fake.script(
+            Reply(text="Here: <think>hidden plan</think>The **answer** is <script>x</script>.",
+                  thinking="native thoughts")
+        )
+        runtime = AgentRuntime("anthropic/claude-sonnet-4-6", thinking_mode="stream",
+                               config=load_config())
+        server = TestServer(create_app(runtime), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with Browser() as browser:
+                await browser.goto(str(server.make_url("/")))
+                await browser.wait_for("document.getElementById('model').textContent")
+                await type_and_send(browser, "question")
+                done: Any = await browser.wait_for(
+                    "(() => { const a = document.querySelector('.answer:not(.streaming)');"
+                    " if (!a) return null; const r = document.querySelector('.reasoning');"
+                    " return {answer: a.textContent, html: a.innerHTML,"
+                    " reasoning: r && r.textContent}; })()"
+                )
+        finally:
+            await server.close()
+    assert done["answer"].startswith("The answer is")
+    assert "<strong>answer</strong>" in done["html"] and "<script" not in done["html"]
+    assert "hidden plan" not in done["answer"] and "native" not in done["answer"]
+    assert "native thoughts" in done["reasoning"] and "hidden plan" in done["reasoning"]
