@@ -1,21 +1,32 @@
-"""What a turn sends to the model: the session's transcript, cached and compacted.
+"""What a turn sends to the model: the session's transcript, cached, counted and compacted.
 
 The full transcript stays in storage; compaction changes only what is sent.
-Each session's messages are cached in the process and topped up with what
-storage holds after the last cached id, so a turn reads only what is new
-(and sees what another process appended). A rolling summary (strategy
-``summarize``) is stored under ``kv("summary", session)`` with the id of the
-last message it covers.
+
+Each session keeps, in the process, its *window*: the messages after the
+last compaction point, with their token counts and a running total, plus
+(for ``keep_important``) the older messages kept in front of it and (for
+``summarize``) the rolling summary. A turn adds what is new and checks the
+total; only when it passes the threshold does compaction look at the
+window, move its start forward and drop what fell out of it from memory.
+So a turn costs time in proportion to what is new, not to the session's
+length, and memory stays bounded however long a chat runs.
+
+Storage shared between processes (Redis) is re-read after the last known
+id on every turn, so a message another process appended is seen. The
+summary is stored under ``kv("summary", session)`` with the id of the last
+message it covers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.compaction import CompactionManager, CompactionStrategy, TokenAnalyzer
+from bot.compaction.analyzer import REPLY_PRIMING
 from bot.events import AgentEvent, EventType
 from bot.failover.errors import FailoverReason, ProviderError
 from bot.messages import Message, Role
@@ -38,10 +49,15 @@ SUMMARY_PROMPT = (
 
 @dataclass
 class _Session:
-    messages: list[Message] = field(default_factory=list)
+    window: list[Message] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    total: int = 0
+    counted_for: str = ""
+    prefix: list[Message] = field(default_factory=list)
     last_id: int = 0
     summary: str | None = None
     summary_upto: int = 0
+    loaded: bool = False
 
 
 @dataclass
@@ -54,9 +70,9 @@ class ContextBuilder:
     def __init__(self, runtime: AgentRuntime, storage: Storage) -> None:
         self.runtime = runtime
         self.storage = storage
+        self.shared = bool(getattr(storage, "shared", False))
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._analyzers: dict[str, TokenAnalyzer] = {}
-        self._managers: dict[str, CompactionManager] = {}
 
     def forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
@@ -68,13 +84,6 @@ class ContextBuilder:
             found = self._analyzers[model] = TokenAnalyzer(model)
         return found
 
-    def manager(self, model_ref: str) -> CompactionManager:
-        model = model_ref.partition("/")[2] or model_ref
-        found = self._managers.get(model)
-        if found is None:
-            found = self._managers[model] = CompactionManager(self.analyzer(model_ref))
-        return found
-
     async def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None:
@@ -83,84 +92,127 @@ class ContextBuilder:
             if isinstance(stored, dict):
                 session.summary = stored.get("text")
                 session.summary_upto = int(stored.get("upto", 0))
+                session.last_id = session.summary_upto
             self._sessions[session_id] = session
             while len(self._sessions) > MAX_CACHED_SESSIONS:
                 self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(session_id)
-        fresh = await self.storage.load_messages(session_id, after_id=session.last_id or None)
-        if fresh:
-            session.messages.extend(fresh)
-            session.last_id = fresh[-1].id or session.last_id
+        if self.shared or not session.loaded:
+            fresh = await self.storage.load_messages(session_id, after_id=session.last_id or None)
+            self._extend(session, fresh)
+            session.loaded = True
         return session
 
+    def _extend(self, session: _Session, messages: list[Message]) -> None:
+        for message in messages:
+            if message.id is not None and message.id <= session.last_id:
+                continue
+            session.window.append(message)
+            session.last_id = message.id or session.last_id
+
     async def append(self, session_id: str, messages: list[Message]) -> list[Message]:
-        return await self.storage.append_messages(session_id, messages)
+        stored = await self.storage.append_messages(session_id, messages)
+        session = self._sessions.get(session_id)
+        if session is not None and session.loaded and not self.shared:
+            self._extend(session, stored)
+        return stored
 
-    def _sendable(self, session: _Session) -> list[Message]:
-        if not session.summary_upto:
-            return list(session.messages)
-        return [m for m in session.messages if (m.id or 0) > session.summary_upto]
+    def _count(self, session: _Session, model_ref: str) -> TokenAnalyzer:
+        analyzer = self.analyzer(model_ref)
+        if session.counted_for != analyzer.model:
+            session.counts, session.total, session.counted_for = [], 0, analyzer.model
+        for message in session.window[len(session.counts) :]:
+            tokens = analyzer.count_message(message)
+            session.counts.append(tokens)
+            session.total += tokens
+        return analyzer
 
-    def _with_summary(self, session: _Session, messages: list[Message]) -> list[Message]:
+    def _summary_messages(self, session: _Session) -> list[Message]:
         if not session.summary:
-            return messages
-        note = Message(Role.USER, f"[Summary of the earlier conversation]\n{session.summary}")
-        ack = Message(Role.ASSISTANT, "Understood; I will keep that in mind.")
-        return [note, ack, *messages]
+            return []
+        return [
+            Message(Role.USER, f"[Summary of the earlier conversation]\n{session.summary}"),
+            Message(Role.ASSISTANT, "Understood; I will keep that in mind."),
+        ]
 
-    def budget(self) -> tuple[int, int]:
+    def _send(self, session: _Session) -> list[Message]:
+        return [*session.prefix, *self._summary_messages(session), *session.window]
+
+    def _tokens(self, session: _Session, analyzer: TokenAnalyzer) -> int:
+        extra = session.prefix + self._summary_messages(session)
+        return REPLY_PRIMING + session.total + sum(analyzer.count_message(m) for m in extra)
+
+    def budget(self) -> int:
         context = self.runtime.config.agent.context
         reserve = max(context.reserve_tokens, self.runtime.config.agent.max_output_tokens)
-        target = int(context.max_tokens * context.compaction_threshold) - reserve
-        return max(target, 256), reserve
+        return max(int(context.max_tokens * context.compaction_threshold) - reserve, 256)
 
     async def usage(self, session_id: str, model_ref: str) -> dict[str, Any]:
         session = await self._session(session_id)
-        messages = self._with_summary(session, self._sendable(session))
-        used = self.analyzer(model_ref).count_messages(messages)
-        return {"tokens": used, "max_tokens": self.runtime.config.agent.context.max_tokens}
+        analyzer = self._count(session, model_ref)
+        return {
+            "tokens": self._tokens(session, analyzer),
+            "max_tokens": self.runtime.config.agent.context.max_tokens,
+        }
 
-    async def window(self, session_id: str, model_ref: str) -> Window:
+    async def window(
+        self, session_id: str, model_ref: str, pending: Sequence[Message] = ()
+    ) -> Window:
+        """What to send: the stored window plus ``pending`` (this turn's unsaved messages)."""
         session = await self._session(session_id)
-        candidates = self._sendable(session)
-        messages = self._with_summary(session, candidates)
-        target, _ = self.budget()
-        analyzer = self.analyzer(model_ref)
-        if analyzer.count_messages(messages) <= target:
-            return Window(messages)
-        return await self._compact(session_id, session, candidates, model_ref, target)
+        analyzer = self._count(session, model_ref)
+        target = self.budget()
+        tokens = self._tokens(session, analyzer) + sum(analyzer.count_message(m) for m in pending)
+        if tokens <= target:
+            return Window([*self._send(session), *pending])
+        return await self._compact(session_id, session, model_ref, target, list(pending))
 
-    async def compact_hard(self, session_id: str, model_ref: str) -> list[AgentEvent]:
+    async def compact_hard(
+        self, session_id: str, model_ref: str, pending: Sequence[Message]
+    ) -> list[AgentEvent]:
         session = await self._session(session_id)
-        target, _ = self.budget()
-        window = await self._compact(
-            session_id, session, self._sendable(session), model_ref, target // 2, force=True
-        )
+        self._count(session, model_ref)
+        target = self.budget() // 2
+        window = await self._compact(session_id, session, model_ref, target, pending, True)
         return window.events
+
+    def _move_start(self, session: _Session, kept: list[Message]) -> None:
+        """Keep the window's kept tail as the window; earlier kept messages become the prefix."""
+        kept_ids = {id(m) for m in kept}
+        start = len(session.window)
+        while start > 0 and id(session.window[start - 1]) in kept_ids:
+            start -= 1
+        tail = session.window[start:]
+        tail_ids = {id(m) for m in tail}
+        window_ids = {id(m) for m in session.window} | {id(m) for m in session.prefix}
+        session.prefix = [m for m in kept if id(m) in window_ids and id(m) not in tail_ids]
+        session.window = tail
+        session.counts = session.counts[start:]
+        session.total = sum(session.counts)
 
     async def _compact(
         self,
         session_id: str,
         session: _Session,
-        candidates: list[Message],
         model_ref: str,
         target: int,
-        *,
+        pending: Sequence[Message],
         force: bool = False,
     ) -> Window:
         strategy = self.runtime.compaction_strategy
-        manager = self.manager(model_ref)
-        analyzer = self.analyzer(model_ref)
-        before = analyzer.count_messages(self._with_summary(session, candidates))
-        summary_fallback = False
+        manager = CompactionManager(self.analyzer(model_ref))
+        analyzer = manager.analyzer
+        before = self._tokens(session, analyzer) + sum(analyzer.count_message(m) for m in pending)
+        candidates = [*session.prefix, *session.window, *pending]
+        fallback = False
         if strategy is CompactionStrategy.SUMMARIZE:
-            summary_target = target - (analyzer.count_text(session.summary or "") + 200)
+            room = target - analyzer.count_text(session.summary or "") - 200
             kept = manager.compact(
-                candidates, max(summary_target, 128), CompactionStrategy.KEEP_RECENT
+                [*session.window, *pending], max(room, 128), CompactionStrategy.KEEP_RECENT
             )
-            kept_ids = {m.id for m in kept}
-            dropped = [m for m in candidates if m.id not in kept_ids]
+            kept_ids = {id(m) for m in kept}
+            dropped = [m for m in session.window if id(m) not in kept_ids]
             if dropped:
                 try:
                     session.summary = await self._summarize(dropped, session.summary)
@@ -172,12 +224,15 @@ class ContextBuilder:
                     )
                 except ProviderError as error:
                     log.warning("summary failed (%s); keeping the recent messages", error.reason)
-                    summary_fallback = True
-            messages = self._with_summary(session, kept) if not summary_fallback else kept
+                    fallback = True
+            self._move_start(session, kept)
+            session.prefix = []
         else:
-            messages = manager.compact(candidates, target, strategy)
-            kept_ids = {m.id for m in messages}
-            dropped = [m for m in candidates if m.id not in kept_ids]
+            kept = manager.compact(candidates, target, strategy)
+            kept_ids = {id(m) for m in kept}
+            dropped = [m for m in candidates if id(m) not in kept_ids]
+            self._move_start(session, kept)
+        messages = [*self._send(session), *pending]
         after = analyzer.count_messages(messages)
         event = AgentEvent(
             EventType.COMPACTION,
@@ -186,7 +241,7 @@ class ContextBuilder:
                 "before_tokens": before,
                 "after_tokens": after,
                 "dropped": len(dropped),
-                "fallback": summary_fallback,
+                "fallback": fallback,
                 "forced": force,
             },
         )
@@ -208,10 +263,11 @@ class ContextBuilder:
         )
         chunks: list[str] = []
         models = self.runtime.models
-        async for item in models.router.stream(
-            models.chain,
-            lambda model: ModelRequest(model=model, messages=request_messages, max_tokens=1024),
-        ):
+
+        def build(model: str) -> ModelRequest:
+            return ModelRequest(model=model, messages=request_messages, max_tokens=1024)
+
+        async for item in models.router.stream(models.chain, build):
             if isinstance(item, TextDelta):
                 chunks.append(item.text)
         text = "".join(chunks).strip()

@@ -107,6 +107,7 @@ class AgentRuntime:
         )
         self.display = ToolDisplay(agent.show_tool_results, agent.tool_format)
         self._context: ContextBuilder | None = None
+        self._settings: dict[str, dict[str, Any]] = {}
         self._start_lock = asyncio.Lock()
         self._started = False
 
@@ -155,19 +156,31 @@ class AgentRuntime:
         self._context.forget(session_id)
 
     async def settings(self, session_id: str) -> dict[str, Any]:
+        """The session's ``/think`` and ``/model`` choices (cached unless storage is shared)."""
         await self.start()
-        return await self.storage.get_settings(session_id)
+        cached = self._settings.get(session_id)
+        if cached is not None:
+            return cached
+        settings = await self.storage.get_settings(session_id)
+        if not getattr(self.storage, "shared", False):
+            if len(self._settings) >= 10_000:
+                self._settings.clear()
+            self._settings[session_id] = settings
+        return settings
+
+    async def _set(self, session_id: str, key: str, value: Any) -> None:
+        await self.start()
+        await self.storage.set_setting(session_id, key, value)
+        self._settings.pop(session_id, None)
 
     async def set_thinking_mode(self, session_id: str, mode: ThinkingMode | str | None) -> None:
-        await self.start()
         value = ThinkingMode(mode).value if mode is not None else None
-        await self.storage.set_setting(session_id, "thinking_mode", value)
+        await self._set(session_id, "thinking_mode", value)
 
     async def set_model(self, session_id: str, model: str | None) -> None:
-        await self.start()
         if model is not None:
             self.models.check_ref(model)
-        await self.storage.set_setting(session_id, "model", model)
+        await self._set(session_id, "model", model)
 
     async def session_thinking_mode(self, session_id: str) -> ThinkingMode:
         value = (await self.settings(session_id)).get("thinking_mode")
@@ -213,11 +226,27 @@ class AgentRuntime:
         thinking_mode: ThinkingMode | str | None,
     ) -> AsyncIterator[AgentEvent]:
         assert self._context is not None
+        # The turn's messages are stored together at its end (one write), or as far as
+        # they got when it fails or is cancelled: the user's message is never lost.
+        unsaved = [Message(Role.USER, text)]
+        try:
+            async for event in self._rounds(session_id, channel, thinking_mode, unsaved):
+                yield event
+        finally:
+            await self._context.append(session_id, unsaved)
+
+    async def _rounds(
+        self,
+        session_id: str,
+        channel: str | None,
+        thinking_mode: ThinkingMode | str | None,
+        unsaved: list[Message],
+    ) -> AsyncIterator[AgentEvent]:
+        assert self._context is not None
         started = time.monotonic()
-        settings = await self.storage.get_settings(session_id)
+        settings = await self.settings(session_id)
         mode = ThinkingMode(thinking_mode or settings.get("thinking_mode") or self.thinking_mode)
         chain = self.models.chain_for(settings.get("model"))
-        await self._context.append(session_id, [Message(Role.USER, text)])
         usage = {"input_tokens": 0, "output_tokens": 0}
         thinking_all: list[str] = []
         answer: list[str] = []
@@ -227,7 +256,7 @@ class AgentRuntime:
         round_index = 0
         while round_index <= rounds:
             offer_tools = round_index < rounds
-            window = await self._context.window(session_id, chain.primary)
+            window = await self._context.window(session_id, chain.primary, unsaved)
             for event in window.events:
                 yield event
             request_messages = (
@@ -284,7 +313,9 @@ class AgentRuntime:
                         yield event
                 if error.reason is FailoverReason.CONTEXT_OVERFLOW and not overflow_retried:
                     overflow_retried = True
-                    for event in await self._context.compact_hard(session_id, chain.primary):
+                    for event in await self._context.compact_hard(
+                        session_id, chain.primary, unsaved
+                    ):
                         yield event
                     continue
                 partial = "".join(current.text)
@@ -296,9 +327,7 @@ class AgentRuntime:
                     )
                     yield AgentEvent(EventType.TEXT, {"delta": notice})
                     current.text.append(notice)
-                    await self._context.append(
-                        session_id, [Message(Role.ASSISTANT, "".join(current.text))]
-                    )
+                    unsaved.append(Message(Role.ASSISTANT, "".join(current.text)))
                 log.warning(
                     "turn failed session=%s reason=%s model=%s status=%s",
                     session_id,
@@ -355,7 +384,7 @@ class AgentRuntime:
                         "display": self.display.render(result, channel, self.tool_format),
                     },
                 )
-            await self._context.append(session_id, [assistant, *results])
+            unsaved.extend([assistant, *results])
             if not current.calls:
                 break
             round_index += 1
@@ -406,7 +435,7 @@ class AgentRuntime:
         }
         if session_id is not None:
             assert self._context is not None
-            settings = await self.storage.get_settings(session_id)
+            settings = await self.settings(session_id)
             chain = self.models.chain_for(settings.get("model"))
             data["session"] = {
                 "model": chain.primary,

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,8 +41,12 @@ class Browser:
         binary = chromium_binary()
         assert binary is not None
         self.proc = await asyncio.create_subprocess_exec(
-            binary, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            binary,
+            *FLAGS,
+            f"--user-data-dir={self.profile.name}",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         assert self.proc.stderr is not None
         port = None
@@ -94,28 +97,32 @@ class Browser:
                     return result
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True,
-                                 returnByValue=True)
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(result["exceptionDetails"])
         return result["result"].get("value")
 
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", url=url)
-        await self.wait_for("document.readyState === 'complete' && location.href.startsWith("
-                            + json.dumps(url[:20]) + ")")
+        await self.wait_for(
+            "document.readyState === 'complete' && location.href.startsWith("
+            + json.dumps(url[:20])
+            + ")"
+        )
 
-    async def wait_for(self, expression: str, timeout: float = 15) -> Any:
-        """Poll a JS condition until it is truthy, within ``timeout`` seconds."""
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, expression: str, seconds: float = 15) -> Any:
+        """Poll a JS condition until it is truthy, within ``seconds``."""
+        async with asyncio.timeout(seconds):
             while True:
                 value = await self.evaluate(expression)
                 if value:
                     return value
                 await asyncio.sleep(0.05)
 
-    async def screenshot(self, path: Path) -> None:
+    async def screenshot(self) -> bytes:
         import base64
 
         data = await self.send("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(data["data"]))
+        return base64.b64decode(data["data"])

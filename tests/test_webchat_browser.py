@@ -69,11 +69,14 @@ async def test_reasoning_streams_into_its_own_box(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-browser-0000")
         fake.script(
-            Reply(text="Here: <think>hidden plan</think>The **answer** is <script>x</script>.",
-                  thinking="native thoughts")
+            Reply(
+                text="Here: <think>hidden plan</think>The **answer** is <script>x</script>.",
+                thinking="native thoughts",
+            )
         )
-        runtime = AgentRuntime("anthropic/claude-sonnet-4-6", thinking_mode="stream",
-                               config=load_config())
+        runtime = AgentRuntime(
+            "anthropic/claude-sonnet-4-6", thinking_mode="stream", config=load_config()
+        )
         server = TestServer(create_app(runtime), host="127.0.0.1")
         await server.start_server()
         try:

@@ -86,6 +86,7 @@ class RotationManager:
         self.sticky = sticky
         self._sessions: OrderedDict[str, str] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._loaded = False
 
     # -- the plan's sync API ---------------------------------------------------
 
@@ -199,10 +200,13 @@ class RotationManager:
     async def load(self, state: Storage | None = None) -> None:
         if state is not None:
             self.state = state
+        self._loaded = False
         await self._refresh()
+        self._loaded = True
 
     async def _refresh(self) -> None:
-        if self.state is None:
+        # Only another process can change a store this process did not write.
+        if self.state is None or (self._loaded and not getattr(self.state, "shared", True)):
             return
         stored = await self.state.kv_get_all(NAMESPACE)
         for profile in self.store:
@@ -232,11 +236,13 @@ class RotationManager:
             await self._refresh()
             profile = self.get_next_profile(provider, session_id)
             now = self.clock()
+            profile.last_used = now
+            if len(self.store.profiles_for(provider)) > 1 and getattr(self.state, "shared", False):
+                # Other processes choose by last_used too; alone, memory is enough.
+                def used(p: AuthProfile) -> None:
+                    p.last_used = now
 
-            def used(p: AuthProfile) -> None:
-                p.last_used = now
-
-            await self._persist(profile, used)
+                await self._persist(profile, used)
             return profile
 
     async def report_failure(self, profile_id: str, error: ProviderError) -> None:

@@ -41,6 +41,10 @@ class InboxItem:
 
 @runtime_checkable
 class Storage(Protocol):
+    #: True when other processes write to the same store (Redis): readers must
+    #: not trust what they cached. False: this process is the only writer.
+    shared: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

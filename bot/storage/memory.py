@@ -13,6 +13,8 @@ from bot.storage.base import JSON, InboxItem, Updater
 
 
 class MemoryStorage:
+    shared = False
+
     def __init__(self) -> None:
         self._messages: dict[str, list[Message]] = defaultdict(list)
         self._settings: dict[str, dict[str, JSON]] = defaultdict(dict)

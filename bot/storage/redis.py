@@ -50,6 +50,8 @@ return 0
 
 
 class RedisStorage:
+    shared = True
+
     def __init__(self, url: str, *, prefix: str = "chatlane:") -> None:
         self.url = url
         self.prefix = prefix

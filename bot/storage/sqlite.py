@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 class SQLiteStorage:
+    """One process owns the file (``shared`` is False); use Redis to scale out."""
+
+    shared = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
@@ -120,22 +124,19 @@ class SQLiteStorage:
         if not messages:
             return []
         epoch = await self._epoch(session_id)
-        stored = []
+        # One statement, so one round trip to the database thread and one implicit transaction.
+        rows = ", ".join("(?, ?, ?)" for _ in messages)
+        params: list[Any] = []
+        for message in messages:
+            params += [session_id, epoch, json.dumps(message.to_dict(), ensure_ascii=False)]
         async with self._write_lock:
-            await self.db.execute("BEGIN")
-            try:
-                for message in messages:
-                    cursor = await self.db.execute(
-                        "INSERT INTO messages (session_id, epoch, data) VALUES (?, ?, ?)",
-                        (session_id, epoch, json.dumps(message.to_dict(), ensure_ascii=False)),
-                    )
-                    assert cursor.lastrowid is not None
-                    stored.append(message.with_id(cursor.lastrowid))
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-        return stored
+            cursor = await self.db.execute(
+                f"INSERT INTO messages (session_id, epoch, data) VALUES {rows} RETURNING id",
+                params,
+            )
+            ids = sorted(int(row[0]) for row in await cursor.fetchall())
+            await cursor.close()
+        return [message.with_id(ids[i]) for i, message in enumerate(messages)]
 
     async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:
         epoch = await self._epoch(session_id)

@@ -11,7 +11,8 @@
         ... point the SDK at fake.base_url ...
         fake.requests[0].json, fake.requests[0].api_key
 
-With the script empty, a fake echoes the last user message ("echo: ...").
+With the script empty, a fake answers ``fake.default(request)`` when set, else
+echoes the last user message ("echo: ...").
 ``Fail`` with status 200 and ``fail_after`` sends an error event inside the
 stream after the reply's text (the mid-stream case).
 """
@@ -97,6 +98,7 @@ class _FakeServer(abc.ABC):
 
     def __init__(self) -> None:
         self._steps: list[Step] = []
+        self.default: Callable[[Recorded], Reply | Fail | Hang] | None = None
         self.requests: list[Recorded] = []
         self.arrived = asyncio.Event()
         app = web.Application()
@@ -122,7 +124,12 @@ class _FakeServer(abc.ABC):
         recorded = Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, body)
         self.requests.append(recorded)
         self.arrived.set()
-        step: Any = self._steps.pop(0) if self._steps else Reply(f"echo: {recorded.last_user_text}")
+        if self._steps:
+            step: Any = self._steps.pop(0)
+        elif self.default is not None:
+            step = self.default(recorded)
+        else:
+            step = Reply(f"echo: {recorded.last_user_text}")
         if callable(step) and not isinstance(step, Reply | Fail | Hang):
             step = step(recorded)
         if isinstance(step, Hang):
