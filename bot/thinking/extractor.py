@@ -87,6 +87,16 @@ class StreamingThinkingExtractor:
         self._blocks = 0
 
     def feed(self, chunk: str) -> list[Piece]:
+        # Fast path, the common case: nothing held and nothing in the chunk that could
+        # change state (no "<" while a tag could matter, no backtick).
+        if not self._held and not self._lead and chunk:
+            if self._in_think:
+                if "<" not in chunk:
+                    return [("thinking", chunk)]
+            elif "`" not in chunk and (
+                self._in_fence or self._inline_ticks or "<" not in chunk
+            ):
+                return [("text", chunk)]
         return self._process(self._held + chunk, final=False)
 
     def finish(self) -> list[Piece]:
