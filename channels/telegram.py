@@ -1,0 +1,299 @@
+"""Telegram over python-telegram-bot: a webhook at ``POST /telegram/webhook``, or long polling.
+
+Webhook mode when ``PUBLIC_URL`` is set, polling otherwise
+(``channels.telegram.mode`` decides when set). Private chats always; in
+groups only when the bot is mentioned, replied to, or sent a command.
+Replies go out as text plus entities (no parse mode, so no escaping can
+fail), split at 4096 UTF-16 units; a part Telegram still rejects for its
+entities is sent again as plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+# python-telegram-bot 22 warns on every RetryAfter unless durations are opted into as
+# timedelta (its documented switch, the default in its next major version).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+from aiohttp import web
+from telegram import Bot, Message, MessageEntity, ReplyParameters, Update
+from telegram.constants import ChatAction
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+
+from bot.channel import ChannelHost, ChannelState, mask
+from bot.config import Config
+from bot.dispatch import Outcome
+from bot.formatting import render_telegram
+from bot.inbound import InboundMessage
+from channels.common import Retry, send_with_retries, webhook_answer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "https://api.telegram.org"
+WEBHOOK_PATH = "/telegram/webhook"
+POLL_TIMEOUT = 25
+
+
+def make_bot(token: str, env: Mapping[str, str]) -> Bot:
+    base = (env.get("TELEGRAM_API_BASE_URL") or DEFAULT_BASE).rstrip("/")
+    return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
+
+
+def classify(exc: BaseException) -> Retry | None:
+    if isinstance(exc, RetryAfter):
+        wait = exc.retry_after
+        return Retry(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
+    if isinstance(exc, TimedOut | NetworkError) and not isinstance(exc, BadRequest | Forbidden):
+        return Retry()
+    return None
+
+
+class TelegramSink:
+    name = "telegram"
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
+        parts: list[Any] = render_telegram(markdown, reasoning=reasoning)
+        if parts:
+            parts[0]["first"] = True
+        return parts
+
+    async def send_part(self, message: InboundMessage, part: Any) -> None:
+        if isinstance(part, str):
+            part = {"text": part, "entities": []}
+        chat_id: int | str = message.context.get("chat_id", message.chat_id)
+        thread = message.context.get("thread_id")
+        reply = None
+        if part.get("first") and message.context.get("group"):
+            reply = ReplyParameters(
+                message_id=int(message.context["message_id"]), allow_sending_without_reply=True
+            )
+        entities = [MessageEntity.de_json(e, self.bot) for e in part.get("entities", [])]
+
+        async def send(with_entities: bool) -> Message:
+            return await self.bot.send_message(
+                chat_id=chat_id,
+                text=part["text"],
+                entities=[e for e in entities if e is not None] if with_entities else None,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
+
+        try:
+            await self._send(lambda: send(True))
+        except ChatMigrated as moved:
+            chat_id = moved.new_chat_id
+            await self._send(lambda: send(True))
+        except BadRequest as error:
+            if "entit" not in error.message.lower() and "parse" not in error.message.lower():
+                raise
+            log.warning("telegram rejected the formatting (%s); sending plain text", error.message)
+            await self._send(lambda: send(False))
+
+    async def _send(self, call: Any) -> None:
+        try:
+            await send_with_retries(call, classify, what="telegram sendMessage")
+        except Forbidden as error:
+            log.warning("telegram refused to deliver (%s); giving up", error.message)
+
+    async def notify(self, message: InboundMessage, text: str) -> None:
+        await self.send_part(message, {"text": text, "entities": []})
+
+    async def typing(self, message: InboundMessage) -> None:
+        await self.bot.send_chat_action(
+            chat_id=message.context.get("chat_id", message.chat_id),
+            action=ChatAction.TYPING,
+            message_thread_id=message.context.get("thread_id"),
+        )
+
+
+class TelegramChannel:
+    name: ClassVar[str] = "telegram"
+
+    def __init__(self, host: ChannelHost, bot: Bot, secret: str | None, mode: str) -> None:
+        self.host = host
+        self.bot = bot
+        self.secret = secret
+        self.mode = mode
+        self.sink = TelegramSink(bot)
+        self._poller: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> TelegramChannel | None:
+        token = env.get("TELEGRAM_BOT_TOKEN")
+        if not token:
+            return None
+        configured = host.config.channel("telegram").mode
+        mode = configured or ("webhook" if env.get("PUBLIC_URL") else "polling")
+        return cls(host, make_bot(token, env), env.get("TELEGRAM_WEBHOOK_SECRET") or None, mode)
+
+    @classmethod
+    def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
+        token = env.get("TELEGRAM_BOT_TOKEN")
+        if not token:
+            return ChannelState("telegram", False, "TELEGRAM_BOT_TOKEN is not set")
+        mode = config.channel("telegram").mode or (
+            "webhook" if env.get("PUBLIC_URL") else "polling"
+        )
+        where = f" at {env['PUBLIC_URL'].rstrip('/')}{WEBHOOK_PATH}" if mode == "webhook" else ""
+        secret = "set" if env.get("TELEGRAM_WEBHOOK_SECRET") else "not set"
+        return ChannelState(
+            "telegram", True, f"{mode}{where}, token {mask(token)}, webhook secret {secret}"
+        )
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(WEBHOOK_PATH, self.webhook)
+
+    async def start(self) -> None:
+        await self.bot.initialize()
+        if self.mode == "polling":
+            await self.bot.delete_webhook()
+            self._poller = asyncio.ensure_future(self._poll())
+        log.info("telegram: @%s in %s mode", self.bot.username, self.mode)
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.bot.shutdown()
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        if self.secret is not None:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+            if not hmac.compare_digest(given.encode(), self.secret.encode()):
+                return web.Response(status=403, text="bad secret token")
+        try:
+            data = json.loads(await request.text())
+            update = Update.de_json(data, self.bot) if isinstance(data, dict) else None
+        except (ValueError, TypeError, KeyError):
+            update = None
+        if update is None or not isinstance(data.get("update_id"), int):
+            return web.Response(status=400, text="not a Telegram update")
+        outcome = await self.handle(update)
+        return webhook_answer(outcome)
+
+    async def handle(self, update: Update) -> Outcome:
+        message = update.message
+        if message is None or not message.text or message.from_user is None:
+            return Outcome.ACCEPTED  # nothing for the bot: acknowledged and ignored
+        group = message.chat.type in ("group", "supergroup")
+        text = message.text
+        if group:
+            addressed, text = self._addressed(message)
+            if not addressed:
+                return Outcome.ACCEPTED
+        inbound = InboundMessage(
+            channel="telegram",
+            chat_id=str(message.chat.id),
+            sender_id=str(message.from_user.id),
+            text=text,
+            message_id=str(update.update_id),
+            thread_id=str(message.message_thread_id)
+            if message.is_topic_message and message.message_thread_id
+            else None,
+            sender_name=message.from_user.username,
+            timestamp=message.date.timestamp(),
+            context={
+                "chat_id": message.chat.id,
+                "message_id": message.message_id,
+                "thread_id": message.message_thread_id if message.is_topic_message else None,
+                "group": group,
+            },
+        )
+        return await self.host.dispatcher.submit(inbound)
+
+    def _addressed(self, message: Message) -> tuple[bool, str]:
+        """Whether a group message is for the bot, and its text without the mention."""
+        text = message.text or ""
+        me = (self.bot.username or "").lower()
+        reply = message.reply_to_message
+        replied = (
+            reply is not None and reply.from_user is not None and reply.from_user.id == self.bot.id
+        )
+        for entity in message.entities:
+            piece = message.parse_entity(entity)
+            if entity.type == MessageEntity.MENTION and piece.lower() == f"@{me}":
+                return True, text.replace(piece, "", 1).strip()
+            if (
+                entity.type == MessageEntity.TEXT_MENTION
+                and entity.user
+                and entity.user.id == self.bot.id
+            ):
+                return True, text.replace(piece, "", 1).strip()
+            if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+                target = piece.partition("@")[2].lower()
+                if not target or target == me:
+                    return True, text
+        return replied, text
+
+    async def _poll(self) -> None:
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset, timeout=POLL_TIMEOUT, allowed_updates=["message"]
+                )
+                failures = 0
+            except (NetworkError, TelegramError) as error:
+                failures += 1
+                wait = min(2.0**failures, 60.0)
+                retry = classify(error)
+                if retry is not None and retry.after is not None:
+                    wait = retry.after
+                log.warning("telegram polling failed (%s); retrying in %.0fs", error, wait)
+                await asyncio.sleep(wait)
+                continue
+            for update in updates:
+                outcome = await self.handle(update)
+                if outcome is Outcome.DRAINING:
+                    return  # not stored: Telegram keeps it for the next start
+                offset = update.update_id + 1  # stored (or deliberately ignored): acknowledge
+
+    @classmethod
+    async def set_webhook(cls, config: Config, env: Mapping[str, str]) -> int:
+        token = env.get("TELEGRAM_BOT_TOKEN")
+        public = (env.get("PUBLIC_URL") or "").rstrip("/")
+        if not token:
+            print("chatlane: set TELEGRAM_BOT_TOKEN first (from @BotFather)")
+            return 1
+        if not public.startswith("https://"):
+            print(
+                "chatlane: set PUBLIC_URL to the public https origin, e.g. https://bot.example.com"
+            )
+            return 1
+        secret = env.get("TELEGRAM_WEBHOOK_SECRET") or None
+        bot = make_bot(token, env)
+        async with bot:
+            await bot.set_webhook(
+                url=public + WEBHOOK_PATH,
+                secret_token=secret,
+                allowed_updates=["message"],
+                drop_pending_updates=False,
+            )
+        print(
+            f"Telegram webhook set to {public}{WEBHOOK_PATH}"
+            f" ({'with' if secret else 'without'} a secret token)"
+        )
+        if not secret:
+            print("Tip: set TELEGRAM_WEBHOOK_SECRET so forged updates are refused.")
+        return 0
