@@ -93,9 +93,7 @@ class StreamingThinkingExtractor:
             if self._in_think:
                 if "<" not in chunk:
                     return [("thinking", chunk)]
-            elif "`" not in chunk and (
-                self._in_fence or self._inline_ticks or "<" not in chunk
-            ):
+            elif "`" not in chunk and (self._in_fence or self._inline_ticks or "<" not in chunk):
                 return [("text", chunk)]
         return self._process(self._held + chunk, final=False)
 
