@@ -1,0 +1,74 @@
+"""A fake Twilio REST API on 127.0.0.1: ``POST /2010-04-01/Accounts/{sid}/Messages.json``.
+
+Records every message; ``fail(status, code)`` queues an error answer for the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+SID = "AC" + "1" * 32
+TOKEN = "twilio-auth-token-0123456789"
+FROM = "+15550009999"
+
+
+class FakeTwilio:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+        self.failed: list[dict[str, str]] = []
+        self.failures: list[tuple[int, int]] = []
+        self.changed = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def __aenter__(self) -> FakeTwilio:
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.close()
+
+    def fail(self, status: int, code: int) -> None:
+        self.failures.append((status, code))
+
+    async def wait_for(self, count: int, seconds: float = 10) -> list[dict[str, str]]:
+        async with asyncio.timeout(seconds):
+            while len(self.messages) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.messages
+
+    async def _create(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+        if request.headers.get("Authorization") != expected or request.match_info["sid"] != SID:
+            return web.json_response(
+                {"code": 20003, "message": "Authenticate", "status": 401}, status=401
+            )
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if self.failures:
+            status, code = self.failures.pop(0)
+            self.failed.append(form)
+            return web.json_response(
+                {"code": code, "message": "scripted", "status": status}, status=status
+            )
+        self.messages.append(form)
+        self.changed.set()
+        body: dict[str, Any] = {
+            "sid": f"SM{len(self.messages):032d}",
+            "status": "queued",
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": form.get("Body"),
+            "account_sid": SID,
+        }
+        return web.json_response(body, status=201)
