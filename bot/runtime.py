@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,9 +102,20 @@ class AgentRuntime:
         )
         self.tools = tools if tools is not None else builtin_tools(agent.workspace)
         self._storage = storage
+        redis_url = (os.environ if env is None else env).get("REDIS_URL")
+        lanes = None
+        if redis_url:
+            from bot.queuing.redis_backend import RedisLanes
+
+            lanes = RedisLanes(
+                redis_url,
+                per_session=agent.queuing.max_concurrent_per_session,
+                global_cap=agent.queuing.max_concurrent_global,
+            )
         self.queue = QueueManager(
             max_concurrent_per_session=agent.queuing.max_concurrent_per_session,
             max_concurrent_global=agent.queuing.max_concurrent_global,
+            redis=lanes,
         )
         self.display = ToolDisplay(agent.show_tool_results, agent.tool_format)
         self._context: ContextBuilder | None = None
@@ -136,6 +148,8 @@ class AgentRuntime:
 
     async def close(self) -> None:
         await self.models.aclose()
+        if self.queue.redis is not None:
+            await self.queue.redis.aclose()
         if self._storage is not None and self._started:
             await self._storage.close()  # opened by start(), so closed here
         self._started = False

@@ -18,8 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from bot.queuing.lane import Lane
+
+if TYPE_CHECKING:
+    from bot.queuing.redis_backend import RedisLanes, Ticket
 
 GLOBAL = "global"
 
@@ -32,6 +36,7 @@ class Slot:
         self._session: Lane | None = None
         self._session_held = False
         self._global = False
+        self._tickets: list[Ticket] = []
 
     async def wait(self) -> AsyncIterator[int]:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
@@ -42,12 +47,26 @@ class Slot:
                 self.lane = session.name
                 yield position
         self._session_held = True
+        redis = self.manager.redis
+        if redis is not None:
+            async for position in self._remote(redis.session(self.session_id).ticket()):
+                yield position
         global_lane = self.manager.get_global_lane()
         async with contextlib.aclosing(global_lane.acquire()) as positions:
             async for position in positions:
                 self.lane = global_lane.name
                 yield position
         self._global = True
+        if redis is not None:
+            async for position in self._remote(redis.global_lane().ticket()):
+                yield position
+
+    async def _remote(self, ticket: Ticket) -> AsyncIterator[int]:
+        self._tickets.append(ticket)
+        self.lane = ticket.lane.name
+        async with contextlib.aclosing(ticket.acquire()) as positions:
+            async for position in positions:
+                yield position
 
     async def __aenter__(self) -> Slot:
         return self
@@ -58,6 +77,9 @@ class Slot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for ticket in reversed(self._tickets):
+            await ticket.release()
+        self._tickets.clear()
         if self._global:
             self.manager.get_global_lane().release()
             self._global = False
@@ -75,10 +97,12 @@ class QueueManager:
         max_concurrent_global: int = 10,
         *,
         max_pending: int | None = None,
+        redis: RedisLanes | None = None,
     ) -> None:
         self.max_concurrent_per_session = max_concurrent_per_session
         self.max_concurrent_global = max_concurrent_global
         self.max_pending = max_pending
+        self.redis = redis
         self._sessions: dict[str, Lane] = {}
         self._global = Lane(GLOBAL, max_concurrent_global)
 

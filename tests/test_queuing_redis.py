@@ -1,0 +1,146 @@
+"""Lanes across real processes over a real redis-server: no overlap, the cap, a killed holder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.queuing import QueueManager
+from bot.queuing.redis_backend import RedisLanes
+
+pytestmark = pytest.mark.redis
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "queuing_proc" / "contender.py"
+
+
+def spawn(url: str, prefix: str, name: str, turns: int, hold: float, lease: float) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), url, prefix, name, str(turns), str(hold), str(lease)],
+        env=env,
+    )
+
+
+async def log_of(url: str, prefix: str) -> list[str]:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        return list(await client.lrange(prefix + "log", 0, -1))
+    finally:
+        await client.aclose()
+
+
+async def cleanup(url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    keys = [k async for k in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def wait_process(proc: subprocess.Popen[bytes], seconds: float = 60) -> int:
+    async with asyncio.timeout(seconds):
+        while proc.poll() is None:
+            await asyncio.sleep(0.05)
+    return proc.returncode
+
+
+async def test_two_processes_never_overlap_on_one_chat(
+    redis_server: str, redis_prefix: str
+) -> None:
+    procs = [spawn(redis_server, redis_prefix, name, 6, 0.03, 5) for name in ("a", "b")]
+    try:
+        assert [await wait_process(p) for p in procs] == [0, 0]
+        entries = [line.split() for line in await log_of(redis_server, redis_prefix)]
+        assert len(entries) == 24
+        holder = None
+        for kind, name, _ in entries:  # the log alternates start/end of the same process
+            if kind == "start":
+                assert holder is None, entries
+                holder = name
+            else:
+                assert holder == name
+                holder = None
+        assert {name for _, name, _ in entries} == {"a", "b"}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        await cleanup(redis_server, redis_prefix)
+
+
+async def test_a_killed_holder_loses_its_lease(redis_server: str, redis_prefix: str) -> None:
+    holder = spawn(redis_server, redis_prefix, "dies", 1, -1, 1.0)
+    other = None
+    try:
+        async with asyncio.timeout(30):
+            while "holding dies" not in await log_of(redis_server, redis_prefix):
+                await asyncio.sleep(0.05)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        other = spawn(redis_server, redis_prefix, "next", 1, 0.01, 1.0)
+        assert await wait_process(other) == 0
+        lines = await log_of(redis_server, redis_prefix)
+        assert any(line.startswith("end next") for line in lines)
+    finally:
+        for proc in (holder, other):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        await cleanup(redis_server, redis_prefix)
+
+
+async def test_global_cap_across_managers(redis_server: str, redis_prefix: str) -> None:
+    lanes = [RedisLanes(redis_server, prefix=redis_prefix, lease=5, global_cap=2) for _ in range(2)]
+    managers = [QueueManager(max_concurrent_global=10, redis=lane) for lane in lanes]
+    inside = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def turn(manager: QueueManager, chat: str) -> None:
+        nonlocal inside, peak
+        async with manager.hold(chat):
+            inside += 1
+            peak = max(peak, inside)
+            await release.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(turn(managers[i % 2], f"chat-{i}")) for i in range(6)]
+    try:
+        async with asyncio.timeout(10):
+            while inside < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert inside == 2
+        release.set()
+        await asyncio.gather(*tasks)
+        assert peak == 2
+    finally:
+        for lane in lanes:
+            await lane.aclose()
+        await cleanup(redis_server, redis_prefix)
+
+
+async def test_positions_and_cancel_while_waiting(redis_server: str, redis_prefix: str) -> None:
+    lanes = RedisLanes(redis_server, prefix=redis_prefix, lease=5)
+    manager = QueueManager(redis=lanes)
+    other = QueueManager(redis=lanes)
+    try:
+        async with manager.slot("c") as first:
+            async for _ in first.wait():
+                pass
+            async with other.slot("c") as second:
+                waiting = second.wait()
+                assert await waiting.__anext__() == 1
+                await waiting.aclose()
+        async with asyncio.timeout(5), other.hold("c"):
+            pass
+    finally:
+        await lanes.aclose()
+        await cleanup(redis_server, redis_prefix)
