@@ -225,7 +225,21 @@ class Dispatcher:
         if lost:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
-        reply, reasoning = await self._run_turn(sink, message, session_id, "\n\n".join(texts))
+        try:
+            async with asyncio.timeout(self.config.agent.queuing.turn_timeout):
+                reply, reasoning = await self._run_turn(
+                    sink, message, session_id, "\n\n".join(texts)
+                )
+        except TimeoutError:
+            log.warning(
+                "turn for %s took longer than %ss; stopped",
+                session_id,
+                self.config.agent.queuing.turn_timeout,
+            )
+            reply, reasoning = (
+                "Sorry, that took too long and I had to stop. Please try again.",
+                None,
+            )
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply, reasoning) if reply or reasoning else []
         target = pending[-1] if pending else last

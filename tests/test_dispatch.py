@@ -199,3 +199,33 @@ async def test_command_replies(tmp_path: Path, text: str) -> None:
     assert reply
     assert await handle_command(runtime, "s", "not a command") is None
     await runtime.close()
+
+
+async def test_a_turn_that_runs_too_long_is_stopped_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.models import FakeAnthropic, Hang
+
+    async with FakeAnthropic() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-timeout-0000")
+        model.script(Hang(30))
+        config = load_config(
+            data={
+                "agent": {"model": "anthropic/claude-sonnet-4-6", "queuing": {"turn_timeout": 0.3}}
+            }
+        )
+        runtime = AgentRuntime(config=config, storage=SQLiteStorage(tmp_path / "t.sqlite"))
+        dispatcher = Dispatcher(runtime)
+        sink = Sink()
+        dispatcher.register(sink)
+        await dispatcher.start()
+        await dispatcher.submit(inbound("slow question", "m1"))
+        await until(lambda: sink.sent)
+        assert sink.sent == ["Sorry, that took too long and I had to stop. Please try again."]
+        await until(lambda: not dispatcher._held)
+        assert await runtime.storage.inbox_pending() == []
+        transcript = await runtime.storage.load_messages("test:c1")
+        assert [m.content for m in transcript] == ["slow question"]
+        await dispatcher.drain(1)
+        await runtime.close()
