@@ -12,6 +12,7 @@ Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -37,6 +38,26 @@ class InboxItem:
     sent: int = 0
     attempts: int = 0
     extra: dict[str, JSON] = field(default_factory=dict)
+
+
+class LocalClaims:
+    """Inbox claims for a store only this process writes: they need only live in memory."""
+
+    def __init__(self) -> None:
+        self._claims: dict[int, tuple[str, float]] = {}
+
+    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+        now = time.monotonic()
+        holder = self._claims.get(item_id)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._claims[item_id] = (owner, now + ttl)
+        return True
+
+    async def inbox_release(self, item_id: int, owner: str) -> None:
+        holder = self._claims.get(item_id)
+        if holder is not None and holder[0] == owner:
+            del self._claims[item_id]
 
 
 @runtime_checkable

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, Updater
+from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
 
 
-class MemoryStorage:
+class MemoryStorage(LocalClaims):
     shared = False
 
     def __init__(self) -> None:
+        super().__init__()
         self._messages: dict[str, list[Message]] = defaultdict(list)
         self._settings: dict[str, dict[str, JSON]] = defaultdict(dict)
         self._kv: dict[str, dict[str, JSON]] = defaultdict(dict)
@@ -23,7 +23,6 @@ class MemoryStorage:
         self._inbox: dict[int, InboxItem] = {}
         self._seen: set[str] = set()
         self._next_inbox = 1
-        self._claims: dict[int, tuple[str, float]] = {}
 
     async def open(self) -> None:
         return None
@@ -111,16 +110,3 @@ class MemoryStorage:
 
     async def inbox_done(self, item_id: int) -> None:
         self._inbox.pop(item_id, None)
-
-    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
-        now = time.monotonic()
-        holder = self._claims.get(item_id)
-        if holder is not None and holder[0] != owner and holder[1] > now:
-            return False
-        self._claims[item_id] = (owner, now + ttl)
-        return True
-
-    async def inbox_release(self, item_id: int, owner: str) -> None:
-        holder = self._claims.get(item_id)
-        if holder is not None and holder[0] == owner:
-            del self._claims[item_id]

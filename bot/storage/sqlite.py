@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import aiosqlite
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, Updater
+from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,18 +53,17 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
-class SQLiteStorage:
+class SQLiteStorage(LocalClaims):
     """One process owns the file (``shared`` is False); use Redis to scale out."""
 
     shared = False
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._epochs: dict[str, int] = {}
-        # One process owns a SQLite file, so claims only need to live in memory.
-        self._claims: dict[int, tuple[str, float]] = {}
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -269,16 +267,3 @@ class SQLiteStorage:
         await self.db.execute(
             "UPDATE inbox SET done = 1, reply = NULL, data = '{}' WHERE id = ?", (item_id,)
         )
-
-    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
-        now = time.monotonic()
-        holder = self._claims.get(item_id)
-        if holder is not None and holder[0] != owner and holder[1] > now:
-            return False
-        self._claims[item_id] = (owner, now + ttl)
-        return True
-
-    async def inbox_release(self, item_id: int, owner: str) -> None:
-        holder = self._claims.get(item_id)
-        if holder is not None and holder[0] == owner:
-            del self._claims[item_id]
