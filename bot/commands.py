@@ -6,7 +6,6 @@ text, or None when the message is not a command.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from bot.thinking import ThinkingMode
@@ -82,7 +81,3 @@ def format_status(status: dict[str, Any]) -> str:
     for profile in status.get("profiles", []):
         lines.append(f"Key {profile['id']} ({profile['provider']}): {profile['state']}")
     return "\n".join(lines)
-
-
-def format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%H:%M:%S UTC")

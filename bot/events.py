@@ -14,9 +14,11 @@ tool_result ``id``, ``name``, ``content`` (str), ``is_error`` (bool),
            ``display`` (str: formatted for the channel, may be "")
 failover   ``from``, ``to`` (model refs), ``reason`` (str)
 compaction ``strategy``, ``before_tokens``, ``after_tokens``, ``dropped``
-done       ``text`` (the final answer), ``model``, ``usage`` (dict)
+done       ``text`` (the final answer), ``model``, ``usage`` (dict),
+           ``thinking`` (the reasoning, in mode ``on``; else "")
 error      ``message`` (a plain sentence for the user), ``reason``,
-           ``retry_after`` (seconds or None)
+           ``retry_after`` (seconds or None), ``error`` (the ``ProviderError``,
+           for code; never shown to people)
 ========== ================================================================
 """
 
