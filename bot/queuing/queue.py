@@ -42,20 +42,22 @@ class Slot:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
         session = self.manager.get_session_lane(self.session_id)
         self._session = session
-        async with contextlib.aclosing(session.acquire()) as positions:
-            async for position in positions:
-                self.lane = session.name
-                yield position
+        if not session.try_acquire():  # the common case takes no generator at all
+            async with contextlib.aclosing(session.acquire()) as positions:
+                async for position in positions:
+                    self.lane = session.name
+                    yield position
         self._session_held = True
         redis = self.manager.redis
         if redis is not None:
             async for position in self._remote(redis.session(self.session_id).ticket()):
                 yield position
         global_lane = self.manager.get_global_lane()
-        async with contextlib.aclosing(global_lane.acquire()) as positions:
-            async for position in positions:
-                self.lane = global_lane.name
-                yield position
+        if not global_lane.try_acquire():
+            async with contextlib.aclosing(global_lane.acquire()) as positions:
+                async for position in positions:
+                    self.lane = global_lane.name
+                    yield position
         self._global = True
         if redis is not None:
             async for position in self._remote(redis.global_lane().ticket()):
