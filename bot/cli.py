@@ -1,4 +1,4 @@
-"""The ``chatlane`` command: serve, chat, check, webhooks set."""
+"""The ``chatlane`` command: serve, worker, chat, check, webhooks set."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = with_config(sub.add_parser("serve", help="serve every configured channel over HTTP"))
     serve.add_argument("--host", default=None, help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="port (default $PORT or 8080)")
+    with_config(sub.add_parser("worker", help="only answer stored messages (no HTTP)"))
     with_config(sub.add_parser("chat", help="chat in the terminal"))
     with_config(sub.add_parser("check", help="validate config; show channels and providers"))
     webhooks = with_config(sub.add_parser("webhooks", help="manage platform webhooks"))
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(extra_secret_names=_configured_secret_names(config))
     handlers = {
         "serve": _serve,
+        "worker": _worker,
         "chat": _chat,
         "check": _check,
         "webhooks": _webhooks,
@@ -97,6 +99,12 @@ def _serve(config: Config, args: Any) -> int:
         access_log=None,
     )
     return 0
+
+
+def _worker(config: Config, args: Any) -> int:
+    from bot.worker import run_worker
+
+    return asyncio.run(run_worker(config))
 
 
 def _chat(config: Config, args: Any) -> int:

@@ -159,6 +159,7 @@ class ServerConfig(_Model):
     host: str = "0.0.0.0"
     port: int | None = Field(default=None, ge=0, le=65535)
     shutdown_grace: float = Field(default=25.0, ge=0)
+    process_inbox: bool = True  # false: only store (workers answer)
 
 
 class Config(_Model):

@@ -35,7 +35,7 @@ def create_app(
     env = os.environ if env is None else env
     if runtime is None:
         runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
-    dispatcher = Dispatcher(runtime)
+    dispatcher = Dispatcher(runtime, process=runtime.config.server.process_inbox)
     host = ChannelHost(runtime, dispatcher, runtime.config, public_url=env.get("PUBLIC_URL"))
     app = web.Application(client_max_size=1024**2)
     app[HOST_KEY] = host

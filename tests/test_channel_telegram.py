@@ -212,3 +212,27 @@ def test_describe_masks_the_token() -> None:
     assert state.enabled and "polling" in state.detail and "ABCDEFSECRET" not in state.detail
     assert not TelegramChannel.describe(load_config(), {}).enabled
     assert BOT_ID
+
+
+async def test_split_web_and_worker(telegram: FakeTelegram) -> None:
+    """A web process that only stores, and a worker that answers what it stored."""
+    import asyncio
+
+    from bot.worker import run_worker
+
+    data = {"server": {"process_inbox": False}}
+    client = await app_client(telegram, data)
+    try:
+        assert await post(client, update(70, "for the worker")) == 200
+        assert len(await client.app[HOST_KEY].runtime.storage.inbox_pending()) == 1
+        assert telegram.sent() == []
+    finally:
+        await client.close()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(load_config(), env_for(telegram), stop))
+    try:
+        sent = await telegram.wait_for("sendMessage")
+        assert "You said: for the worker" in sent[0]["text"]
+    finally:
+        stop.set()
+        assert await worker == 0
