@@ -43,7 +43,11 @@ def create_app(
     for cls in adapter_classes():
         if not runtime.config.channel(cls.name).enabled:
             continue
-        adapter = cls.from_env(host, env)
+        try:
+            adapter = cls.from_env(host, env)
+        except Exception:
+            log.exception("channel %s could not be set up; it stays off", cls.name)
+            continue
         if adapter is None:
             continue
         adapter.add_routes(app)

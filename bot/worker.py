@@ -39,10 +39,14 @@ async def run_worker(
     for cls in adapter_classes():
         if not config.channel(cls.name).enabled:
             continue
-        adapter = cls.from_env(host, env)
-        if adapter is None or getattr(adapter, "sink", None) is None:
+        try:
+            adapter = cls.from_env(host, env)
+            if adapter is None or getattr(adapter, "sink", None) is None:
+                continue
+            await adapter.start()
+        except Exception:
+            log.exception("channel %s could not start; it stays off", cls.name)
             continue
-        await adapter.start()
         dispatcher.register(adapter.sink)
         adapters.append(adapter)
     loop = asyncio.get_running_loop()

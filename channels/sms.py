@@ -94,8 +94,8 @@ def classify(exc: BaseException) -> Retry | None:
 class SmsSink:
     name = "sms"
 
-    def __init__(self, client: Client, from_number: str) -> None:
-        self.client = client
+    def __init__(self, from_number: str) -> None:
+        self.client: Client | None = None  # made in SmsChannel.start(), inside the event loop
         self.from_number = from_number
 
     def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
@@ -105,8 +105,12 @@ class SmsSink:
         return list(split_sms(text))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
+        client = self.client
+        if client is None:
+            raise RuntimeError("the SMS channel has not been started")
+
         async def send() -> Any:
-            return await self.client.messages.create_async(
+            return await client.messages.create_async(
                 to=message.chat_id, from_=self.from_number, body=str(part)
             )
 
@@ -134,14 +138,13 @@ class SmsChannel:
         self, host: ChannelHost, sid: str, token: str, from_number: str, env: Mapping[str, str]
     ) -> None:
         self.host = host
+        self.sid = sid
+        self.token = token
         self.validator = RequestValidator(token)
         self.public_url = (env.get("PUBLIC_URL") or "").rstrip("/") or None
-        self.http = _HttpClient(timeout=30)
-        self.client = Client(sid, token, http_client=self.http)
-        base = env.get("TWILIO_API_BASE_URL")
-        if base:
-            self.client.api.base_url = base.rstrip("/")
-        self.sink = SmsSink(self.client, from_number)
+        self.base = env.get("TWILIO_API_BASE_URL")
+        self.http: _HttpClient | None = None
+        self.sink = SmsSink(from_number)
 
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> SmsChannel | None:
@@ -174,10 +177,16 @@ class SmsChannel:
         app.router.add_post(PATH, self.webhook)
 
     async def start(self) -> None:
-        return None
+        # twilio's aiohttp client opens its session on creation, which needs the running loop
+        self.http = _HttpClient(timeout=30)
+        client = Client(self.sid, self.token, http_client=self.http)
+        if self.base:
+            client.api.base_url = self.base.rstrip("/")
+        self.sink.client = client
 
     async def stop(self) -> None:
-        await self.http.close()
+        if self.http is not None:
+            await self.http.close()
 
     def _url(self, request: web.Request) -> str:
         if self.public_url:

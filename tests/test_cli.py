@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -154,3 +155,83 @@ def test_setup_logging_picks_format() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_no_secret_reaches_the_logs(tmp_path: Path) -> None:
+    """Every channel configured, its API unreachable, forged requests sent: no secret is logged."""
+    port, dead = free_port(), free_port()
+    secrets = {
+        "ANTHROPIC_API_KEY": "sk-ant-secret-aaaa1111",
+        "OPENAI_API_KEY": "sk-openai-secret-bbbb2222",
+        "TELEGRAM_BOT_TOKEN": "123456:telegram-secret-cccc",
+        "TELEGRAM_WEBHOOK_SECRET": "webhook-secret-dddd",
+        "SLACK_BOT_TOKEN": "xoxb-slack-secret-eeee",
+        "SLACK_SIGNING_SECRET": "slack-signing-secret-ffff",
+        "TWILIO_ACCOUNT_SID": "AC-twilio-sid-gggg",
+        "TWILIO_AUTH_TOKEN": "twilio-token-secret-hhhh",
+        "DISCORD_BOT_TOKEN": "discord-token-secret-iiii",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(secrets)
+    env.update(
+        {
+            "PORT": str(port),
+            "CHATLANE_DATA_DIR": str(tmp_path / "data"),
+            "LOG_LEVEL": "DEBUG",
+            "TWILIO_FROM_NUMBER": "+15550009999",
+            "PUBLIC_URL": "https://bot.example.com",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{dead}",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{dead}/v1",
+            "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{dead}",
+            "SLACK_API_BASE_URL": f"http://127.0.0.1:{dead}/api/",
+            "TWILIO_API_BASE_URL": f"http://127.0.0.1:{dead}",
+            "DISCORD_API_BASE_URL": f"http://127.0.0.1:{dead}/api/v10",
+            "DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{dead}/gateway",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for path, body in [
+            ("/telegram/webhook", b'{"update_id": 1}'),
+            ("/slack/events", b"{}"),
+            ("/twilio/sms", b"From=x&Body=y"),
+        ]:
+            request = urllib.request.Request(base + path, data=body, method="POST")
+            try:
+                urllib.request.urlopen(request, timeout=5).close()
+            except urllib.error.HTTPError as error:
+                assert error.code in (400, 401, 403)
+        chat = urllib.request.Request(
+            base + "/api/chat",
+            data=json.dumps({"session_id": "s", "text": "hi"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(chat, timeout=30) as response:
+            answer = response.read().decode()
+        assert "error" in answer  # the model is unreachable: a plain sentence, no key
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    logged = out + err + answer
+    assert "turn failed" in logged or "model call failed" in logged
+    for name, value in secrets.items():
+        assert value not in logged, name
