@@ -110,6 +110,8 @@ def run(quick: bool = False) -> list[tuple[str, float, str]]:
     bodies = [
         json.dumps(update(i, f"message {i}", chat_id=i % 50)).encode() for i in range(1, count + 1)
     ]
+    asyncio.run(bare(bodies[:200]))  # warm up both paths (imports, first connections)
+    asyncio.run(ours(bodies[:200], None))
     baseline = asyncio.run(bare(bodies))
     sqlite = asyncio.run(ours(bodies, None))
     rows = [
