@@ -128,12 +128,11 @@ class SQLiteStorage(LocalClaims):
         for message in messages:
             params += [session_id, epoch, json.dumps(message.to_dict(), ensure_ascii=False)]
         async with self._write_lock:
-            cursor = await self.db.execute(
+            returned = await self.db.execute_fetchall(  # one trip to the database thread
                 f"INSERT INTO messages (session_id, epoch, data) VALUES {rows} RETURNING id",
                 params,
             )
-            ids = sorted(int(row[0]) for row in await cursor.fetchall())
-            await cursor.close()
+        ids = sorted(int(row[0]) for row in returned)
         return [message.with_id(ids[i]) for i, message in enumerate(messages)]
 
     async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:
@@ -218,13 +217,13 @@ class SQLiteStorage(LocalClaims):
         await self.db.execute(sql, params)
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        cursor = await self.db.execute(
-            "INSERT INTO inbox (dedupe, data) VALUES (?, ?) ON CONFLICT(dedupe) DO NOTHING",
+        rows = await self.db.execute_fetchall(
+            "INSERT INTO inbox (dedupe, data) VALUES (?, ?) ON CONFLICT(dedupe) DO NOTHING "
+            "RETURNING id",
             (dedupe_key, json.dumps(data, ensure_ascii=False)),
         )
-        if cursor.rowcount == 0:
-            return None
-        return cursor.lastrowid
+        rows = list(rows)
+        return int(rows[0][0]) if rows else None
 
     def _item(self, row: Sequence[Any]) -> InboxItem:
         item_id, data, reply, sent, attempts = row
