@@ -49,6 +49,7 @@ class Reply:
     fail_after: Fail | None = None
     input_tokens: int = 11
     output_tokens: int = 7
+    delay: float = 0.0  # seconds to think before the stream starts
 
 
 @dataclass
@@ -139,6 +140,8 @@ class _FakeServer(abc.ABC):
             return web.json_response(
                 self.error_body(step), status=step.status, headers=step.headers
             )
+        if step.delay:
+            await asyncio.sleep(step.delay)
         if not body.get("stream"):
             return web.json_response(self.whole(step, body))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
