@@ -32,7 +32,6 @@ from telegram.error import (
     Forbidden,
     NetworkError,
     RetryAfter,
-    TelegramError,
     TimedOut,
 )
 
@@ -64,6 +63,11 @@ def classify(exc: BaseException) -> Retry | None:
     return None
 
 
+def is_formatting_error(error: BadRequest) -> bool:
+    text = error.message.lower()
+    return "entit" in text or "parse" in text
+
+
 class TelegramSink:
     name = "telegram"
 
@@ -80,39 +84,41 @@ class TelegramSink:
         if isinstance(part, str):
             part = {"text": part, "entities": []}
         chat_id: int | str = message.context.get("chat_id", message.chat_id)
-        thread = message.context.get("thread_id")
         reply = None
         if part.get("first") and message.context.get("group"):
             reply = ReplyParameters(
                 message_id=int(message.context["message_id"]), allow_sending_without_reply=True
             )
-        entities = [MessageEntity.de_json(e, self.bot) for e in part.get("entities", [])]
+        entities = [MessageEntity.de_json(e, self.bot) for e in part.get("entities") or []]
+        formatted = bool(entities)
+        migrated = False
 
-        async def send(with_entities: bool) -> Message:
+        async def send() -> Message:
             return await self.bot.send_message(
                 chat_id=chat_id,
                 text=part["text"],
-                entities=[e for e in entities if e is not None] if with_entities else None,
-                message_thread_id=thread,
+                entities=[e for e in entities if e is not None] if formatted else None,
+                message_thread_id=message.context.get("thread_id"),
                 reply_parameters=reply,
             )
 
-        try:
-            await self._send(lambda: send(True))
-        except ChatMigrated as moved:
-            chat_id = moved.new_chat_id
-            await self._send(lambda: send(True))
-        except BadRequest as error:
-            if "entit" not in error.message.lower() and "parse" not in error.message.lower():
-                raise
-            log.warning("telegram rejected the formatting (%s); sending plain text", error.message)
-            await self._send(lambda: send(False))
-
-    async def _send(self, call: Any) -> None:
-        try:
-            await send_with_retries(call, classify, what="telegram sendMessage")
-        except Forbidden as error:
-            log.warning("telegram refused to deliver (%s); giving up", error.message)
+        while True:
+            try:
+                await send_with_retries(send, classify, what="telegram sendMessage")
+                return
+            except ChatMigrated as moved:
+                if migrated:
+                    raise
+                migrated, chat_id = True, moved.new_chat_id
+                log.info("telegram chat migrated to a supergroup; sending there")
+            except Forbidden as error:
+                log.warning("telegram refused to deliver (%s); giving up", error.message)
+                return
+            except BadRequest as error:
+                if not formatted or not is_formatting_error(error):
+                    raise
+                formatted = False
+                log.warning("telegram rejected the formatting (%s); sending plain text", error)
 
     async def notify(self, message: InboundMessage, text: str) -> None:
         await self.send_part(message, {"text": text, "entities": []})
@@ -188,43 +194,45 @@ class TelegramChannel:
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="not a Telegram update")
         try:
-            outcome = await self.handle(data)
-        except (KeyError, TypeError, ValueError, AttributeError):
+            inbound = self.inbound(data)
+        except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError):
             return web.Response(status=400, text="malformed Telegram update")
-        return webhook_answer(outcome)
+        if inbound is None:
+            return web.Response(status=200, text="ok")  # edits, stickers...: nothing to answer
+        return webhook_answer(await self.host.dispatcher.submit(inbound))
 
-    async def handle(self, update: dict[str, Any]) -> Outcome:
-        """One Update, as the Bot API's JSON (read directly: building PTB objects per
-        update costs more than everything else on this path)."""
+    def inbound(self, update: dict[str, Any]) -> InboundMessage | None:
+        """The message in one Update (the Bot API's JSON, read directly: building PTB
+        objects per update cost more than everything else on this path), or None
+        when it is nothing to answer."""
         message = update.get("message")
         if not isinstance(message, dict):
-            return Outcome.ACCEPTED  # edits, channel posts...: acknowledged and ignored
+            return None  # edited messages, channel posts...
         text, sender, chat = message.get("text"), message.get("from"), message["chat"]
-        if not isinstance(text, str) or not text or not isinstance(sender, dict):
-            return Outcome.ACCEPTED  # stickers, photos, service messages
+        if not isinstance(text, str) or not text.strip() or not isinstance(sender, dict):
+            return None  # stickers, photos, service messages
         group = chat["type"] in ("group", "supergroup")
         if group:
             addressed, text = self._addressed(message)
-            if not addressed:
-                return Outcome.ACCEPTED
+            if not addressed or not text:
+                return None
         topic = message.get("message_thread_id") if message.get("is_topic_message") else None
-        inbound = InboundMessage(
+        return InboundMessage(
             channel="telegram",
-            chat_id=str(chat["id"]),
-            sender_id=str(sender["id"]),
+            chat_id=str(int(chat["id"])),
+            sender_id=str(int(sender["id"])),
             text=text,
             message_id=str(update["update_id"]),
-            thread_id=str(topic) if topic else None,
+            thread_id=str(int(topic)) if topic else None,
             sender_name=sender.get("username"),
             timestamp=float(message.get("date") or 0),
             context={
-                "chat_id": chat["id"],
-                "message_id": message["message_id"],
-                "thread_id": topic,
+                "chat_id": int(chat["id"]),
+                "message_id": int(message["message_id"]),
+                "thread_id": int(topic) if topic else None,
                 "group": group,
             },
         )
-        return await self.host.dispatcher.submit(inbound)
 
     def _addressed(self, message: dict[str, Any]) -> tuple[bool, str]:
         """Whether a group message is for the bot, and its text without the mention."""
@@ -232,19 +240,26 @@ class TelegramChannel:
         me = (self.bot.username or "").lower()
         reply = message.get("reply_to_message") or {}
         replied = (reply.get("from") or {}).get("id") == self.bot.id
-        encoded = text.encode("utf-16-le")
+        encoded = text.encode("utf-16-le")  # entity offsets count UTF-16 units
         for entity in message.get("entities") or []:
-            offset, length = int(entity["offset"]), int(entity["length"])
-            piece = encoded[offset * 2 : (offset + length) * 2].decode("utf-16-le")
+            start, end = (
+                int(entity["offset"]) * 2,
+                (int(entity["offset"]) + int(entity["length"])) * 2,
+            )
+            piece = encoded[start:end].decode("utf-16-le")
             kind = entity.get("type")
-            if kind == "mention" and piece.lower() == f"@{me}":
-                return True, text.replace(piece, "", 1).strip()
-            if kind == "text_mention" and (entity.get("user") or {}).get("id") == self.bot.id:
-                return True, text.replace(piece, "", 1).strip()
-            if kind == "bot_command" and offset == 0:
+            mentioned = (kind == "mention" and piece.lower() == f"@{me}") or (
+                kind == "text_mention" and (entity.get("user") or {}).get("id") == self.bot.id
+            )
+            if mentioned:
+                before = encoded[:start].decode("utf-16-le").rstrip()
+                after = encoded[end:].decode("utf-16-le").lstrip()
+                return True, f"{before} {after}".strip() if before and after else before + after
+            if kind == "bot_command" and start == 0:
                 target = piece.partition("@")[2].lower()
                 if not target or target == me:
                     return True, text
+                return False, text  # a command for another bot
         return replied, text
 
     async def _poll(self) -> None:
@@ -255,21 +270,31 @@ class TelegramChannel:
                 updates = await self.bot.get_updates(
                     offset=offset, timeout=POLL_TIMEOUT, allowed_updates=["message"]
                 )
+                for update in updates:
+                    outcome = await self._take(update.to_dict())
+                    if outcome is Outcome.DRAINING:
+                        return  # not stored: Telegram keeps it for the next start
+                    offset = update.update_id + 1  # stored (or deliberately ignored): acknowledge
                 failures = 0
-            except (NetworkError, TelegramError) as error:
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Telegram's or our storage's trouble: what was not acknowledged comes again.
                 failures += 1
-                wait = min(2.0**failures, 60.0)
                 retry = classify(error)
+                wait = min(2.0**failures, 60.0)
                 if retry is not None and retry.after is not None:
                     wait = retry.after
                 log.warning("telegram polling failed (%s); retrying in %.0fs", error, wait)
                 await asyncio.sleep(wait)
-                continue
-            for update in updates:
-                outcome = await self.handle(update.to_dict())
-                if outcome is Outcome.DRAINING:
-                    return  # not stored: Telegram keeps it for the next start
-                offset = update.update_id + 1  # stored (or deliberately ignored): acknowledge
+
+    async def _take(self, update: dict[str, Any]) -> Outcome:
+        try:
+            inbound = self.inbound(update)
+        except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError):
+            log.warning("telegram: skipped a malformed update %s", update.get("update_id"))
+            return Outcome.ACCEPTED
+        return Outcome.ACCEPTED if inbound is None else await self.host.dispatcher.submit(inbound)
 
     @classmethod
     async def set_webhook(cls, config: Config, env: Mapping[str, str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -137,6 +138,58 @@ async def test_entity_rejection_falls_back_to_plain(telegram: FakeTelegram) -> N
         sent = await telegram.wait_for("sendMessage")
         assert "entities" not in sent[0] or not sent[0]["entities"]
         assert "You said" in sent[0]["text"]
+    finally:
+        await client.close()
+
+
+async def test_migrated_group_is_answered_in_the_supergroup(telegram: FakeTelegram) -> None:
+    telegram.fail(
+        "sendMessage",
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        migrate_to_chat_id=-1009,
+    )
+    client = await app_client(telegram)
+    try:
+        await post(
+            client, update(31, "still there?", chat_id=-9, chat_type="group", reply_to_bot=True)
+        )
+        sent = await telegram.wait_for("sendMessage")
+        assert sent[0]["chat_id"] in (-1009, "-1009")
+        assert "You said: still there?" in sent[0]["text"]
+    finally:
+        await client.close()
+
+
+async def test_blocked_user_is_not_retried(telegram: FakeTelegram) -> None:
+    telegram.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    client = await app_client(telegram)
+    try:
+        await post(client, update(32, "bye"))
+        storage = client.app[HOST_KEY].runtime.storage
+        async with asyncio.timeout(10):
+            while await storage.inbox_pending():
+                await asyncio.sleep(0.02)
+        assert [c.method for c in telegram.calls].count("sendMessage!failed") == 1
+        assert telegram.sent("sendMessage") == []
+    finally:
+        await client.close()
+
+
+async def test_mentions_and_commands_in_groups(telegram: FakeTelegram) -> None:
+    client = await app_client(telegram)
+    try:
+        group = {"chat_id": -100, "chat_type": "supergroup"}
+        other = [{"type": "bot_command", "offset": 0, "length": 17}]
+        await post(client, update(40, "/status@other_bot", entities=other, **group))
+        middle = [{"type": "mention", "offset": 7, "length": 9}]
+        await post(client, update(41, "hey 🙂 @lane_bot how are you", entities=middle, **group))
+        sent = await telegram.wait_for("sendMessage")
+        assert "You said: hey 🙂 how are you" in sent[0]["text"]
+        ours = [{"type": "bot_command", "offset": 0, "length": 16}]
+        await post(client, update(42, "/status@lane_bot", entities=ours, **group))
+        sent = await telegram.wait_for("sendMessage", 2)
+        assert len(sent) == 2 and "You said" not in sent[1]["text"]
     finally:
         await client.close()
 

@@ -30,7 +30,7 @@ class Call:
 class FakeTelegram:
     token: str = "123456:TEST-TOKEN"
     calls: list[Call] = field(default_factory=list)
-    failures: dict[str, list[tuple[int, str, int | None]]] = field(default_factory=dict)
+    failures: dict[str, list[tuple[int, str, dict[str, Any]]]] = field(default_factory=dict)
     updates: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -52,9 +52,18 @@ class FakeTelegram:
         await self.server.close()
 
     def fail(
-        self, method: str, status: int, description: str, retry_after: int | None = None
+        self,
+        method: str,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        **parameters: Any,
     ) -> None:
-        self.failures.setdefault(method, []).append((status, description, retry_after))
+        """Answer the next call of ``method`` with this error; ``parameters`` are the
+        Bot API's ResponseParameters (``migrate_to_chat_id``...)."""
+        if retry_after is not None:
+            parameters["retry_after"] = retry_after
+        self.failures.setdefault(method, []).append((status, description, parameters))
 
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
         return [c.params for c in self.calls if c.method == method]
@@ -91,11 +100,11 @@ class FakeTelegram:
         params = await self._params(request)
         queued = self.failures.get(method)
         if queued:
-            status, description, retry_after = queued.pop(0)
+            status, description, parameters = queued.pop(0)
             self.calls.append(Call(f"{method}!failed", params))
             body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
-            if retry_after is not None:
-                body["parameters"] = {"retry_after": retry_after}
+            if parameters:
+                body["parameters"] = parameters
             return web.json_response(body, status=status)
         if method == "getUpdates":
             timeout = float(params.get("timeout") or 0)
