@@ -24,7 +24,7 @@ from bot.commands import handle_command
 from bot.events import EventType
 from bot.inbound import InboundMessage, JSONPart, ReplySink
 from bot.queuing import Mailbox, QueueMode
-from bot.storage.base import InboxItem
+from bot.storage.base import UNAVAILABLE, InboxItem
 
 if TYPE_CHECKING:
     from bot.runtime import AgentRuntime
@@ -101,6 +101,8 @@ class Dispatcher:
             await asyncio.sleep(seconds)
             try:
                 await job()
+            except UNAVAILABLE as error:
+                log.warning("storage unreachable (%s); %s will retry", error, job.__name__)
             except Exception:
                 log.exception("background job %s failed; will retry", job.__name__)
 
@@ -185,27 +187,44 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, session_id: str, item_ids: list[int], dropped: list[int]) -> None:
-        items = [item for i in item_ids if (item := await self.storage.inbox_get(i)) is not None]
-        lost = [item for i in dropped if (item := await self.storage.inbox_get(i)) is not None]
-        if not items:
-            return
+        items: list[InboxItem] = []
         try:
-            await self._answer(session_id, items, lost)
+            items = [i for n in item_ids if (i := await self.storage.inbox_get(n)) is not None]
+            lost = [i for n in dropped if (i := await self.storage.inbox_get(n)) is not None]
+            if items:
+                await self._answer(session_id, items, lost)
         except asyncio.CancelledError:
             raise
+        except UNAVAILABLE as error:
+            # Not the message's fault: it stays stored and is tried again once the
+            # store is back, however long that takes.
+            log.warning("storage unreachable answering %s (%s); will retry", session_id, error)
+            await self._retry_later([*item_ids, *dropped])
         except Exception:
             log.exception("answering %s failed", session_id)
-            message = InboundMessage.from_dict(items[-1].data)
-            if items[-1].attempts >= MAX_ATTEMPTS:
+            if items and items[-1].attempts >= MAX_ATTEMPTS:
+                message = InboundMessage.from_dict(items[-1].data)
                 await self._notify(message, "Sorry, something went wrong answering that.")
-                for item in items:
-                    await self._done(item.id)
+                with contextlib.suppress(Exception):
+                    for item in items:
+                        await self._done(item.id)
+                return
+            await self._retry_later([*item_ids, *dropped])
+
+    async def _retry_later(self, item_ids: list[int]) -> None:
+        """Let go of items whose turn failed: the sweeper (this process's or another's)
+        claims them again on its next pass, which spaces out the attempts."""
+        for item_id in item_ids:
+            self._held.discard(item_id)
+            with contextlib.suppress(Exception):  # unreachable store: the claim lapses
+                await self.storage.inbox_release(item_id, self.owner)
 
     async def _answer(self, session_id: str, items: list[InboxItem], lost: list[InboxItem]) -> None:
         last = items[-1]
         message = InboundMessage.from_dict(last.data)
         sink = self.sinks[message.channel]
-        if last.reply is not None:
+        if last.reply is not None:  # answered before; its delivery was cut short
+            last.attempts = await self.storage.inbox_begin(last.id)
             await self._deliver(sink, message, last, last.reply)
             for item in items[:-1]:
                 await self._done(item.id)
@@ -255,24 +274,28 @@ class Dispatcher:
         thinking: list[str] = []
         typing = asyncio.ensure_future(self._keep_typing(sink, message))
         try:
-            async for event in self.runtime.run(session_id, text, channel=message.channel):
-                if event.type is EventType.TOOL_RESULT and event.data.get("display"):
-                    tools.append(event.data["display"])
-                elif event.type is EventType.THINKING and event.data["mode"] == "stream":
-                    thinking.append(event.data["content"])
-                elif event.type is EventType.TEXT and thinking:
-                    await self._send_thinking(sink, message, "".join(thinking))
-                    thinking.clear()
-                elif event.type is EventType.ERROR:
-                    return event.data["message"], None
-                elif event.type is EventType.DONE:
-                    if thinking:
+            # Closed here, not by the garbage collector: the turn's transcript write
+            # (in the generator's finally) is done, or has failed, before we go on.
+            turn = self.runtime.run(session_id, text, channel=message.channel)
+            async with contextlib.aclosing(turn) as events:
+                async for event in events:
+                    if event.type is EventType.TOOL_RESULT and event.data.get("display"):
+                        tools.append(event.data["display"])
+                    elif event.type is EventType.THINKING and event.data["mode"] == "stream":
+                        thinking.append(event.data["content"])
+                    elif event.type is EventType.TEXT and thinking:
                         await self._send_thinking(sink, message, "".join(thinking))
-                    body = "\n\n".join([*tools, event.data["text"]]).strip()
-                    reasoning = event.data.get("thinking") or None
-                    if reasoning and not self._shows_reasoning(message.channel):
-                        reasoning = None
-                    return body, reasoning
+                        thinking.clear()
+                    elif event.type is EventType.ERROR:
+                        return event.data["message"], None
+                    elif event.type is EventType.DONE:
+                        if thinking:
+                            await self._send_thinking(sink, message, "".join(thinking))
+                        body = "\n\n".join([*tools, event.data["text"]]).strip()
+                        reasoning = event.data.get("thinking") or None
+                        if reasoning and not self._shows_reasoning(message.channel):
+                            reasoning = None
+                        return body, reasoning
         finally:
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -20,7 +20,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,11 +206,12 @@ class AgentRuntime:
     async def ask(self, session_id: str, text: str, **kwargs: Any) -> str:
         """Run a turn and return the final answer text; raise its error if it failed."""
         answer = ""
-        async for event in self.run(session_id, text, **kwargs):
-            if event.type is EventType.DONE:
-                answer = event.data["text"]
-            elif event.type is EventType.ERROR:
-                raise event.data["error"]
+        async with aclosing(self.run(session_id, text, **kwargs)) as events:
+            async for event in events:
+                if event.type is EventType.DONE:
+                    answer = event.data["text"]
+                elif event.type is EventType.ERROR:
+                    raise event.data["error"]
         return answer
 
     async def run(
@@ -219,18 +221,22 @@ class AgentRuntime:
         *,
         channel: str | None = None,
         thinking_mode: ThinkingMode | str | None = None,
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data."""
         await self.start()
+        # Every inner generator is closed in place (``aclosing``) when the caller stops
+        # early, so the turn's transcript write happens, or fails, before ``run`` returns.
         if not self.queuing_enabled:
-            async for event in self._turn(session_id, text, channel, thinking_mode):
-                yield event
+            async with aclosing(self._turn(session_id, text, channel, thinking_mode)) as turn:
+                async for event in turn:
+                    yield event
             return
         async with self.queue.slot(session_id) as slot:
             async for position in slot.wait():
                 yield AgentEvent(EventType.QUEUE, {"position": position, "lane": slot.lane})
-            async for event in self._turn(session_id, text, channel, thinking_mode):
-                yield event
+            async with aclosing(self._turn(session_id, text, channel, thinking_mode)) as turn:
+                async for event in turn:
+                    yield event
 
     async def _turn(
         self,
@@ -238,14 +244,17 @@ class AgentRuntime:
         text: str,
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         assert self._context is not None
         # The turn's messages are stored together at its end (one write), or as far as
         # they got when it fails or is cancelled: the user's message is never lost.
         unsaved = [Message(Role.USER, text)]
         try:
-            async for event in self._rounds(session_id, channel, thinking_mode, unsaved):
-                yield event
+            async with aclosing(
+                self._rounds(session_id, channel, thinking_mode, unsaved)
+            ) as rounds:
+                async for event in rounds:
+                    yield event
         finally:
             await self._context.append(session_id, unsaved)
 
@@ -255,7 +264,7 @@ class AgentRuntime:
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
         unsaved: list[Message],
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         assert self._context is not None
         started = time.monotonic()
         settings = await self.settings(session_id)
@@ -290,34 +299,36 @@ class AgentRuntime:
                         self.config.agent.thinking_budget if mode is not ThinkingMode.OFF else None
                     ),
                 )
-                async for item in self.models.router.stream(chain, build, session_id=session_id):
-                    if isinstance(item, TextDelta):
-                        for kind, piece in extractor.feed(item.text):
-                            for event in self._emit(kind, piece, mode, current):
+                stream = self.models.router.stream(chain, build, session_id=session_id)
+                async with aclosing(stream):
+                    async for item in stream:
+                        if isinstance(item, TextDelta):
+                            for kind, piece in extractor.feed(item.text):
+                                for event in self._emit(kind, piece, mode, current):
+                                    yield event
+                        elif isinstance(item, ThinkingDelta):
+                            if item.signature:
+                                current.signature = item.signature
+                            for event in self._emit("thinking", item.text, mode, current):
                                 yield event
-                    elif isinstance(item, ThinkingDelta):
-                        if item.signature:
-                            current.signature = item.signature
-                        for event in self._emit("thinking", item.text, mode, current):
-                            yield event
-                    elif isinstance(item, ToolCallDelta):
-                        current.calls.append(item.call)
-                        current.visible = True
-                    elif isinstance(item, UsageDelta):
-                        usage["input_tokens"] += item.input_tokens
-                        usage["output_tokens"] += item.output_tokens
-                    elif isinstance(item, Failover):
-                        model_used = item.to_model
-                        current = _Round(separate=bool(thinking_all))
-                        extractor = self.models.new_extractor()
-                        yield AgentEvent(
-                            EventType.FAILOVER,
-                            {
-                                "from": item.from_model,
-                                "to": item.to_model,
-                                "reason": str(item.reason),
-                            },
-                        )
+                        elif isinstance(item, ToolCallDelta):
+                            current.calls.append(item.call)
+                            current.visible = True
+                        elif isinstance(item, UsageDelta):
+                            usage["input_tokens"] += item.input_tokens
+                            usage["output_tokens"] += item.output_tokens
+                        elif isinstance(item, Failover):
+                            model_used = item.to_model
+                            current = _Round(separate=bool(thinking_all))
+                            extractor = self.models.new_extractor()
+                            yield AgentEvent(
+                                EventType.FAILOVER,
+                                {
+                                    "from": item.from_model,
+                                    "to": item.to_model,
+                                    "reason": str(item.reason),
+                                },
+                            )
                 for kind, piece in extractor.finish():
                     for event in self._emit(kind, piece, mode, current):
                         yield event

@@ -19,6 +19,7 @@ from bot.channel import ChannelHost, adapter_classes
 from bot.config import Config
 from bot.dispatch import Dispatcher
 from bot.runtime import AgentRuntime
+from bot.storage.base import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def create_app(
         runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
     dispatcher = Dispatcher(runtime, process=runtime.config.server.process_inbox)
     host = ChannelHost(runtime, dispatcher, runtime.config, public_url=env.get("PUBLIC_URL"))
-    app = web.Application(client_max_size=1024**2)
+    app = web.Application(client_max_size=1024**2, middlewares=[storage_unavailable])
     app[HOST_KEY] = host
     adapters: list[Any] = []
     for cls in adapter_classes():
@@ -59,6 +60,27 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+@web.middleware
+async def storage_unavailable(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A request that cannot be stored gets 503, so the platform delivers it again
+    later; nothing was acknowledged, so nothing is lost."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except UNAVAILABLE as error:
+        log.warning(
+            "storage unreachable (%s: %s); answered %s with 503",
+            type(error).__name__,
+            error,
+            request.path,
+        )
+        return web.Response(
+            status=503,
+            text="storage unavailable; deliver again shortly",
+            headers={"Retry-After": "5"},
+        )
+    return response
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -93,13 +115,21 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def healthz(request: web.Request) -> web.Response:
     host = request.app[HOST_KEY]
-    storage_ok = await host.runtime.storage.ping()
+    runtime = host.runtime
+    storage_ok = await runtime.storage.ping()
+    lanes = runtime.queue.redis
+    if lanes is not None:
+        redis = "ok" if await lanes.ping() else "unreachable"
+    else:
+        redis = "not configured"
+    healthy = storage_ok and redis != "unreachable"
     body = {
-        "status": "ok" if storage_ok else "unavailable",
+        "status": "ok" if healthy else "unavailable",
         "storage": "ok" if storage_ok else "unreachable",
-        "backend": type(host.runtime.storage).__name__,
+        "redis": redis,
+        "backend": type(runtime.storage).__name__,
         "draining": host.draining,
         "model": host.runtime.model,
         "demo": host.runtime.models.demo_reason is not None,
     }
-    return web.json_response(body, status=200 if storage_ok else 503)
+    return web.json_response(body, status=200 if healthy else 503)

@@ -24,6 +24,7 @@ from bot.config import Config
 from bot.events import EventType
 from bot.formatting import render_html
 from bot.inbound import InboundMessage
+from bot.storage.base import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,21 @@ class WebChannel:
         if answer is not None:
             await _send(response, "command", {"text": answer, "html": render_html(answer)})
             return response
-        async for event in runtime.run(session_id, text, channel="web"):
-            data = dict(event.data)
-            if event.type is EventType.DONE:
-                data["html"] = render_html(data["text"])
-            elif event.type is EventType.ERROR:
-                data.pop("error", None)
-            await _send(response, event.type.value, data)
+        try:
+            async for event in runtime.run(session_id, text, channel="web"):
+                data = dict(event.data)
+                if event.type is EventType.DONE:
+                    data["html"] = render_html(data["text"])
+                elif event.type is EventType.ERROR:
+                    data.pop("error", None)
+                await _send(response, event.type.value, data)
+        except UNAVAILABLE as error:
+            log.warning("storage unreachable during a web chat turn (%s)", error)
+            await _send(
+                response,
+                "error",
+                {"message": "The bot's storage is unreachable just now. Please try again shortly."},
+            )
         return response
 
 

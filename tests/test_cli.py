@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ import pytest
 from bot.cli import main
 from bot.config import load_config
 from bot.logs import JSONFormatter, RedactSecrets, secret_values, setup_logging
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.procs import free_port
 
 
 def test_check_reports_channels_and_masks_keys(

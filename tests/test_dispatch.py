@@ -10,7 +10,7 @@ import pytest
 
 from bot.access import AccessPolicy, Verdict
 from bot.config import load_config
-from bot.dispatch import Dispatcher, Outcome
+from bot.dispatch import MAX_ATTEMPTS, Dispatcher, Outcome
 from bot.inbound import InboundMessage
 from bot.runtime import AgentRuntime
 from bot.storage import SQLiteStorage
@@ -127,6 +127,48 @@ async def test_a_failed_send_is_retried_from_where_it_stopped(tmp_path: Path) ->
     assert fixed.sent == pending[0].reply
     await again.drain(1)
     await dispatcher.runtime.close()
+
+
+class FlakySink(Sink):
+    """Fails its first ``failures`` sends, as a platform that is down for a while."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def send_part(self, message: InboundMessage, part: Any) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("platform down")
+        await super().send_part(message, part)
+
+
+@pytest.mark.parametrize(("failures", "delivered"), [(2, True), (50, False)])
+async def test_a_failed_turn_is_tried_again_then_given_up(
+    tmp_path: Path, failures: int, delivered: bool
+) -> None:
+    storage = SQLiteStorage(tmp_path / "d.sqlite")
+    runtime = AgentRuntime(
+        config=load_config(data={}), demo_when_unconfigured=True, storage=storage
+    )
+    dispatcher = Dispatcher(runtime, sweep_every=0.02)
+    sink = FlakySink(failures)
+    dispatcher.register(sink)
+    await dispatcher.start()
+    await dispatcher.submit(inbound("again", "m1"))
+    await until(lambda: sink.sent or sink.notices)
+    await until(lambda: not dispatcher._held)
+    if delivered:  # the same process picked it up again and the platform was back
+        assert sink.attempts == failures + len(sink.sent)
+        assert any("You said: again" in p for p in sink.sent)
+        assert sink.notices == []
+    else:  # three tries, then the sender is told, and the message is closed
+        assert sink.attempts == MAX_ATTEMPTS and sink.sent == []
+        assert sink.notices == ["Sorry, something went wrong answering that."]
+    assert await storage.inbox_pending() == []
+    await dispatcher.drain(1)
+    await runtime.close()
 
 
 async def test_refused_senders_never_reach_the_model(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,14 +14,9 @@ from aiohttp import ClientSession
 
 from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
+from tests.procs import base_env, start_serve
 
 pytestmark = pytest.mark.redis
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_alternating_processes_never_overlap_or_repeat(
@@ -42,46 +34,24 @@ async def test_alternating_processes_never_overlap_or_repeat(
     await flush.flushdb()
     async with FakeAnthropic() as model, FakeTelegram() as telegram:
         model.default = slow
-        ports = [free_port(), free_port()]
-        procs = []
-        for index, port in enumerate(ports):
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-                "PORT": str(port),
-                "CHATLANE_DATA_DIR": str(tmp_path / f"data{index}"),
-                "REDIS_URL": prefix_db,
-                "ANTHROPIC_API_KEY": "sk-ant-scale-0000",
-                "ANTHROPIC_BASE_URL": model.base_url,
-                "TELEGRAM_BOT_TOKEN": telegram.token,
-                "TELEGRAM_API_BASE_URL": telegram.base_url,
-                "PUBLIC_URL": "https://bot.example.com",
-                "CHATLANE__AGENT__QUEUING__MODE": "followup",
-            }
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "bot.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
+        servers = []
+        for index in range(2):
+            env = base_env(
+                CHATLANE_DATA_DIR=str(tmp_path / f"data{index}"),
+                REDIS_URL=prefix_db,
+                ANTHROPIC_API_KEY="sk-ant-scale-0000",
+                ANTHROPIC_BASE_URL=model.base_url,
+                TELEGRAM_BOT_TOKEN=telegram.token,
+                TELEGRAM_API_BASE_URL=telegram.base_url,
+                PUBLIC_URL="https://bot.example.com",
+                CHATLANE__AGENT__QUEUING__MODE="followup",
             )
+            servers.append(await start_serve(tmp_path, env, name=f"serve{index}"))
+        ports = [server.port for server in servers]
         try:
             async with ClientSession() as http:
-                for port in ports:
-                    async with asyncio.timeout(20):
-                        while True:
-                            try:
-                                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                                    if r.status == 200:
-                                        break
-                            except OSError:
-                                await asyncio.sleep(0.1)
+                for server in servers:
+                    await server.wait_ready(http)
                 posts: list[Any] = []
                 for n in range(1, 7):
                     body = update(n, f"message {n}")
@@ -107,10 +77,6 @@ async def test_alternating_processes_never_overlap_or_repeat(
             for (_, end), (start, _) in itertools.pairwise(ordered):
                 assert start >= end - 0.01, "two turns of one chat overlapped"
         finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.terminate()
-            for proc in procs:
-                await proc.wait()
+            await asyncio.gather(*(server.stop() for server in servers))
             await flush.flushdb()
             await flush.aclose()

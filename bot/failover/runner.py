@@ -23,7 +23,8 @@ attempt and the soonest time a key is back.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from bot.auth.rotation import RotationManager
@@ -60,7 +61,7 @@ class ModelRouter:
         build_request: Callable[[str], ModelRequest],
         *,
         session_id: str | None = None,
-    ) -> AsyncIterator[Delta | Failover]:
+    ) -> AsyncGenerator[Delta | Failover, None]:
         attempts: list[ProviderError] = []
         previous: str | None = None
         for ref in chain.models:
@@ -97,12 +98,14 @@ class ModelRouter:
                 previous = ref
                 shown = False
                 try:
-                    async for delta in provider.stream(build_request(model), api_key):
-                        if isinstance(delta, ToolCallDelta) or (
-                            isinstance(delta, TextDelta) and delta.text
-                        ):
-                            shown = True
-                        yield delta
+                    deltas = provider.stream(build_request(model), api_key)
+                    async with aclosing(deltas):  # closed at once if our caller stops
+                        async for delta in deltas:
+                            if isinstance(delta, ToolCallDelta) or (
+                                isinstance(delta, TextDelta) and delta.text
+                            ):
+                                shown = True
+                            yield delta
                 except ProviderError as error:
                     error.profile_id = profile_id
                     error.model = error.model or model

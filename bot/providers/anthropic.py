@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -144,7 +144,9 @@ class AnthropicProvider:
             params["temperature"] = request.temperature
         return params
 
-    async def stream(self, request: ModelRequest, api_key: str | None) -> AsyncIterator[Delta]:
+    async def stream(
+        self, request: ModelRequest, api_key: str | None
+    ) -> AsyncGenerator[Delta, None]:
         params = self.build_params(request)
         tool_blocks: dict[int, dict[str, Any]] = {}
         try:

@@ -8,7 +8,7 @@ runtime owns retry, rotation and fallback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,7 +74,7 @@ class ProviderInfo:
 class Provider(Protocol):
     info: ProviderInfo
 
-    def stream(self, request: ModelRequest, api_key: str | None) -> AsyncIterator[Delta]:
+    def stream(self, request: ModelRequest, api_key: str | None) -> AsyncGenerator[Delta, None]:
         """Stream one model call. Raises ``ProviderError``."""
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from bot.messages import Role, ToolCall
 from bot.providers.base import (
@@ -34,7 +34,9 @@ class DemoProvider:
     def __init__(self, info: ProviderInfo, *, timeout: float = 120.0) -> None:
         self.info = info
 
-    async def stream(self, request: ModelRequest, api_key: str | None) -> AsyncIterator[Delta]:
+    async def stream(
+        self, request: ModelRequest, api_key: str | None
+    ) -> AsyncGenerator[Delta, None]:
         messages = request.messages
         last = messages[-1] if messages else None
         last_user = next((m for m in reversed(messages) if m.role is Role.USER), None)

@@ -9,7 +9,7 @@ Reasoning from compatible servers arrives as ``delta.reasoning_content``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -110,7 +110,9 @@ class OpenAIProvider:
             params["temperature"] = request.temperature
         return params
 
-    async def stream(self, request: ModelRequest, api_key: str | None) -> AsyncIterator[Delta]:
+    async def stream(
+        self, request: ModelRequest, api_key: str | None
+    ) -> AsyncGenerator[Delta, None]:
         params = self.build_params(request)
         calls: dict[int, dict[str, Any]] = {}
         finish: str | None = None

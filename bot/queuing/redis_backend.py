@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bot.storage.redis import redis_client
+
+log = logging.getLogger(__name__)
 
 TRY_ACQUIRE = """
 local queue, alive = KEYS[1], KEYS[2]
@@ -58,9 +64,17 @@ class LeaseLost(Exception):
 
 class RedisLane:
     def __init__(
-        self, client: aioredis.Redis, name: str, capacity: int, *, prefix: str, lease: float
+        self,
+        client: aioredis.Redis,
+        name: str,
+        capacity: int,
+        *,
+        prefix: str,
+        lease: float,
+        cleanups: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self.client = client
+        self.cleanups: set[asyncio.Task[None]] = set() if cleanups is None else cleanups
         self.name = name
         self.capacity = capacity
         self.queue = f"{prefix}lane:{name}:queue"
@@ -123,9 +137,13 @@ class Ticket:
         lane = self.lane
         while True:
             await asyncio.sleep(lane.lease_ms / 3000)
-            kept = await lane.client.eval(
-                RENEW, 2, lane.queue, lane.alive, str(self.token), lane._now() + lane.lease_ms
-            )
+            try:
+                kept = await lane.client.eval(
+                    RENEW, 2, lane.queue, lane.alive, str(self.token), lane._now() + lane.lease_ms
+                )
+            except (RedisError, OSError) as error:
+                log.warning("could not renew the %s lane (%s); trying again", lane.name, error)
+                continue
             if not kept:
                 return
 
@@ -135,11 +153,29 @@ class Ticket:
     async def _leave(self) -> None:
         if self.token is None:
             return
-        with contextlib.suppress(Exception):
-            async with self.lane.client.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.lane.queue, str(self.token))
-                pipe.zrem(self.lane.alive, str(self.token))
-                await pipe.execute()
+        try:
+            await self._remove(self.token)
+        except (RedisError, OSError) as error:
+            # Redis is away: keep trying in the background, or once it is back the
+            # chat's next turn would wait out the lease of a ticket nobody holds.
+            log.warning("could not leave the %s lane (%s); retrying", self.lane.name, error)
+            task = asyncio.ensure_future(self._remove_later(self.token))
+            self.lane.cleanups.add(task)
+            task.add_done_callback(self.lane.cleanups.discard)
+
+    async def _remove(self, token: int) -> None:
+        async with self.lane.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.lane.queue, str(token))
+            pipe.zrem(self.lane.alive, str(token))
+            await pipe.execute()
+
+    async def _remove_later(self, token: int) -> None:
+        deadline = time.monotonic() + self.lane.lease_ms / 1000  # then it lapses anyway
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(RedisError, OSError):
+                await self._remove(token)
+                return
 
     async def release(self) -> None:
         if self._renewer is not None:
@@ -163,7 +199,8 @@ class RedisLanes:
         per_session: int = 1,
         global_cap: int = 10,
     ) -> None:
-        self.client = aioredis.Redis.from_url(url, decode_responses=True)
+        self.client = redis_client(url)
+        self.cleanups: set[asyncio.Task[None]] = set()
         self.prefix = prefix
         self.lease = lease
         self.per_session = per_session
@@ -176,12 +213,28 @@ class RedisLanes:
             self.per_session,
             prefix=self.prefix,
             lease=self.lease,
+            cleanups=self.cleanups,
         )
 
     def global_lane(self) -> RedisLane:
         return RedisLane(
-            self.client, "global", self.global_cap, prefix=self.prefix, lease=self.lease
+            self.client,
+            "global",
+            self.global_cap,
+            prefix=self.prefix,
+            lease=self.lease,
+            cleanups=self.cleanups,
         )
 
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2):  # a health check answers quickly
+                return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
     async def aclose(self) -> None:
+        for task in list(self.cleanups):
+            task.cancel()
+        await asyncio.gather(*self.cleanups, return_exceptions=True)
         await self.client.aclose()

@@ -12,15 +12,28 @@ Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from bot.messages import Message
 
 JSON = Any
 Updater = Callable[[JSON | None], JSON | None]
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    sqlite3.OperationalError,
+)
+"""Errors meaning the store cannot be reached or written just now (Redis down or
+restarting, SQLite locked or its disk full): try again later, never give up on
+a message because of them."""
 
 
 @dataclass(slots=True)

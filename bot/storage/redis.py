@@ -16,12 +16,17 @@ Keys (under a prefix, ``chatlane:`` by default):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, Updater
@@ -49,6 +54,19 @@ return 0
 """
 
 
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that rides out a short outage (a failover, a restart): each command is
+    retried on a lost connection for about five seconds before the error is raised."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=15,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError],
+    )
+
+
 class RedisStorage:
     shared = True
 
@@ -68,13 +86,7 @@ class RedisStorage:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                decode_responses=True,
-                health_check_interval=15,
-                socket_connect_timeout=5,
-                retry_on_timeout=True,
-            )
+            self._client = redis_client(self.url)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -85,8 +97,9 @@ class RedisStorage:
         if self._client is None:
             return False
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(2):  # a health check answers quickly
+                return bool(await self._client.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
 
     async def _epoch(self, session_id: str) -> int:
