@@ -23,6 +23,7 @@ from bot.access import AccessPolicy, Verdict
 from bot.commands import handle_command
 from bot.events import EventType
 from bot.inbound import InboundMessage, JSONPart, ReplySink
+from bot.logs import request_id, turn_id
 from bot.queuing import Mailbox, QueueMode
 from bot.storage.base import UNAVAILABLE, InboxItem
 
@@ -142,7 +143,11 @@ class Dispatcher:
             return Outcome.REFUSED
         item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
         if item_id is None:
+            log.info(
+                "%s message %s was stored before; ignored", message.channel, message.message_id
+            )
             return Outcome.DUPLICATE
+        log.info("stored %s message as inbox-%d", message.channel, item_id)
         if (
             self.process
             and not self.draining
@@ -187,6 +192,9 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, session_id: str, item_ids: list[int], dropped: list[int]) -> None:
+        # Each turn runs in its own task: its log lines carry the stored message's id.
+        turn_id.set(f"inbox-{item_ids[-1]}" if item_ids else None)
+        request_id.set(None)
         items: list[InboxItem] = []
         try:
             items = [i for n in item_ids if (i := await self.storage.inbox_get(n)) is not None]

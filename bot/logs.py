@@ -18,6 +18,9 @@ from typing import Any
 
 SECRET_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "SID")
 turn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("turn_id", default=None)
+"""The turn being answered (``inbox-<id>``, the stored message's id), set per turn task."""
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The HTTP request being handled: the platform's ``X-Request-ID`` or one of our own."""
 
 
 def secret_values(env: Mapping[str, str], extra_names: Iterable[str] = ()) -> set[str]:
@@ -60,9 +63,11 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        current = turn_id.get()
-        if current:
-            data["turn"] = current
+        request, turn = request_id.get(), turn_id.get()
+        if request:
+            data["request"] = request
+        if turn:
+            data["turn"] = turn
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from bot.channel import ChannelHost, adapter_classes
 from bot.config import Config
 from bot.dispatch import Dispatcher
+from bot.logs import request_id
 from bot.runtime import AgentRuntime
 from bot.storage.base import UNAVAILABLE
 
@@ -38,7 +40,7 @@ def create_app(
         runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
     dispatcher = Dispatcher(runtime, process=runtime.config.server.process_inbox)
     host = ChannelHost(runtime, dispatcher, runtime.config, public_url=env.get("PUBLIC_URL"))
-    app = web.Application(client_max_size=1024**2, middlewares=[storage_unavailable])
+    app = web.Application(client_max_size=1024**2, middlewares=[request_ids, storage_unavailable])
     app[HOST_KEY] = host
     adapters: list[Any] = []
     for cls in adapter_classes():
@@ -60,6 +62,20 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every log line of a request carries its id: the router's ``X-Request-ID``
+    (Heroku and most PaaS routers set one) or a fresh one."""
+    given = request.headers.get("X-Request-ID", "")
+    ident = given[:64] if given.isprintable() and given else uuid.uuid4().hex[:16]
+    token = request_id.set(ident)
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    finally:
+        request_id.reset(token)
 
 
 @web.middleware

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import load_config
+from bot.logs import JSONFormatter
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
 from channels.telegram import TelegramChannel
@@ -192,6 +196,36 @@ async def test_mentions_and_commands_in_groups(telegram: FakeTelegram) -> None:
         assert len(sent) == 2 and "You said" not in sent[1]["text"]
     finally:
         await client.close()
+
+
+async def test_log_lines_carry_request_and_turn_ids(telegram: FakeTelegram) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    telegram.fail("sendMessage", 502, "Bad Gateway")  # the turn logs its retry
+    client = await app_client(telegram)
+    try:
+        response = await client.post(
+            "/telegram/webhook",
+            json=update(50, "trace me"),
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "X-Request-ID": "req-abc123"},
+        )
+        assert response.status == 200
+        await telegram.wait_for("sendMessage")
+    finally:
+        await client.close()
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    stored = [line for line in lines if line["message"].startswith("stored telegram message")]
+    assert len(stored) == 1 and stored[0]["request"] == "req-abc123"
+    item = stored[0]["message"].rsplit(" ", 1)[1]
+    retried = [line for line in lines if "sendMessage failed" in line["message"]]
+    assert retried and retried[0]["turn"] == item and "request" not in retried[0]
 
 
 async def test_per_sender_limit_and_allow_list(telegram: FakeTelegram) -> None:
