@@ -116,13 +116,28 @@ class Dispatcher:
             message = InboundMessage.from_dict(item.data)
             if message.channel not in self.sinks:
                 continue
-            if await self.storage.inbox_claim(item.id, self.owner, CLAIM_TTL):
-                self._held.add(item.id)
+            if await self._take(item.id):
                 self._enqueue(message, item.id)
                 taken += 1
         if taken:
             log.info("picked up %d stored message(s)", taken)
         return taken
+
+    async def _take(self, item_id: int) -> bool:
+        """Claim a stored message for this process, once: ``_held`` is marked before the
+        claim's await, so ``submit`` and ``sweep`` never both queue the same message
+        (a claim by its own holder succeeds, as a renewal)."""
+        if item_id in self._held:
+            return False
+        self._held.add(item_id)
+        try:
+            if await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
+                return True
+        except BaseException:
+            self._held.discard(item_id)
+            raise
+        self._held.discard(item_id)
+        return False
 
     async def _renew(self) -> None:
         for item_id in list(self._held):
@@ -148,12 +163,7 @@ class Dispatcher:
             )
             return Outcome.DUPLICATE
         log.info("stored %s message as inbox-%d", message.channel, item_id)
-        if (
-            self.process
-            and not self.draining
-            and await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL)
-        ):
-            self._held.add(item_id)
+        if self.process and not self.draining and await self._take(item_id):
             self._enqueue(message, item_id)
         return Outcome.ACCEPTED
 
@@ -199,6 +209,10 @@ class Dispatcher:
         try:
             items = [i for n in item_ids if (i := await self.storage.inbox_get(n)) is not None]
             lost = [i for n in dropped if (i := await self.storage.inbox_get(n)) is not None]
+            found = {item.id for item in (*items, *lost)}
+            for closed in {*item_ids, *dropped} - found:  # answered meanwhile: let go
+                self._held.discard(closed)
+                await self.storage.inbox_release(closed, self.owner)
             if items:
                 await self._answer(session_id, items, lost)
         except asyncio.CancelledError:

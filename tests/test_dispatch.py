@@ -12,8 +12,9 @@ from bot.access import AccessPolicy, Verdict
 from bot.config import load_config
 from bot.dispatch import MAX_ATTEMPTS, Dispatcher, Outcome
 from bot.inbound import InboundMessage
+from bot.messages import Role
 from bot.runtime import AgentRuntime
-from bot.storage import SQLiteStorage
+from bot.storage import MemoryStorage, SQLiteStorage
 
 
 class Sink:
@@ -167,6 +168,33 @@ async def test_a_failed_turn_is_tried_again_then_given_up(
         assert sink.attempts == MAX_ATTEMPTS and sink.sent == []
         assert sink.notices == ["Sorry, something went wrong answering that."]
     assert await storage.inbox_pending() == []
+    await dispatcher.drain(1)
+    await runtime.close()
+
+
+class RoundTripClaims(MemoryStorage):
+    """A store whose claim takes a round trip, as Redis's does."""
+
+    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+        await asyncio.sleep(0)
+        return await super().inbox_claim(item_id, owner, ttl)
+
+
+async def test_a_sweep_during_submits_never_queues_a_message_twice(tmp_path: Path) -> None:
+    config = load_config(data={"agent": {"queuing": {"mode": "followup"}}})
+    runtime = AgentRuntime(config=config, demo_when_unconfigured=True, storage=RoundTripClaims())
+    dispatcher = Dispatcher(runtime)
+    sink = Sink()
+    dispatcher.register(sink)
+    await dispatcher.start()
+    for n in range(20):
+        await asyncio.gather(
+            dispatcher.submit(inbound(f"message {n}", f"m{n}", chat=f"c{n}")), dispatcher.sweep()
+        )
+    await until(lambda: not dispatcher._held and len(sink.sent) >= 20)
+    for n in range(20):  # the model saw each message once, in one turn
+        transcript = await runtime.storage.load_messages(f"test:c{n}")
+        assert [m.content for m in transcript if m.role is Role.USER] == [f"message {n}"]
     await dispatcher.drain(1)
     await runtime.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,32 @@ async def test_sqlite_survives_restart(tmp_path: Path) -> None:
     assert await again.ping()
     await again.close()
     assert not await again.ping()
+
+
+async def test_sqlite_transcript_write_waits_for_another_writer_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The fast transcript insert never blocks the loop on a lock: while another
+    connection holds the write lock it takes the aiosqlite path and waits there."""
+    path = tmp_path / "busy.sqlite"
+    store = SQLiteStorage(path)
+    await store.open()
+    await store.append_messages("s", [Message(Role.USER, "first")])  # the fast path
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO kv (namespace, key, value) VALUES ('x', 'y', '1')")
+    write = asyncio.ensure_future(store.append_messages("s", [Message(Role.USER, "second")]))
+    ticks = 0
+    while ticks < 20:  # the loop keeps running while the write waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not write.done()
+    other.execute("COMMIT")
+    other.close()
+    stored = await asyncio.wait_for(write, 10)
+    assert stored[0].id is not None
+    assert [m.content for m in await store.load_messages("s")] == ["first", "second"]
+    await store.close()
 
 
 async def test_default_storage_follows_environment(tmp_path: Path) -> None:

@@ -110,3 +110,4 @@ class MemoryStorage(LocalClaims):
 
     async def inbox_done(self, item_id: int) -> None:
         self._inbox.pop(item_id, None)
+        self._claims.pop(item_id, None)

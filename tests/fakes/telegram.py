@@ -24,6 +24,7 @@ BOT_USERNAME = "lane_bot"
 class Call:
     method: str
     params: dict[str, Any]
+    via: str = ""  # the path prefix the client was given (``base_url_for``), if any
 
 
 @dataclass
@@ -37,12 +38,17 @@ class FakeTelegram:
     def __post_init__(self) -> None:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_post("/via/{via}/bot{token}/{method}", self._handle)
         self.server = TestServer(app, host="127.0.0.1")
         self._next_message = 1000
 
     @property
     def base_url(self) -> str:
         return str(self.server.make_url("")).rstrip("/")
+
+    def base_url_for(self, via: str) -> str:
+        """A base URL whose calls are recorded with ``via``: tells clients apart."""
+        return f"{self.base_url}/via/{via}"
 
     async def __aenter__(self) -> FakeTelegram:
         await self.server.start_server()
@@ -97,11 +103,12 @@ class FakeTelegram:
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
             )
         method = request.match_info["method"]
+        via = request.match_info.get("via", "")
         params = await self._params(request)
         queued = self.failures.get(method)
         if queued:
             status, description, parameters = queued.pop(0)
-            self.calls.append(Call(f"{method}!failed", params))
+            self.calls.append(Call(f"{method}!failed", params, via))
             body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
             if parameters:
                 body["parameters"] = parameters
@@ -113,9 +120,9 @@ class FakeTelegram:
                     first = await self.updates.get()
             except TimeoutError:
                 return web.json_response({"ok": True, "result": []})
-            self.calls.append(Call(method, params))
+            self.calls.append(Call(method, params, via))
             return web.json_response({"ok": True, "result": [first]})
-        self.calls.append(Call(method, params))
+        self.calls.append(Call(method, params, via))
         self.changed.set()
         return web.json_response({"ok": True, "result": self._result(method, params)})
 
