@@ -44,21 +44,31 @@ class Lane:
         """Take a slot; while waiting, yield the position in the queue (1 = next) once."""
         if self.try_acquire():
             return
-        if self.max_pending is not None and len(self.queue) >= self.max_pending:
-            raise LaneFull(self.name)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue.append(waiter)
+        waiter = self.join()
         try:
             yield len(self.queue)
             await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot arrived as we were cancelled: pass it on
-            else:
-                waiter.cancel()
-                with contextlib.suppress(ValueError):
-                    self.queue.remove(waiter)
+            self.abandon(waiter)
             raise
+
+    def join(self) -> asyncio.Future[None]:
+        """Queue up (after ``try_acquire`` failed): the future is done when the slot is
+        ours. Whoever awaits it must call ``abandon`` if interrupted."""
+        if self.max_pending is not None and len(self.queue) >= self.max_pending:
+            raise LaneFull(self.name)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append(waiter)
+        return waiter
+
+    def abandon(self, waiter: asyncio.Future[None]) -> None:
+        """Leave the queue, or pass on the slot if it arrived as we were interrupted."""
+        if waiter.done() and not waiter.cancelled():
+            self.release()
+        else:
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self.queue.remove(waiter)
 
     def release(self) -> None:
         while self.queue:

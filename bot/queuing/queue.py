@@ -42,11 +42,15 @@ class Slot:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
         session = self.manager.get_session_lane(self.session_id)
         self._session = session
-        if not session.try_acquire():  # the common case takes no generator at all
-            async with contextlib.aclosing(session.acquire()) as positions:
-                async for position in positions:
-                    self.lane = session.name
-                    yield position
+        if not session.try_acquire():  # (the common case waits for nothing)
+            waiter = session.join()
+            try:
+                self.lane = session.name
+                yield len(session.queue)
+                await waiter
+            except BaseException:
+                session.abandon(waiter)
+                raise
         self._session_held = True
         redis = self.manager.redis
         if redis is not None:
@@ -54,10 +58,14 @@ class Slot:
                 yield position
         global_lane = self.manager.get_global_lane()
         if not global_lane.try_acquire():
-            async with contextlib.aclosing(global_lane.acquire()) as positions:
-                async for position in positions:
-                    self.lane = global_lane.name
-                    yield position
+            waiter = global_lane.join()
+            try:
+                self.lane = global_lane.name
+                yield len(global_lane.queue)
+                await waiter
+            except BaseException:
+                global_lane.abandon(waiter)
+                raise
         self._global = True
         if redis is not None:
             async for position in self._remote(redis.global_lane().ticket()):
@@ -92,6 +100,32 @@ class Slot:
             self.manager._evict(self.session_id, self._session)
 
 
+class Hold:
+    """``QueueManager.hold``: a slot, waited for on entry, released on exit."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    async def __aenter__(self) -> Slot:
+        try:
+            async for _ in self.slot.wait():
+                pass
+        except BaseException:
+            await self.slot.__aexit__(None, None, None)
+            raise
+        return self.slot
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.slot.__aexit__(exc_type, exc, tb)
+
+
 class QueueManager:
     def __init__(
         self,
@@ -121,13 +155,9 @@ class QueueManager:
     def slot(self, session_id: str) -> Slot:
         return Slot(self, session_id)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, session_id: str) -> AsyncIterator[None]:
-        """Hold a turn's slots without reporting positions."""
-        async with self.slot(session_id) as slot:
-            async for _ in slot.wait():
-                pass
-            yield
+    def hold(self, session_id: str) -> Hold:
+        """Hold a turn's slots without reporting positions: ``async with manager.hold(s):``."""
+        return Hold(self.slot(session_id))
 
     def _evict(self, session_id: str, lane: Lane) -> None:
         if lane.idle and self._sessions.get(session_id) is lane:
