@@ -207,3 +207,20 @@ async def test_demo_provider_says_what_it_is_and_calls_tools() -> None:
 def test_unknown_provider_kind() -> None:
     with pytest.raises(ValueError, match="unknown provider type"):
         create_provider(ProviderInfo("x", "grok"))
+
+
+async def test_a_retired_claude_model_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The SDK warns on every call to a retired model: logged once, never raised
+    (warnings are errors in this suite), and other models pay nothing for the check."""
+    async with FakeAnthropic() as fake:
+        fake.default = lambda request: Reply(text="still here")
+        provider = create_provider(ProviderInfo("anthropic", "anthropic", base_url=fake.base_url))
+        retired = ModelRequest(model="claude-opus-4-5", messages=(Message(Role.USER, "hi"),))
+        current = ModelRequest(model="claude-sonnet-4-6", messages=(Message(Role.USER, "hi"),))
+        with caplog.at_level("WARNING", logger="bot.providers.anthropic"):
+            for request in (retired, retired, current):
+                deltas = await collect(provider, request)
+                assert any(isinstance(d, TextDelta) and d.text for d in deltas)
+        await provider.aclose()
+    notices = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(notices) == 1 and "claude-opus-4-5" in notices[0]
