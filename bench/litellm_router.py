@@ -29,7 +29,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +48,22 @@ ANSWER = "The answer, in a few streamed pieces, is forty-two. " * 3
 KEY_A, KEY_O = "sk-ant-bench-0000", "sk-openai-bench-0000"
 
 
+def answering(request: Recorded) -> Reply:
+    return Reply(text=ANSWER, chunks=6)
+
+
+def overloaded(request: Recorded) -> Fail:
+    return Fail(529, "overloaded_error", "Overloaded")
+
+
 class Fakes:
     def __init__(self, anthropic_fake: FakeAnthropic, openai_fake: FakeOpenAI) -> None:
         self.anthropic = anthropic_fake
         self.openai = openai_fake
 
     def answer(self, primary_fails: bool) -> None:
-        failing: Callable[[Recorded], Reply | Fail] = lambda request: Fail(  # noqa: E731
-            529, "overloaded_error", "Overloaded"
-        )
-        answering: Callable[[Recorded], Reply | Fail] = lambda request: Reply(  # noqa: E731
-            text=ANSWER, chunks=6
-        )
-        self.anthropic.default = failing if primary_fails else answering
-        self.openai.default = lambda request: Reply(text=ANSWER, chunks=6)
+        self.anthropic.default = overloaded if primary_fails else answering
+        self.openai.default = answering
 
     def take(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         sent = [r.json for r in self.anthropic.requests], [r.json for r in self.openai.requests]

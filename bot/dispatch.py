@@ -130,14 +130,13 @@ class Dispatcher:
         if item_id in self._held:
             return False
         self._held.add(item_id)
+        claimed = False
         try:
-            if await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
-                return True
-        except BaseException:
-            self._held.discard(item_id)
-            raise
-        self._held.discard(item_id)
-        return False
+            claimed = bool(await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL))
+        finally:
+            if not claimed:
+                self._held.discard(item_id)
+        return claimed
 
     async def _renew(self) -> None:
         for item_id in list(self._held):

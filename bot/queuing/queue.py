@@ -34,42 +34,32 @@ class Slot:
         self.session_id = session_id
         self.lane = f"session:{session_id}"
         self._session: Lane | None = None
-        self._session_held = False
-        self._global = False
+        self._held: list[Lane] = []  # the lanes taken so far, released in reverse
         self._tickets: list[Ticket] = []
 
     async def wait(self) -> AsyncIterator[int]:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
         session = self.manager.get_session_lane(self.session_id)
         self._session = session
-        if not session.try_acquire():  # (the common case waits for nothing)
-            waiter = session.join()
-            try:
-                self.lane = session.name
-                yield len(session.queue)
-                await waiter
-            except BaseException:
-                session.abandon(waiter)
-                raise
-        self._session_held = True
         redis = self.manager.redis
-        if redis is not None:
-            async for position in self._remote(redis.session(self.session_id).ticket()):
-                yield position
-        global_lane = self.manager.get_global_lane()
-        if not global_lane.try_acquire():
-            waiter = global_lane.join()
-            try:
-                self.lane = global_lane.name
-                yield len(global_lane.queue)
-                await waiter
-            except BaseException:
-                global_lane.abandon(waiter)
-                raise
-        self._global = True
-        if redis is not None:
-            async for position in self._remote(redis.global_lane().ticket()):
-                yield position
+        steps = (
+            (session, redis.session(self.session_id) if redis else None),
+            (self.manager.get_global_lane(), redis.global_lane() if redis else None),
+        )
+        for lane, remote in steps:
+            if not lane.try_acquire():  # (the common case waits for nothing)
+                waiter = lane.join()
+                try:
+                    self.lane = lane.name
+                    yield len(lane.queue)
+                    await waiter
+                except BaseException:
+                    lane.abandon(waiter)
+                    raise
+            self._held.append(lane)
+            if remote is not None:
+                async for position in self._remote(remote.ticket()):
+                    yield position
 
     async def _remote(self, ticket: Ticket) -> AsyncIterator[int]:
         self._tickets.append(ticket)
@@ -90,12 +80,8 @@ class Slot:
         for ticket in reversed(self._tickets):
             await ticket.release()
         self._tickets.clear()
-        if self._global:
-            self.manager.get_global_lane().release()
-            self._global = False
-        if self._session is not None and self._session_held:
-            self._session.release()
-            self._session_held = False
+        while self._held:
+            self._held.pop().release()
         if self._session is not None:
             self.manager._evict(self.session_id, self._session)
 

@@ -7,15 +7,15 @@ autocommits and is read to its end in one trip, and a read-modify-write
 (``kv_update``, ``set_setting``) holds ``_write_lock`` instead, which is
 enough since only this process writes the file.
 
-The writes on every turn's path, the transcript insert and the record that
-a reply part was sent, go through a second, plain ``sqlite3`` connection
-on the event loop's own thread: a
-single-statement insert in WAL mode takes about 0.1 ms there, against
-about 0.8 ms for the hop to aiosqlite's thread and back under load. It
-never waits on a lock (``busy_timeout=0``: when another write holds the
-database it falls back to the aiosqlite path) and never checkpoints
-(``wal_autocheckpoint=0``); every ``CHECKPOINT_EVERY`` fast writes a
-passive checkpoint runs on aiosqlite's thread instead.
+The writes on every turn's path (``_hot_write``: the transcript insert and
+the record that a reply part was sent) go through a second, plain
+``sqlite3`` connection on the event loop's own thread: a single-statement
+insert in WAL mode takes about 0.1 ms there, against about 0.8 ms for the
+hop to aiosqlite's thread and back under load. It never waits on a lock
+(``busy_timeout=0``: when another write holds the database it falls back
+to the aiosqlite path) and never checkpoints (``wal_autocheckpoint=0``);
+every ``CHECKPOINT_EVERY`` fast writes a passive checkpoint runs on
+aiosqlite's thread instead.
 """
 
 from __future__ import annotations
@@ -152,19 +152,9 @@ class SQLiteStorage(LocalClaims):
         params: list[Any] = []
         for message in messages:
             params += [session_id, epoch, json.dumps(message.to_dict(), ensure_ascii=False)]
-        sql = f"INSERT INTO messages (session_id, epoch, data) VALUES {rows} RETURNING id"
-        returned = self._fast_write(sql, params)
-        if returned is None:  # another write holds the database: wait for it, off the loop
-            async with self._write_lock:
-                returned = list(await self.db.execute_fetchall(sql, params))
-        else:
-            self._fast_writes += 1
-            if self._fast_writes % CHECKPOINT_EVERY == 0 and (
-                self._checkpoint is None or self._checkpoint.done()
-            ):  # in the background, on aiosqlite's thread: no turn waits for the disk
-                self._checkpoint = asyncio.ensure_future(
-                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                )
+        returned = await self._hot_write(
+            f"INSERT INTO messages (session_id, epoch, data) VALUES {rows} RETURNING id", params
+        )
         ids = sorted(int(row[0]) for row in returned)
         return [message.with_id(ids[i]) for i, message in enumerate(messages)]
 
@@ -178,9 +168,24 @@ class SQLiteStorage(LocalClaims):
         would then fail on a snapshot the fast connection has moved past)."""
         return list(await self.db.execute_fetchall(sql, params))
 
+    async def _hot_write(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One autocommitted write on the loop's thread, or, while another write holds
+        the database, on aiosqlite's thread after it; returns the statement's rows."""
+        returned = self._fast_write(sql, params)
+        if returned is None:
+            async with self._write_lock:
+                return await self._rows(sql, params)
+        self._fast_writes += 1
+        if self._fast_writes % CHECKPOINT_EVERY == 0 and (
+            self._checkpoint is None or self._checkpoint.done()
+        ):  # in the background, on aiosqlite's thread: no turn waits for the disk
+            self._checkpoint = asyncio.ensure_future(
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            )
+        return returned
+
     def _fast_write(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
-        """Run one autocommitted statement on the loop's thread; None if the database
-        is busy with another write (the caller then takes the aiosqlite path)."""
+        """The statement on the fast connection; None if the database is busy."""
         if self._fast is None or self._write_lock.locked():
             return None
         try:
@@ -303,10 +308,7 @@ class SQLiteStorage(LocalClaims):
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
         # Recorded the moment the platform has the part, with no await in between when
         # the database is free: a kill -9 right after a send is what makes a duplicate.
-        sql, params = "UPDATE inbox SET sent = ? WHERE id = ?", (sent, item_id)
-        if self._fast_write(sql, params) is None:
-            async with self._write_lock:
-                await self.db.execute(sql, params)
+        await self._hot_write("UPDATE inbox SET sent = ? WHERE id = ?", (sent, item_id))
 
     async def inbox_done(self, item_id: int) -> None:
         await self.db.execute(
