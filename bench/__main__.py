@@ -3,15 +3,18 @@
 Every module in ``bench/`` that defines ``run(quick: bool)`` is a benchmark;
 it returns rows of (figure, value, note). Figures are ratios against a
 baseline measured in the same run, since absolute times on shared machines
-mean little.
+mean little. Each benchmark runs in a process of its own, so none inherits
+another's heap, threads or warmed caches.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,23 +25,44 @@ def discover() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
 
 
+def run_here(name: str, quick: bool) -> list[tuple[str, float, str]]:
+    """One benchmark in this process; its rows (none if the module is not a benchmark)."""
+    run = getattr(importlib.import_module(f"bench.{name}"), "run", None)
+    if run is None:
+        return []
+    return [(figure, float(value), note) for figure, value, note in run(quick=quick)]
+
+
+def run_apart(name: str, quick: bool) -> list[tuple[str, float, str]]:
+    """One benchmark in a fresh interpreter; its rows, or a RuntimeError with its stderr."""
+    command = [sys.executable, "-m", "bench", "--rows-of", name] + (["--quick"] if quick else [])
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=False
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise RuntimeError(tail[0])
+    last = done.stdout.strip().splitlines()[-1]  # a library may print before it
+    return [(figure, value, note) for figure, value, note in json.loads(last)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a few seconds per benchmark")
+    parser.add_argument("--rows-of", metavar="NAME", help=argparse.SUPPRESS)
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args(argv)
+    if args.rows_of:  # the child side of run_apart: rows as JSON on stdout
+        print(json.dumps(run_here(args.rows_of, args.quick)))
+        return 0
     names = args.names or discover()
     rows: list[tuple[str, str, float, str]] = []
     failed = []
     for name in names:
-        module = importlib.import_module(f"bench.{name}")
-        run = getattr(module, "run", None)
-        if run is None:
-            continue
         started = time.perf_counter()
         try:
-            for figure, value, note in run(quick=args.quick):
-                rows.append((name, figure, float(value), note))
+            for figure, value, note in run_apart(name, args.quick):
+                rows.append((name, figure, value, note))
         except Exception as exc:  # a broken benchmark is reported, and fails the run
             failed.append(name)
             rows.append((name, f"FAILED: {type(exc).__name__}: {exc}", float("nan"), ""))
