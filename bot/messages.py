@@ -16,7 +16,7 @@ Roles:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -53,7 +53,21 @@ class Message:
     id: int | None = None
 
     def with_id(self, message_id: int) -> Message:
-        return replace(self, id=message_id)
+        # Every field by position: dataclasses.replace costs several times more, per message
+        # of every turn.
+        return Message(
+            self.role,
+            self.content,
+            self.tool_calls,
+            self.tool_call_id,
+            self.name,
+            self.is_error,
+            self.thinking,
+            self.thinking_signature,
+            self.pinned,
+            self.created_at,
+            message_id,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role.value, "content": self.content}

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,39 +224,25 @@ class AgentRuntime:
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data."""
         await self.start()
-        # Every inner generator is closed in place (``aclosing``) when the caller stops
-        # early, so the turn's transcript write happens, or fails, before ``run`` returns.
-        if not self.queuing_enabled:
-            async with aclosing(self._turn(session_id, text, channel, thinking_mode)) as turn:
-                async for event in turn:
-                    yield event
-            return
-        async with self.queue.slot(session_id) as slot:
-            async for position in slot.wait():
-                yield AgentEvent(EventType.QUEUE, {"position": position, "lane": slot.lane})
-            async with aclosing(self._turn(session_id, text, channel, thinking_mode)) as turn:
-                async for event in turn:
-                    yield event
-
-    async def _turn(
-        self,
-        session_id: str,
-        text: str,
-        channel: str | None,
-        thinking_mode: ThinkingMode | str | None,
-    ) -> AsyncGenerator[AgentEvent, None]:
         assert self._context is not None
-        # The turn's messages are stored together at its end (one write), or as far as
-        # they got when it fails or is cancelled: the user's message is never lost.
-        unsaved = [Message(Role.USER, text)]
-        try:
-            async with aclosing(
-                self._rounds(session_id, channel, thinking_mode, unsaved)
-            ) as rounds:
-                async for event in rounds:
-                    yield event
-        finally:
-            await self._context.append(session_id, unsaved)
+        lane = self.queue.slot(session_id) if self.queuing_enabled else nullcontext()
+        async with lane as slot:
+            if slot is not None and not slot.take_now():
+                async for position in slot.wait():
+                    yield AgentEvent(EventType.QUEUE, {"position": position, "lane": slot.lane})
+            # The turn's messages are stored together at its end (one write), or as far as
+            # they got when it fails or is cancelled: the user's message is never lost.
+            # The inner generator is closed in place (``aclosing``) when the caller stops
+            # early, so that write happens, or fails, before ``run`` returns.
+            unsaved = [Message(Role.USER, text)]
+            try:
+                async with aclosing(
+                    self._rounds(session_id, channel, thinking_mode, unsaved)
+                ) as rounds:
+                    async for event in rounds:
+                        yield event
+            finally:
+                await self._context.append(session_id, unsaved)
 
     async def _rounds(
         self,

@@ -93,6 +93,26 @@ async def test_positions_are_reported_while_waiting() -> None:
     assert manager.session_count == 0
 
 
+async def test_take_now_takes_free_lanes_and_wait_goes_on_from_there() -> None:
+    manager = QueueManager(max_concurrent_global=1)
+    async with manager.slot("a") as first:
+        assert first.take_now()
+        assert manager.get_global_lane().active == 1
+        second = manager.slot("b")
+        async with second:
+            assert not second.take_now()  # its session lane taken, the global slot full
+            session_lane = manager.get_session_lane("b")
+            assert session_lane.active == 1
+            waiting = second.wait()
+            assert await waiting.__anext__() == 1
+            assert second.lane == "global"
+            await first.__aexit__(None, None, None)  # the first turn ends
+            assert [p async for p in waiting] == []
+            assert session_lane.active == 1  # taken once, not twice
+            assert manager.get_global_lane().active == 1
+    assert manager.get_global_lane().idle and manager.session_count == 0
+
+
 async def test_cancel_while_waiting_and_while_running_releases() -> None:
     manager = QueueManager(max_concurrent_global=1)
     started = asyncio.Event()

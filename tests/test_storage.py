@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,53 @@ async def test_sqlite_survives_restart(tmp_path: Path) -> None:
     assert await again.ping()
     await again.close()
     assert not await again.ping()
+
+
+async def test_sqlite_message_ids_grow_across_restarts_and_old_files(tmp_path: Path) -> None:
+    """New files number messages by rowid; a file made with the AUTOINCREMENT table
+    before that still takes new messages after its highest id."""
+    old = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(old)
+    raw.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "session_id TEXT NOT NULL, epoch INTEGER NOT NULL, data TEXT NOT NULL)"
+    )
+    raw.execute(
+        "INSERT INTO messages (id, session_id, epoch, data) VALUES (41, 's', 0, ?)",
+        ('{"role": "user", "content": "from before"}',),
+    )
+    raw.commit()
+    raw.close()
+    for path, floor in ((tmp_path / "new.sqlite", 0), (old, 41)):
+        ids: list[int] = []
+        for text in ("one", "two"):
+            store = SQLiteStorage(path)
+            await store.open()
+            stored = await store.append_messages("s", [Message(Role.USER, text)] * 2)
+            ids += [m.id for m in stored if m.id is not None]
+            await store.close()
+        assert len(ids) == 4 and ids == sorted(set(ids)) and ids[0] > floor
+        store = SQLiteStorage(path)
+        await store.open()
+        loaded = [m.id for m in await store.load_messages("s")]
+        assert loaded == ([41] if floor else []) + ids
+        await store.close()
+
+
+def test_with_id_keeps_every_other_field() -> None:
+    message = Message(
+        Role.ASSISTANT,
+        "text",
+        tool_calls=(ToolCall("c1", "search", {"q": 1}),),
+        tool_call_id="t1",
+        name="n",
+        is_error=True,
+        thinking="hmm",
+        thinking_signature="sig",
+        pinned=True,
+        created_at=12.5,
+    )
+    assert message.with_id(7) == dataclasses.replace(message, id=7)
 
 
 async def test_sqlite_transcript_write_waits_for_another_writer_off_the_loop(

@@ -70,34 +70,30 @@ def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, A
     """
     system_parts: list[str] = []
     wire: list[dict[str, Any]] = []
-
-    def push(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if wire and wire[-1]["role"] == role:
-            wire[-1]["content"].extend(blocks)
-        else:
-            wire.append({"role": role, "content": blocks})
-
+    last_role = ""  # the role of wire[-1]; one loop, no helper call: this runs every turn
     for message in messages:
-        if message.role is Role.SYSTEM:
+        role = message.role
+        if role is Role.SYSTEM:
             system_parts.append(message.content)
-        elif message.role is Role.USER:
-            push("user", [{"type": "text", "text": message.content or "(empty message)"}])
-        elif message.role is Role.TOOL:
-            push(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": message.tool_call_id or "",
-                        "content": message.content or "(no output)",
-                        "is_error": message.is_error,
-                    }
-                ],
-            )
+            continue
+        if role is Role.USER:
+            side = "user"
+            blocks: list[dict[str, Any]] = [
+                {"type": "text", "text": message.content or "(empty message)"}
+            ]
+        elif role is Role.TOOL:
+            side = "user"
+            blocks = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id or "",
+                    "content": message.content or "(no output)",
+                    "is_error": message.is_error,
+                }
+            ]
         else:
-            blocks: list[dict[str, Any]] = []
+            side = "assistant"
+            blocks = []
             if message.thinking and message.thinking_signature:
                 blocks.append(
                     {
@@ -108,11 +104,17 @@ def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, A
                 )
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
-            blocks.extend(
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
-                for c in message.tool_calls
-            )
-            push("assistant", blocks or [{"type": "text", "text": "(no answer)"}])
+            for c in message.tool_calls:
+                blocks.append(
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                )
+            if not blocks:
+                blocks.append({"type": "text", "text": "(no answer)"})
+        if side == last_role:
+            wire[-1]["content"].extend(blocks)
+        else:
+            wire.append({"role": side, "content": blocks})
+            last_role = side
     return ("\n\n".join(system_parts) or None), wire
 
 

@@ -3,9 +3,10 @@
 ::
 
     async with manager.slot(session_id) as slot:
-        async for position in slot.wait():   # yields only while queued
-            ...                               # e.g. yield AgentEvent("queue", ...)
-        ...                                   # the turn runs here
+        if not slot.take_now():                   # both lanes free: nothing to wait for
+            async for position in slot.wait():    # yields only while queued
+                ...                               # e.g. yield AgentEvent("queue", ...)
+        ...                                       # the turn runs here
 
 Leaving the block (normally, by an exception, a cancel or the generator
 being closed) releases whatever was taken. A session lane is dropped as soon
@@ -37,6 +38,18 @@ class Slot:
         self._held: list[Lane] = []  # the lanes taken so far, released in reverse
         self._tickets: list[Ticket] = []
 
+    def take_now(self) -> bool:
+        """Take both lanes at once if both are free and local (no Redis): the common case,
+        with no generator to run. False: ``wait()`` is needed, and goes on from here."""
+        if self.manager.redis is not None:
+            return False
+        self._session = self.manager.get_session_lane(self.session_id)
+        for lane in (self._session, self.manager.get_global_lane()):
+            if not lane.try_acquire():
+                return False
+            self._held.append(lane)
+        return True
+
     async def wait(self) -> AsyncIterator[int]:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
         session = self.manager.get_session_lane(self.session_id)
@@ -47,6 +60,8 @@ class Slot:
             (self.manager.get_global_lane(), redis.global_lane() if redis else None),
         )
         for lane, remote in steps:
+            if lane in self._held:  # taken by take_now()
+                continue
             if not lane.try_acquire():  # (the common case waits for nothing)
                 waiter = lane.join()
                 try:
@@ -96,8 +111,9 @@ class Hold:
 
     async def __aenter__(self) -> Slot:
         try:
-            async for _ in self.slot.wait():
-                pass
+            if not self.slot.take_now():
+                async for _ in self.slot.wait():
+                    pass
         except BaseException:
             await self.slot.__aexit__(None, None, None)
             raise

@@ -12,6 +12,7 @@ Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,9 @@ from bot.messages import Message
 
 JSON = Any
 Updater = Callable[[JSON | None], JSON | None]
+
+# One encoder for every stored message: ``json.dumps`` with options builds a new one per call.
+to_json: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 UNAVAILABLE: tuple[type[Exception], ...] = (
     RedisConnectionError,

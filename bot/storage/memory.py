@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
@@ -36,7 +35,7 @@ class MemoryStorage(LocalClaims):
     async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
         stored = []
         for message in messages:
-            saved = replace(message, id=self._next_id)
+            saved = message.with_id(self._next_id)
             self._next_id += 1
             self._messages[session_id].append(saved)
             stored.append(saved)

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, Updater
+from bot.storage.base import JSON, InboxItem, Updater, to_json
 
 DEDUPE_TTL = 7 * 24 * 3600
 INBOX_ADD = """
@@ -113,10 +113,7 @@ class RedisStorage:
         last = int(await self.client.incrby(self.key("msgid"), len(messages)))
         first = last - len(messages) + 1
         stored = [m.with_id(first + i) for i, m in enumerate(messages)]
-        mapping = {
-            json.dumps({"id": m.id, **m.to_dict()}, ensure_ascii=False): float(m.id or 0)
-            for m in stored
-        }
+        mapping = {to_json({"id": m.id, **m.to_dict()}): float(m.id or 0) for m in stored}
         await self.client.zadd(self.key("msgs", session_id, str(epoch)), mapping)
         return stored
 

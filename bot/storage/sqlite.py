@@ -30,11 +30,15 @@ from typing import Any
 import aiosqlite
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
+from bot.storage.base import JSON, InboxItem, LocalClaims, Updater, to_json
 
+# Message ids are rowids without AUTOINCREMENT (that would write sqlite_sequence's page on
+# every turn): a rowid is only reused after the highest row is deleted, and transcript rows
+# are never deleted (a reset moves the session to a new epoch). Files made before this
+# keep their AUTOINCREMENT table; both read and write the same way.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     session_id TEXT NOT NULL,
     epoch INTEGER NOT NULL,
     data TEXT NOT NULL
@@ -151,7 +155,7 @@ class SQLiteStorage(LocalClaims):
         rows = ", ".join("(?, ?, ?)" for _ in messages)
         params: list[Any] = []
         for message in messages:
-            params += [session_id, epoch, json.dumps(message.to_dict(), ensure_ascii=False)]
+            params += [session_id, epoch, to_json(message.to_dict())]
         returned = await self._hot_write(
             f"INSERT INTO messages (session_id, epoch, data) VALUES {rows} RETURNING id", params
         )
