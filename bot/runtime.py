@@ -93,6 +93,7 @@ class AgentRuntime:
             agent.queuing.enabled if enable_queuing is None else bool(enable_queuing)
         )
         self.system_prompt = system_prompt if system_prompt is not None else agent.system_prompt
+        self._system: Message | None = None
         self.models: ModelSetup = build_model_setup(
             self.config,
             model=model,
@@ -139,6 +140,8 @@ class AgentRuntime:
         return self._storage
 
     async def start(self) -> None:
+        if self._started:  # every turn asks; only the first waits for the lock
+            return
         async with self._start_lock:
             if self._started:
                 return
@@ -269,7 +272,7 @@ class AgentRuntime:
             for event in window.events:
                 yield event
             request_messages = (
-                (Message(Role.SYSTEM, self.system_prompt), *window.messages)
+                (self._system_message(), *window.messages)
                 if self.system_prompt
                 else tuple(window.messages)
             )
@@ -290,6 +293,11 @@ class AgentRuntime:
                     async for item in stream:
                         if isinstance(item, TextDelta):
                             for kind, piece in extractor.feed(item.text):
+                                if kind == "text" and piece:  # _emit's text case, inline:
+                                    current.text.append(piece)  # once per streamed piece
+                                    current.visible = True
+                                    yield AgentEvent(EventType.TEXT, {"delta": piece})
+                                    continue
                                 for event in self._emit(kind, piece, mode, current):
                                     yield event
                         elif isinstance(item, ThinkingDelta):
@@ -420,6 +428,13 @@ class AgentRuntime:
                 "thinking": reasoning if mode is ThinkingMode.ON else "",
             },
         )
+
+    def _system_message(self) -> Message:
+        """The system prompt as a message, made again only when the prompt changes."""
+        found = self._system
+        if found is None or found.content != self.system_prompt:
+            found = self._system = Message(Role.SYSTEM, self.system_prompt or "")
+        return found
 
     def _emit(self, kind: str, piece: str, mode: ThinkingMode, current: _Round) -> list[AgentEvent]:
         if not piece:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "auth_profiles"
 RESET_AFTER = timedelta(hours=24)
 MAX_STICKY = 10_000
+OLDEST = datetime.min.replace(tzinfo=UTC)  # never used: before any use
 
 
 def utc_now() -> datetime:
@@ -90,8 +91,8 @@ class RotationManager:
 
     # -- the plan's sync API ---------------------------------------------------
 
-    def available(self, provider: str) -> list[AuthProfile]:
-        now = self.clock()
+    def available(self, provider: str, now: datetime | None = None) -> list[AuthProfile]:
+        now = now or self.clock()
         ready = []
         for profile in self.store.profiles_for(provider):
             if profile.disabled_reason:
@@ -103,8 +104,10 @@ class RotationManager:
             ready.append(profile)
         return ready
 
-    def get_next_profile(self, provider: str, session_id: str | None = None) -> AuthProfile:
-        ready = self.available(provider)
+    def get_next_profile(
+        self, provider: str, session_id: str | None = None, *, now: datetime | None = None
+    ) -> AuthProfile:
+        ready = self.available(provider, now)
         if not ready:
             raise ProviderError(
                 FailoverReason.NO_PROFILE,
@@ -119,8 +122,9 @@ class RotationManager:
             for profile in ready:
                 if profile.id == held and profile.failure_count == 0:
                     return profile
-        oldest = datetime.min.replace(tzinfo=UTC)
-        choice = min(ready, key=lambda p: (p.last_used or oldest, p.order))
+        if len(ready) == 1 and not self.sticky:
+            return ready[0]  # nothing to choose
+        choice = min(ready, key=lambda p: (p.last_used or OLDEST, p.order))
         if self.sticky and session_id is not None:
             self._sessions[session_id] = choice.id
             self._sessions.move_to_end(session_id)
@@ -234,8 +238,8 @@ class RotationManager:
     async def acquire(self, provider: str, session_id: str | None = None) -> AuthProfile:
         async with self._lock:
             await self._refresh()
-            profile = self.get_next_profile(provider, session_id)
             now = self.clock()
+            profile = self.get_next_profile(provider, session_id, now=now)
             profile.last_used = now
             if len(self.store.profiles_for(provider)) > 1 and getattr(self.state, "shared", False):
                 # Other processes choose by last_used too; alone, memory is enough.

@@ -101,8 +101,9 @@ class ModelRouter:
                     deltas = provider.stream(build_request(model), api_key)
                     async with aclosing(deltas):  # closed at once if our caller stops
                         async for delta in deltas:
-                            if isinstance(delta, ToolCallDelta) or (
-                                isinstance(delta, TextDelta) and delta.text
+                            if not shown and (
+                                isinstance(delta, ToolCallDelta)
+                                or (isinstance(delta, TextDelta) and delta.text)
                             ):
                                 shown = True
                             yield delta

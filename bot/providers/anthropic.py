@@ -20,6 +20,7 @@ from bot.providers.base import (
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
+    ToolSpec,
     UsageDelta,
 )
 from bot.providers.classify import classify
@@ -124,6 +125,8 @@ class AnthropicProvider:
         self.timeout = timeout
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._tools_for: tuple[ToolSpec, ...] | None = None
+        self._tools_wire: list[dict[str, Any]] = []
 
     def client(self, api_key: str | None) -> anthropic.AsyncAnthropic:
         key = api_key or "no-key"
@@ -138,6 +141,16 @@ class AnthropicProvider:
             self._clients[key] = found
         return found
 
+    def _tool_params(self, tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+        # The registry hands out the same tuple until its tools change: convert it once.
+        if self._tools_for is not tools:
+            self._tools_wire = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in tools
+            ]
+            self._tools_for = tools
+        return self._tools_wire
+
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         system, wire = to_wire(request.messages)
         params: dict[str, Any] = {
@@ -149,10 +162,7 @@ class AnthropicProvider:
         if system:
             params["system"] = system
         if request.tools:
-            params["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.parameters}
-                for t in request.tools
-            ]
+            params["tools"] = self._tool_params(request.tools)
         if request.thinking_budget and adaptive_thinking(request.model):
             params["thinking"] = {"type": "adaptive", "display": "summarized"}
         elif request.thinking_budget:
@@ -180,6 +190,9 @@ class AnthropicProvider:
                 events = await self.client(api_key).messages.create(**params)
             async with events:
                 async for event in events:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        yield TextDelta(event.delta.text)  # most events: no call, no list
+                        continue
                     for delta in self._map(event, tool_blocks):
                         yield delta
         except anthropic.AnthropicError as exc:

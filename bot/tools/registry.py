@@ -99,11 +99,13 @@ def _to_text(value: Any) -> str:
 class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._specs: tuple[ToolSpec, ...] | None = None  # built once per change of tools
         for tool in tools:
             self.add(tool)
 
     def add(self, tool: Tool) -> Tool:
         self._tools[tool.name] = tool
+        self._specs = None
         return tool
 
     def tool(self, func: ToolFunc | None = None, *, name: str | None = None) -> Any:
@@ -119,7 +121,10 @@ class ToolRegistry:
         return self._tools.get(name)
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        return tuple(tool.spec for tool in self._tools.values())
+        """The same tuple every turn until a tool is added (providers cache by it)."""
+        if self._specs is None:
+            self._specs = tuple(tool.spec for tool in self._tools.values())
+        return self._specs
 
     def names(self) -> list[str]:
         return list(self._tools)
