@@ -236,18 +236,29 @@ class RotationManager:
             profile.restore(saved)
 
     async def acquire(self, provider: str, session_id: str | None = None) -> AuthProfile:
+        shared = bool(getattr(self.state, "shared", False))
+        if self._loaded and not shared and not self._lock.locked():
+            # Nothing to read or write elsewhere, so nothing to await: the choice is made
+            # in one step, and no other task can come between (the lock would add nothing).
+            return self._take(provider, session_id)
         async with self._lock:
             await self._refresh()
-            now = self.clock()
-            profile = self.get_next_profile(provider, session_id, now=now)
-            profile.last_used = now
-            if len(self.store.profiles_for(provider)) > 1 and getattr(self.state, "shared", False):
+            profile = self._take(provider, session_id)
+            if shared and len(self.store.profiles_for(provider)) > 1:
                 # Other processes choose by last_used too; alone, memory is enough.
+                stamp = profile.last_used
+
                 def used(p: AuthProfile) -> None:
-                    p.last_used = now
+                    p.last_used = stamp
 
                 await self._persist(profile, used)
             return profile
+
+    def _take(self, provider: str, session_id: str | None) -> AuthProfile:
+        now = self.clock()
+        profile = self.get_next_profile(provider, session_id, now=now)
+        profile.last_used = now
+        return profile
 
     async def report_failure(self, profile_id: str, error: ProviderError) -> None:
         profile = self.store.get(profile_id)
