@@ -92,7 +92,8 @@ class RotationManager:
     # -- the plan's sync API ---------------------------------------------------
 
     def available(self, provider: str, now: datetime | None = None) -> list[AuthProfile]:
-        now = now or self.clock()
+        if now is None:
+            now = self.clock()
         ready = []
         for profile in self.store.profiles_for(provider):
             if profile.disabled_reason:
