@@ -14,10 +14,11 @@ import importlib
 import json
 import pkgutil
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench import json_from_child
 
 
 def discover() -> list[str]:
@@ -35,15 +36,8 @@ def run_here(name: str, quick: bool) -> list[tuple[str, float, str]]:
 
 def run_apart(name: str, quick: bool) -> list[tuple[str, float, str]]:
     """One benchmark in a fresh interpreter; its rows, or a RuntimeError with its stderr."""
-    command = [sys.executable, "-m", "bench", "--rows-of", name] + (["--quick"] if quick else [])
-    done = subprocess.run(
-        command, capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=False
-    )
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-        raise RuntimeError(tail[0])
-    last = done.stdout.strip().splitlines()[-1]  # a library may print before it
-    return [(figure, value, note) for figure, value, note in json.loads(last)]
+    rows = json_from_child(["-m", "bench", "--rows-of", name] + (["--quick"] if quick else []))
+    return [(figure, value, note) for figure, value, note in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import anthropic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import json_from_child
 from bot.config import load_config
 from bot.runtime import AgentRuntime
 from bot.storage import MemoryStorage, SQLiteStorage
@@ -96,9 +96,9 @@ def worker(turns: int, rounds: int) -> dict[str, list[Round]]:
 
 
 def _in_a_fresh_process(turns: int, rounds: int) -> dict[str, list[Round]]:
-    command = [sys.executable, __file__, "--worker", str(turns), str(rounds)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    result: dict[str, list[Round]] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, list[Round]] = json_from_child(
+        [__file__, "--worker", str(turns), str(rounds)]
+    )
     return result
 
 
