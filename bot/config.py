@@ -79,6 +79,9 @@ class QueuingConfig(_Model):
     mode: QueueModeName = "collect"
     max_pending: int = Field(default=20, ge=1)
     turn_timeout: float = Field(default=300.0, gt=0)
+    # Messages waiting for a turn in one process beyond which new ones get a busy
+    # notice (still answered in order); 0: never.
+    max_backlog: int = Field(default=200, ge=0)
 
 
 class CooldownConfig(_Model):
@@ -146,6 +149,7 @@ class ChannelConfig(_Model):
     queue_mode: QueueModeName | None = None
     show_reasoning: bool | None = None
     mode: Literal["webhook", "polling"] | None = None
+    busy_notice: bool | None = None  # None: in group chats only
 
     @field_validator("allow_from", mode="before")
     @classmethod
@@ -160,6 +164,7 @@ class ServerConfig(_Model):
     port: int | None = Field(default=None, ge=0, le=65535)
     shutdown_grace: float = Field(default=25.0, ge=0)
     process_inbox: bool = True  # false: only store (workers answer)
+    redis_max_connections: int | None = Field(default=None, ge=4)  # None: from the cap
 
 
 class Config(_Model):

@@ -6,15 +6,31 @@ mailbox; only then does the channel acknowledge the platform. A turn's reply
 is rendered, stored with the inbox item, and sent part by part, each part
 recorded as sent, so a restart resumes where it stopped: no acknowledged
 message is lost, none is answered twice.
+
+Claims are leases with fencing tokens (one token per claim): a process that
+lost a claim (it paused past the lease, or storage was away) finds out
+before it sends anything, and its late renewals and releases cannot touch
+the new holder's claim. All of a process's claims are renewed in one trip.
+The last part of a reply is recorded by marking the message done, and the
+other messages a reply answers are marked done before it is sent, so a
+restart never answers a message again.
+
+Under overload the mailbox admits at most the global cap of turns; the rest
+wait in line with no task, no typing and no polling. "Typing" is shown only
+for turns that run. Past ``agent.queuing.max_backlog`` waiting messages, a
+chat is told once that it will have to wait (group chats, unless the
+channel's ``busy_notice`` says otherwise), and is still answered in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
+import time
 import uuid
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -35,6 +51,10 @@ log = logging.getLogger(__name__)
 TYPING_EVERY = 4.0
 MAX_ATTEMPTS = 3
 CLAIM_TTL = 30.0
+
+
+class ClaimLost(Exception):
+    """This process no longer holds a message's claim: another one answers it."""
 
 
 class Outcome(str, Enum):
@@ -68,14 +88,19 @@ class Dispatcher:
         self.process = process
         self.sweep_every = sweep_every
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._held: set[int] = set()
+        self._held: dict[int, str] = {}  # inbox id -> this claim's fencing token
+        self._tokens = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
+        self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
+        self._turn_seconds = 0.0  # a moving average, for the wait a busy notice announces
         queuing = self.config.agent.queuing
+        self.max_running = queuing.max_concurrent_global
         self.mailbox = Mailbox(
             self._handle,
             mode=QueueMode(queuing.mode),
             max_pending=queuing.max_pending,
+            max_running=self.max_running,
         )
 
     @property
@@ -107,42 +132,77 @@ class Dispatcher:
             except Exception:
                 log.exception("background job %s failed; will retry", job.__name__)
 
+    def _token(self) -> str:
+        return f"{self.owner}#{next(self._tokens)}"
+
     async def sweep(self) -> int:
-        """Claim and queue every stored message that no live process holds."""
-        taken = 0
-        for item in await self.storage.inbox_pending():
-            if item.id in self._held or self.draining:
+        """Claim and queue stored messages that no live process holds.
+
+        On shared storage a pass takes only what this process has room for, so
+        one busy process does not hoard the backlog other processes could answer.
+        """
+        if self.draining:
+            return 0
+        free = [n for n in await self.storage.inbox_pending_ids() if n not in self._held]
+        if self.storage.shared:
+            room = max(4 * self.max_running, 100) - self.mailbox.waiting
+            free = free[: max(room, 0)]
+        if not free:
+            return 0
+        claims = {n: self._token() for n in free}
+        self._held.update(claims)  # before the await: submit never queues these too
+        taken = set(await self.storage.inbox_claim_many(claims, CLAIM_TTL))
+        for n in free:
+            if n not in taken:
+                self._let_go(n, claims[n])
+        queued = 0
+        for n in free:
+            if n not in taken:
                 continue
-            message = InboundMessage.from_dict(item.data)
-            if message.channel not in self.sinks:
+            item = await self.storage.inbox_get(n)
+            message = InboundMessage.from_dict(item.data) if item is not None else None
+            if message is None or message.channel not in self.sinks:
+                self._let_go(n, claims[n])
+                await self.storage.inbox_release(n, claims[n])
                 continue
-            if await self._take(item.id):
-                self._enqueue(message, item.id)
-                taken += 1
-        if taken:
-            log.info("picked up %d stored message(s)", taken)
-        return taken
+            self._enqueue(message, n)
+            queued += 1
+        if queued:
+            log.info("picked up %d stored message(s)", queued)
+        return queued
+
+    def _let_go(self, item_id: int, token: str) -> None:
+        if self._held.get(item_id) == token:
+            del self._held[item_id]
 
     async def _take(self, item_id: int) -> bool:
         """Claim a stored message for this process, once: ``_held`` is marked before the
-        claim's await, so ``submit`` and ``sweep`` never both queue the same message
-        (a claim by its own holder succeeds, as a renewal)."""
+        claim's await, so ``submit`` and ``sweep`` never both queue the same message."""
         if item_id in self._held:
             return False
-        self._held.add(item_id)
+        token = self._held[item_id] = self._token()
         claimed = False
         try:
-            claimed = bool(await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL))
+            claimed = bool(await self.storage.inbox_claim(item_id, token, CLAIM_TTL))
         finally:
             if not claimed:
-                self._held.discard(item_id)
+                self._let_go(item_id, token)
         return claimed
 
     async def _renew(self) -> None:
-        for item_id in list(self._held):
-            if not await self.storage.inbox_claim(item_id, self.owner, CLAIM_TTL):
-                log.warning("lost the claim on inbox item %s", item_id)
-                self._held.discard(item_id)
+        """Renew every claim this process holds, in one trip."""
+        held = dict(self._held)
+        for item_id in await self.storage.inbox_renew(held, CLAIM_TTL):
+            log.warning("lost the claim on inbox item %s; another process may answer it", item_id)
+            self._let_go(item_id, held[item_id])
+
+    async def _check(self, item_ids: list[int]) -> set[int]:
+        """The ids among ``item_ids`` whose claim this process still holds (renewed)."""
+        held = {n: self._held[n] for n in item_ids if n in self._held}
+        lost: set[int] = await self.storage.inbox_renew(held, CLAIM_TTL)
+        for n in lost:
+            self._let_go(n, held[n])
+        return set(held) - lost
 
     async def submit(self, message: InboundMessage, *, when_draining: bool = False) -> Outcome:
         if self.draining and not when_draining:
@@ -172,19 +232,40 @@ class Dispatcher:
             message.session_id, item_id, mode=QueueMode(mode) if mode else None
         )
         if not result.accepted:
-            self._spawn(self._overflow(message, item_id))
+            self._tell_once(
+                message,
+                "I'm still working on your earlier messages, so this one will only be "
+                "mentioned, not answered on its own. Please send it again in a moment.",
+            )
+        elif result.position and self._busy(message):
+            self._tell_once(message, self._busy_text())
 
-    async def _overflow(self, message: InboundMessage, item_id: int) -> None:
-        # The item stays stored: the chat's next turn receives it as dropped and closes it.
-        await self._notify(
-            message,
-            "I'm still working on your earlier messages, so this one will only be "
-            "mentioned, not answered on its own. Please send it again in a moment.",
+    def _busy(self, message: InboundMessage) -> bool:
+        limit = self.config.agent.queuing.max_backlog
+        if not limit or self.mailbox.waiting <= limit:
+            return False
+        wanted = self.config.channel(message.channel).busy_notice
+        return message.group if wanted is None else wanted
+
+    def _busy_text(self) -> str:
+        seconds = self._turn_seconds * self.mailbox.waiting / max(self.max_running, 1)
+        wait = f"about {round(seconds / 60)} minutes" if seconds >= 90 else "a minute or so"
+        return (
+            "I'm answering a lot of messages right now. Yours is in the queue and "
+            f"I'll get to it in {wait}."
         )
+
+    def _tell_once(self, message: InboundMessage, text: str) -> None:
+        """A notice for a chat that waits, sent once until its next turn runs: the work
+        for waiting messages stays bounded per chat, not per message."""
+        if message.session_id in self._told:
+            return
+        self._told.add(message.session_id)
+        self._spawn(self._notify(message, text))
 
     async def _done(self, item_id: int) -> None:
         await self.storage.inbox_done(item_id)
-        self._held.discard(item_id)
+        self._held.pop(item_id, None)
 
     async def _notify(self, message: InboundMessage, text: str) -> None:
         sink = self.sinks.get(message.channel)
@@ -204,18 +285,23 @@ class Dispatcher:
         # Each turn runs in its own task: its log lines carry the stored message's id.
         turn_id.set(f"inbox-{item_ids[-1]}" if item_ids else None)
         request_id.set(None)
+        self._told.discard(session_id)
         items: list[InboxItem] = []
         try:
-            items = [i for n in item_ids if (i := await self.storage.inbox_get(n)) is not None]
-            lost = [i for n in dropped if (i := await self.storage.inbox_get(n)) is not None]
+            ours = await self._check([*item_ids, *dropped])
+            items = [i for n in item_ids if n in ours and (i := await self.storage.inbox_get(n))]
+            lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
             found = {item.id for item in (*items, *lost)}
-            for closed in {*item_ids, *dropped} - found:  # answered meanwhile: let go
-                self._held.discard(closed)
-                await self.storage.inbox_release(closed, self.owner)
+            for closed in ours - found:  # answered meanwhile: let go
+                token = self._held.pop(closed, None)
+                if token is not None:
+                    await self.storage.inbox_release(closed, token)
             if items:
                 await self._answer(session_id, items, lost)
         except asyncio.CancelledError:
             raise
+        except ClaimLost as error:
+            log.warning("lost the claim on inbox item %s; another process answers it", error)
         except UNAVAILABLE as error:
             # Not the message's fault: it stays stored and is tried again once the
             # store is back, however long that takes.
@@ -236,9 +322,11 @@ class Dispatcher:
         """Let go of items whose turn failed: the sweeper (this process's or another's)
         claims them again on its next pass, which spaces out the attempts."""
         for item_id in item_ids:
-            self._held.discard(item_id)
+            token = self._held.pop(item_id, None)
+            if token is None:
+                continue
             with contextlib.suppress(Exception):  # unreachable store: the claim lapses
-                await self.storage.inbox_release(item_id, self.owner)
+                await self.storage.inbox_release(item_id, token)
 
     async def _answer(self, session_id: str, items: list[InboxItem], lost: list[InboxItem]) -> None:
         last = items[-1]
@@ -246,9 +334,9 @@ class Dispatcher:
         sink = self.sinks[message.channel]
         if last.reply is not None:  # answered before; its delivery was cut short
             last.attempts = await self.storage.inbox_begin(last.id)
-            await self._deliver(sink, message, last, last.reply)
             for item in items[:-1]:
                 await self._done(item.id)
+            await self._deliver(sink, message, last, last.reply)
             return
         texts: list[str] = []
         for item in items:
@@ -265,6 +353,7 @@ class Dispatcher:
         if lost:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.agent.queuing.turn_timeout):
                 reply, reasoning = await self._run_turn(
@@ -280,24 +369,33 @@ class Dispatcher:
                 "Sorry, that took too long and I had to stop. Please try again.",
                 None,
             )
+        self._turn_seconds += (time.monotonic() - started - self._turn_seconds) / 10
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply, reasoning) if reply or reasoning else []
         target = pending[-1] if pending else last
         await self.storage.inbox_set_reply(target.id, parts)
-        await self._deliver(sink, message, target, parts)
+        # The reply is stored with the last message: the others it answers are done now,
+        # before it goes out, so a restart never answers them again.
         for item in [*pending[:-1], *lost]:
             await self._done(item.id)
+        await self._deliver(sink, message, target, parts)
 
     async def _run_turn(
         self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
     ) -> tuple[str, str | None]:
         tools: list[str] = []
         thinking: list[str] = []
-        typing = asyncio.ensure_future(self._keep_typing(sink, message))
+        typing: list[asyncio.Task[None]] = []
+
+        def start_typing() -> None:  # once the turn holds its lanes: not while it waits
+            typing.append(asyncio.ensure_future(self._keep_typing(sink, message)))
+
         try:
             # Closed here, not by the garbage collector: the turn's transcript write
             # (in the generator's finally) is done, or has failed, before we go on.
-            turn = self.runtime.run(session_id, text, channel=message.channel)
+            turn = self.runtime.run(
+                session_id, text, channel=message.channel, on_start=start_typing
+            )
             async with contextlib.aclosing(turn) as events:
                 async for event in events:
                     if event.type is EventType.TOOL_RESULT and event.data.get("display"):
@@ -318,9 +416,10 @@ class Dispatcher:
                             reasoning = None
                         return body, reasoning
         finally:
-            typing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await typing
+            for task in typing:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return "", None
 
     def _shows_reasoning(self, channel: str) -> bool:
@@ -346,9 +445,14 @@ class Dispatcher:
     async def _deliver(
         self, sink: ReplySink, message: InboundMessage, item: InboxItem, parts: list[JSONPart]
     ) -> None:
+        """Send the parts not sent yet, each only while this process still holds the
+        message's claim; the last part's record is the message being marked done."""
         for index in range(item.sent, len(parts)):
+            if not await self._check([item.id]):
+                raise ClaimLost(item.id)
             await sink.send_part(message, parts[index])
-            await self.storage.inbox_mark_sent(item.id, index + 1)
+            if index + 1 < len(parts):
+                await self.storage.inbox_mark_sent(item.id, index + 1)
         await self._done(item.id)
 
     async def drain(self, grace: float) -> None:
@@ -361,6 +465,6 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for item_id in list(self._held):
-            await self.storage.inbox_release(item_id, self.owner)
+        for item_id, token in list(self._held.items()):
+            await self.storage.inbox_release(item_id, token)
         self._held.clear()

@@ -22,6 +22,7 @@ class InboundMessage:
     - ``sender_id``: who wrote it (``allow_from`` and rate limits key on it).
     - ``message_id``: the platform's id, for deduplication (update_id, event_id, MessageSid...).
     - ``thread_id``: a thread to reply in (Slack ``thread_ts``), when there is one.
+    - ``group``: written in a chat with several people (not a direct message).
     - ``context``: what the channel needs to reply (JSON-able; stored in the inbox).
     """
 
@@ -34,6 +35,7 @@ class InboundMessage:
     sender_name: str | None = None
     timestamp: float = field(default_factory=time.time)
     context: dict[str, Any] = field(default_factory=dict)
+    group: bool = False
 
     @property
     def session_id(self) -> str:
@@ -56,6 +58,7 @@ class InboundMessage:
             "sender_name": self.sender_name,
             "timestamp": self.timestamp,
             "context": self.context,
+            "group": self.group,
         }
 
     @classmethod
@@ -70,6 +73,7 @@ class InboundMessage:
             sender_name=data.get("sender_name"),
             timestamp=float(data.get("timestamp") or time.time()),
             context=dict(data.get("context") or {}),
+            group=bool(data.get("group")),
         )
 
 

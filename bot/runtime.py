@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,7 @@ class AgentRuntime:
         )
         self.tools = tools if tools is not None else builtin_tools(agent.workspace)
         self._storage = storage
+        self._env = env
         redis_url = (os.environ if env is None else env).get("REDIS_URL")
         lanes = None
         if redis_url:
@@ -113,6 +114,7 @@ class AgentRuntime:
                 redis_url,
                 per_session=agent.queuing.max_concurrent_per_session,
                 global_cap=agent.queuing.max_concurrent_global,
+                max_connections=self.config.server.redis_max_connections,
             )
         self.queue = QueueManager(
             max_concurrent_per_session=agent.queuing.max_concurrent_per_session,
@@ -136,7 +138,11 @@ class AgentRuntime:
         if self._storage is None:
             from bot.storage.factory import default_storage
 
-            self._storage = default_storage()
+            cap = self.config.agent.queuing.max_concurrent_global
+            self._storage = default_storage(
+                self._env,
+                max_connections=self.config.server.redis_max_connections or max(64, 2 * cap + 32),
+            )
         return self._storage
 
     async def start(self) -> None:
@@ -224,8 +230,12 @@ class AgentRuntime:
         *,
         channel: str | None = None,
         thinking_mode: ThinkingMode | str | None = None,
+        on_start: Callable[[], object] | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
-        """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data."""
+        """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
+
+        ``on_start`` is called once the turn holds its lanes and is about to call the
+        model (a channel shows "typing" from then on, not while the turn waits)."""
         await self.start()
         assert self._context is not None
         lane = self.queue.slot(session_id) if self.queuing_enabled else nullcontext()
@@ -233,6 +243,8 @@ class AgentRuntime:
             if slot is not None and not slot.take_now():
                 async for position in slot.wait():
                     yield AgentEvent(EventType.QUEUE, {"position": position, "lane": slot.lane})
+            if on_start is not None:
+                on_start()
             # The turn's messages are stored together at its end (one write), or as far as
             # they got when it fails or is cancelled: the user's message is never lost.
             # The inner generator is closed in place (``aclosing``) when the caller stops

@@ -34,6 +34,7 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
+from telegram.request import HTTPXRequest
 
 from bot.channel import ChannelHost, ChannelState, mask
 from bot.config import Config
@@ -49,9 +50,12 @@ WEBHOOK_PATH = "/telegram/webhook"
 POLL_TIMEOUT = 25
 
 
-def make_bot(token: str, env: Mapping[str, str]) -> Bot:
+def make_bot(token: str, env: Mapping[str, str], *, turns: int = 10) -> Bot:
+    """One Bot (one HTTP client and pool) for the whole channel; ``turns`` running at
+    once each send at most a reply and a typing signal, so the pool is sized for that."""
     base = (env.get("TELEGRAM_API_BASE_URL") or DEFAULT_BASE).rstrip("/")
-    return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
+    request = HTTPXRequest(connection_pool_size=min(2 * turns + 8, 512), pool_timeout=10.0)
+    return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot", request=request)
 
 
 def classify(exc: BaseException) -> Retry | None:
@@ -149,7 +153,8 @@ class TelegramChannel:
             return None
         configured = host.config.channel("telegram").mode
         mode = configured or ("webhook" if env.get("PUBLIC_URL") else "polling")
-        return cls(host, make_bot(token, env), env.get("TELEGRAM_WEBHOOK_SECRET") or None, mode)
+        bot = make_bot(token, env, turns=host.config.agent.queuing.max_concurrent_global)
+        return cls(host, bot, env.get("TELEGRAM_WEBHOOK_SECRET") or None, mode)
 
     @classmethod
     def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
@@ -232,6 +237,7 @@ class TelegramChannel:
                 "thread_id": int(topic) if topic else None,
                 "group": group,
             },
+            group=group,
         )
 
     def _addressed(self, message: dict[str, Any]) -> tuple[bool, str]:

@@ -11,10 +11,14 @@ third of it from a background task; a process killed with SIGKILL stops
 renewing and its slot passes on once the lease runs out. ``still_holds``
 lets a holder check, by its ticket, that it was not evicted (a long pause).
 
-Waiting polls the script with a growing interval (20 ms to 250 ms), which
-keeps the code simple and is cheap next to a model call; positions are the
-rank in the queue. The per-chat lane has capacity 1 (turns never overlap,
-whichever process runs them) and the global lane the configured cap.
+Joining is one script too (take a ticket, join, try), so an uncontended lane
+costs one round trip. Waiting does not poll: a release (or the eviction of a
+dead ticket) publishes the ticket that has just come within the capacity on
+one pub/sub channel, and each process's single subscriber wakes that waiter,
+which then runs the script once more. A waiter also retries every few
+seconds on its own, in case a wake-up was lost with a connection. Positions
+are the rank in the queue. The per-chat lane has capacity 1 (turns never
+overlap, whichever process runs them) and the global lane the configured cap.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 
 import redis.asyncio as aioredis
@@ -32,11 +37,7 @@ from bot.storage.redis import redis_client
 
 log = logging.getLogger(__name__)
 
-TRY_ACQUIRE = """
-local queue, alive = KEYS[1], KEYS[2]
-local ticket, now = ARGV[1], tonumber(ARGV[2])
-local lease, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('ZSCORE', queue, ticket) == false then return {-1, 0} end
+_GRANT = """
 redis.call('ZADD', alive, now + lease, ticket)
 local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now)
 for _, member in ipairs(dead) do
@@ -45,10 +46,46 @@ for _, member in ipairs(dead) do
 end
 redis.call('PEXPIRE', queue, lease * 4)
 redis.call('PEXPIRE', alive, lease * 4)
+if #dead > 0 then  -- slots a dead holder had: wake whoever now holds one
+  for _, member in ipairs(redis.call('ZRANGE', queue, 0, capacity - 1)) do
+    redis.call('PUBLISH', KEYS[3], ARGV[5] .. '|' .. member)
+  end
+end
 local rank = redis.call('ZRANK', queue, ticket)
-if rank == false then return {-1, 0} end
-if rank < capacity then return {1, rank} end
-return {0, rank - capacity + 1}
+if rank == false then return {-1, 0, ticket} end
+if rank < capacity then return {1, rank, ticket} end
+return {0, rank - capacity + 1, ticket}
+"""
+_ARGS = """
+local queue, alive = KEYS[1], KEYS[2]
+local now, lease, capacity = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+"""
+JOIN = (
+    _ARGS
+    + """
+local ticket = redis.call('INCR', KEYS[4])
+redis.call('ZADD', queue, ticket, ticket)
+"""
+    + _GRANT
+)
+TRY_ACQUIRE = (
+    _ARGS
+    + """
+local ticket = ARGV[1]
+if redis.call('ZSCORE', queue, ticket) == false then return {-1, 0, ticket} end
+"""
+    + _GRANT
+)
+LEAVE = """
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local capacity = tonumber(ARGV[2])
+if rank ~= false and rank < capacity then
+  local next = redis.call('ZRANGE', KEYS[1], capacity - 1, capacity - 1)
+  if next[1] then redis.call('PUBLISH', KEYS[3], ARGV[3] .. '|' .. next[1]) end
+end
+return 1
 """
 
 RENEW = """
@@ -56,6 +93,9 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
 return 1
 """
+
+RETRY_EVERY = 3.0  # a waiter's own retry, should a wake-up be lost
+WOKEN_KEPT = 4096  # wake-ups that arrived before their waiter listened
 
 
 class LeaseLost(Exception):
@@ -72,9 +112,11 @@ class RedisLane:
         prefix: str,
         lease: float,
         cleanups: set[asyncio.Task[None]] | None = None,
+        wakes: Wakes | None = None,
     ) -> None:
         self.client = client
         self.cleanups: set[asyncio.Task[None]] = set() if cleanups is None else cleanups
+        self.wakes = wakes if wakes is not None else Wakes(client, f"{prefix}lanes:wake")
         self.name = name
         self.capacity = capacity
         self.queue = f"{prefix}lane:{name}:queue"
@@ -88,6 +130,81 @@ class RedisLane:
     def ticket(self) -> Ticket:
         return Ticket(self)
 
+    async def _run(self, script: str, ticket: str) -> tuple[int, int, int]:
+        granted, position, token = await self.client.eval(
+            script,
+            4,
+            self.queue,
+            self.alive,
+            self.wakes.channel,
+            self.counter,
+            ticket,
+            self._now(),
+            self.lease_ms,
+            self.capacity,
+            self.name,
+        )
+        return int(granted), int(position), int(token)
+
+
+class Wakes:
+    """One process's subscriber to the lanes' wake-ups: resolves the waiter of each
+    ticket named on the channel (``lane|ticket``)."""
+
+    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._woken: OrderedDict[str, None] = OrderedDict()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def wait(self, lane: str, ticket: int, seconds: float) -> None:
+        """Until ``ticket`` of ``lane`` is woken, or ``seconds`` have passed."""
+        key = f"{lane}|{ticket}"
+        if key in self._woken:  # woken before it got here
+            del self._woken[key]
+            return
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.ensure_future(self._listen())
+        waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await waiter
+        finally:
+            self._waiters.pop(key, None)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    self._wake(str(message["data"]))
+            except (RedisError, OSError) as error:
+                log.warning("lane wake-ups interrupted (%s); waiters retry meanwhile", error)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _wake(self, key: str) -> None:
+        waiter = self._waiters.get(key)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        self._woken[key] = None
+        if len(self._woken) > WOKEN_KEPT:
+            self._woken.popitem(last=False)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
 
 class Ticket:
     """One contender's place in a ``RedisLane``; ``token`` is its fencing token."""
@@ -100,34 +217,17 @@ class Ticket:
     async def acquire(self) -> AsyncGenerator[int, None]:
         """Wait for a slot, yielding the queue position when it changes; ends holding it."""
         lane = self.lane
-        self.token = int(await lane.client.incr(lane.counter))
-        async with lane.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(lane.queue, {str(self.token): self.token})
-            pipe.zadd(lane.alive, {str(self.token): lane._now() + lane.lease_ms})
-            await pipe.execute()
-        delay = 0.02
-        last = None
         try:
-            while True:
-                granted, position = await lane.client.eval(
-                    TRY_ACQUIRE,
-                    2,
-                    lane.queue,
-                    lane.alive,
-                    str(self.token),
-                    lane._now(),
-                    lane.lease_ms,
-                    lane.capacity,
-                )
-                if int(granted) == 1:
-                    break
-                if int(granted) == -1:  # evicted while waiting (a long pause): queue again
+            granted, position, self.token = await lane._run(JOIN, "")
+            last = None
+            while granted != 1:
+                if granted == -1:  # evicted while waiting (a long pause): queue again
                     raise LeaseLost(lane.name)
                 if position != last:
                     last = position
-                    yield int(position)
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.25)
+                    yield position
+                await lane.wakes.wait(lane.name, self.token, RETRY_EVERY)
+                granted, position, _ = await lane._run(TRY_ACQUIRE, str(self.token))
         except BaseException:
             await self._leave()
             raise
@@ -164,10 +264,17 @@ class Ticket:
             task.add_done_callback(self.lane.cleanups.discard)
 
     async def _remove(self, token: int) -> None:
-        async with self.lane.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.lane.queue, str(token))
-            pipe.zrem(self.lane.alive, str(token))
-            await pipe.execute()
+        lane = self.lane
+        await lane.client.eval(
+            LEAVE,
+            3,
+            lane.queue,
+            lane.alive,
+            lane.wakes.channel,
+            str(token),
+            lane.capacity,
+            lane.name,
+        )
 
     async def _remove_later(self, token: int) -> None:
         deadline = time.monotonic() + self.lane.lease_ms / 1000  # then it lapses anyway
@@ -198,9 +305,13 @@ class RedisLanes:
         lease: float = 30.0,
         per_session: int = 1,
         global_cap: int = 10,
+        max_connections: int | None = None,
     ) -> None:
-        self.client = redis_client(url)
+        # Each running turn holds two tickets (renewed every 10 s) and each waiter runs
+        # one script at a time; one connection stays subscribed to the wake-ups.
+        self.client = redis_client(url, max_connections=max_connections or 2 * global_cap + 16)
         self.cleanups: set[asyncio.Task[None]] = set()
+        self.wakes = Wakes(self.client, f"{prefix}lanes:wake")
         self.prefix = prefix
         self.lease = lease
         self.per_session = per_session
@@ -214,6 +325,7 @@ class RedisLanes:
             prefix=self.prefix,
             lease=self.lease,
             cleanups=self.cleanups,
+            wakes=self.wakes,
         )
 
     def global_lane(self) -> RedisLane:
@@ -224,6 +336,7 @@ class RedisLanes:
             prefix=self.prefix,
             lease=self.lease,
             cleanups=self.cleanups,
+            wakes=self.wakes,
         )
 
     async def ping(self) -> bool:
@@ -234,6 +347,7 @@ class RedisLanes:
             return False
 
     async def aclose(self) -> None:
+        await self.wakes.aclose()
         for task in list(self.cleanups):
             task.cancel()
         await asyncio.gather(*self.cleanups, return_exceptions=True)

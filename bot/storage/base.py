@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,17 +63,31 @@ class LocalClaims:
     def __init__(self) -> None:
         self._claims: dict[int, tuple[str, float]] = {}
 
-    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
+    async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
         now = time.monotonic()
         holder = self._claims.get(item_id)
-        if holder is not None and holder[0] != owner and holder[1] > now:
+        if holder is not None and holder[0] != token and holder[1] > now:
             return False
-        self._claims[item_id] = (owner, now + ttl)
+        self._claims[item_id] = (token, now + ttl)
         return True
 
-    async def inbox_release(self, item_id: int, owner: str) -> None:
+    async def inbox_claim_many(self, claims: Mapping[int, str], ttl: float) -> list[int]:
+        return [n for n, token in claims.items() if await self.inbox_claim(n, token, ttl)]
+
+    async def inbox_renew(self, claims: Mapping[int, str], ttl: float) -> set[int]:
+        now = time.monotonic()
+        lost = set()
+        for item_id, token in claims.items():
+            holder = self._claims.get(item_id)
+            if holder is None or holder[0] != token or holder[1] <= now:
+                lost.add(item_id)
+            else:
+                self._claims[item_id] = (token, now + ttl)
+        return lost
+
+    async def inbox_release(self, item_id: int, token: str) -> None:
         holder = self._claims.get(item_id)
-        if holder is not None and holder[0] == owner:
+        if holder is not None and holder[0] == token:
             del self._claims[item_id]
 
 
@@ -122,15 +136,34 @@ class Storage(Protocol):
 
     async def inbox_get(self, item_id: int) -> InboxItem | None: ...
 
-    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
-        """Take (or renew) the right to answer an item for ``ttl`` seconds.
+    async def inbox_pending_ids(self) -> list[int]:
+        """The ids of messages not yet fully answered, oldest first (cheap: no data)."""
+        ...
 
-        True when ``owner`` holds it now. A process that dies stops renewing,
-        its claims lapse, and another process picks the items up.
+    async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
+        """Take the right to answer an item for ``ttl`` seconds; True when ``token`` holds it.
+
+        A claim is a lease with a fencing token: ``token`` is unique to one claim
+        (never reused, not even by the same process), so a late release or renewal
+        by a holder that lost its claim cannot touch the next holder's. A process
+        that dies stops renewing, its claims lapse, and another picks the items up.
         """
         ...
 
-    async def inbox_release(self, item_id: int, owner: str) -> None: ...
+    async def inbox_claim_many(self, claims: Mapping[int, str], ttl: float) -> list[int]:
+        """``inbox_claim`` for many items in one trip; the ids taken."""
+        ...
+
+    async def inbox_renew(self, claims: Mapping[int, str], ttl: float) -> set[int]:
+        """Extend claims still held by their tokens, in one trip; returns the ids lost.
+
+        A renewal never re-creates a claim: one that lapsed, was released, was
+        taken by another token or whose item is done stays lost, so its holder
+        must not send anything for it.
+        """
+        ...
+
+    async def inbox_release(self, item_id: int, token: str) -> None: ...
 
     async def inbox_begin(self, item_id: int) -> int:
         """Count one more processing attempt; returns the count."""

@@ -92,6 +92,9 @@ class MemoryStorage(LocalClaims):
     async def inbox_pending(self) -> list[InboxItem]:
         return [copy.deepcopy(item) for _, item in sorted(self._inbox.items())]
 
+    async def inbox_pending_ids(self) -> list[int]:
+        return sorted(self._inbox)
+
     async def inbox_get(self, item_id: int) -> InboxItem | None:
         item = self._inbox.get(item_id)
         return copy.deepcopy(item) if item else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,39 +40,70 @@ redis.call('ZADD', KEYS[4], id, id)
 return id
 """
 
-CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+CLAIM_MANY = """
+local taken = {}
+for i = 2, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  if redis.call('ZSCORE', KEYS[1], id) ~= false then
+    local key = KEYS[2] .. id
+    local holder = redis.call('GET', key)
+    if holder == false or holder == token then
+      redis.call('SET', key, token, 'PX', ARGV[1])
+      taken[#taken + 1] = id
+    end
+  end
 end
-return 0
+return taken
+"""
+RENEW_MANY = """
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local key = KEYS[1] .. ARGV[i]
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
 """
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
+DEFAULT_MAX_CONNECTIONS = 64
 
-def redis_client(url: str) -> aioredis.Redis:
+
+def redis_client(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
     """A client that rides out a short outage (a failover, a restart): each command is
-    retried on a lost connection for about five seconds before the error is raised."""
-    return aioredis.Redis.from_url(
+    retried on a lost connection for about five seconds before the error is raised.
+
+    Its pool is bounded (``max_connections``) and blocking: when every connection is
+    busy a command waits for one instead of failing with "Too many connections", so a
+    burst slows down rather than losing claims and renewals."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+        timeout=10,
         decode_responses=True,
         health_check_interval=15,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError],
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStorage:
     shared = True
 
-    def __init__(self, url: str, *, prefix: str = "chatlane:") -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "chatlane:", max_connections: int | None = None
+    ) -> None:
         self.url = url
         self.prefix = prefix
+        self.max_connections = max_connections
         self._client: aioredis.Redis | None = None
 
     @property
@@ -86,7 +117,7 @@ class RedisStorage:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = redis_client(self.url)
+            self._client = redis_client(self.url, max_connections=self.max_connections)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -189,14 +220,22 @@ class RedisStorage:
         return int(result) if result else None
 
     async def inbox_pending(self) -> list[InboxItem]:
-        ids = await self.client.zrange(self.key("inbox", "pending"), 0, -1)
-        items = [await self.inbox_get(int(str(i))) for i in ids]
-        return [item for item in items if item is not None]
+        ids = await self.inbox_pending_ids()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for item_id in ids:
+                pipe.hgetall(self.key("inbox", "item", str(item_id)))
+            rows = await pipe.execute()
+        return [self._item(n, raw) for n, raw in zip(ids, rows, strict=True) if raw]
+
+    async def inbox_pending_ids(self) -> list[int]:
+        return [int(str(i)) for i in await self.client.zrange(self.key("inbox", "pending"), 0, -1)]
 
     async def inbox_get(self, item_id: int) -> InboxItem | None:
         raw = await self.client.hgetall(self.key("inbox", "item", str(item_id)))
-        if not raw:
-            return None
+        return self._item(item_id, raw) if raw else None
+
+    @staticmethod
+    def _item(item_id: int, raw: Any) -> InboxItem:
         reply = json.loads(raw["reply"]) if raw.get("reply") else None
         return InboxItem(
             item_id, json.loads(raw["data"]), reply, int(raw["sent"]), int(raw["attempts"])
@@ -221,9 +260,31 @@ class RedisStorage:
             pipe.delete(self.key("inbox", "claim", str(item_id)))
             await pipe.execute()
 
-    async def inbox_claim(self, item_id: int, owner: str, ttl: float) -> bool:
-        key = self.key("inbox", "claim", str(item_id))
-        return bool(await self.client.eval(CLAIM, 1, key, owner, max(1, int(ttl * 1000))))
+    async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
+        return bool(await self.inbox_claim_many({item_id: token}, ttl))
 
-    async def inbox_release(self, item_id: int, owner: str) -> None:
-        await self.client.eval(RELEASE, 1, self.key("inbox", "claim", str(item_id)), owner)
+    async def inbox_claim_many(self, claims: Mapping[int, str], ttl: float) -> list[int]:
+        if not claims:
+            return []
+        pairs = [str(v) for pair in claims.items() for v in pair]
+        taken = await self.client.eval(
+            CLAIM_MANY,
+            2,
+            self.key("inbox", "pending"),
+            self.key("inbox", "claim", ""),
+            max(1, int(ttl * 1000)),
+            *pairs,
+        )
+        return [int(str(n)) for n in taken]
+
+    async def inbox_renew(self, claims: Mapping[int, str], ttl: float) -> set[int]:
+        if not claims:
+            return set()
+        pairs = [str(v) for pair in claims.items() for v in pair]
+        lost = await self.client.eval(
+            RENEW_MANY, 1, self.key("inbox", "claim", ""), max(1, int(ttl * 1000)), *pairs
+        )
+        return {int(str(n)) for n in lost}
+
+    async def inbox_release(self, item_id: int, token: str) -> None:
+        await self.client.eval(RELEASE, 1, self.key("inbox", "claim", str(item_id)), token)

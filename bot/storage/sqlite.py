@@ -293,6 +293,10 @@ class SQLiteStorage(LocalClaims):
         )
         return [self._item(row) for row in rows]
 
+    async def inbox_pending_ids(self) -> list[int]:
+        rows = await self._rows("SELECT id FROM inbox WHERE done = 0 ORDER BY id")
+        return [int(row[0]) for row in rows]
+
     async def inbox_get(self, item_id: int) -> InboxItem | None:
         row = await self._row(
             "SELECT id, data, reply, sent, attempts FROM inbox WHERE id = ? AND done = 0",
@@ -318,7 +322,8 @@ class SQLiteStorage(LocalClaims):
         await self._hot_write("UPDATE inbox SET sent = ? WHERE id = ?", (sent, item_id))
 
     async def inbox_done(self, item_id: int) -> None:
-        await self.db.execute(
+        # The record of a reply's last part: written as soon as the platform has it.
+        await self._hot_write(
             "UPDATE inbox SET done = 1, reply = NULL, data = '{}' WHERE id = ?", (item_id,)
         )
         self._claims.pop(item_id, None)
