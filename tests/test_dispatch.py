@@ -299,3 +299,105 @@ async def test_a_turn_that_runs_too_long_is_stopped_and_said_so(
         assert [m.content for m in transcript] == ["slow question"]
         await dispatcher.drain(1)
         await runtime.close()
+
+
+async def slow_dispatcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Any, **queuing: Any
+) -> tuple[Dispatcher, Sink]:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-overload-0000")
+    config = load_config(
+        data={"agent": {"model": "anthropic/claude-sonnet-4-6", "queuing": queuing}}
+    )
+    runtime = AgentRuntime(config=config, storage=SQLiteStorage(tmp_path / "o.sqlite"))
+    dispatcher = Dispatcher(runtime)
+    sink = Sink()
+    dispatcher.register(sink)
+    return dispatcher, sink
+
+
+async def test_typing_only_for_turns_that_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under overload, waiting chats cost no typing signals: at most the cap of chats
+    show typing at any moment, each once per short turn."""
+    from tests.fakes.models import FakeAnthropic, Reply
+
+    async with FakeAnthropic() as model:
+        model.default = lambda request: Reply(text="ok", delay=0.1)
+        dispatcher, sink = await slow_dispatcher(
+            tmp_path, monkeypatch, model, max_concurrent_global=2
+        )
+        typing: set[str] = set()
+        most = 0
+
+        async def typing_signal(message: InboundMessage) -> None:
+            nonlocal most
+            typing.add(message.chat_id)
+            most = max(most, len(typing))
+
+        async def send_part(message: InboundMessage, part: Any) -> None:
+            typing.discard(message.chat_id)
+            sink.sent.append(part)
+
+        sink.typing = typing_signal  # type: ignore[assignment, method-assign]
+        sink.send_part = send_part  # type: ignore[method-assign]
+        await dispatcher.start()
+        for n in range(12):
+            await dispatcher.submit(inbound(f"question {n}", f"m{n}", chat=f"c{n}"))
+        await until(lambda: len(sink.sent) == 12)
+        assert most <= 2
+        assert len(model.requests) == 12
+        await dispatcher.drain(1)
+        await dispatcher.runtime.close()
+
+
+async def test_a_busy_notice_once_per_waiting_group_chat_and_none_in_direct_chats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.models import FakeAnthropic, Reply
+
+    async with FakeAnthropic() as model:
+        model.default = lambda request: Reply(text=f"answer: {request.last_user_text}", delay=0.05)
+        dispatcher, sink = await slow_dispatcher(
+            tmp_path, monkeypatch, model, max_concurrent_global=1, max_backlog=2
+        )
+        await dispatcher.start()
+        for n in range(6):
+            direct = InboundMessage("test", f"dm{n}", "u1", f"direct {n}", f"d{n}")
+            await dispatcher.submit(direct)
+        for n in range(3):  # one group chat, three messages: one notice
+            group = InboundMessage("test", "g1", f"u{n}", f"group {n}", f"g{n}", group=True)
+            await dispatcher.submit(group)
+        await until(lambda: len(sink.sent) >= 9)  # the group's reply is three parts
+        assert len(sink.notices) == 1
+        assert "in the queue" in sink.notices[0]
+        assert sorted(sink.sent) == sorted(
+            [f"answer: direct {n}" for n in range(6)] + ["answer: group 0", "group 1", "group 2"]
+        )
+        await dispatcher.drain(1)
+        await dispatcher.runtime.close()
+
+
+async def test_a_turn_that_lost_its_claim_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process paused past its lease: another took the message over; the first one's
+    late answer is never sent, and its late release leaves the new claim alone."""
+    from tests.fakes.models import FakeAnthropic, Reply
+
+    monkeypatch.setattr("bot.dispatch.CLAIM_TTL", 0.05)
+    async with FakeAnthropic() as model:
+        model.default = lambda request: Reply(text="late answer", delay=0.4)
+        dispatcher, sink = await slow_dispatcher(tmp_path, monkeypatch, model)
+        await dispatcher.runtime.start()  # no background renewals: the lease lapses
+        storage = dispatcher.runtime.storage
+        await dispatcher.submit(inbound("question", "m1"))
+        (item,) = await storage.inbox_pending_ids()
+        while not await storage.inbox_claim(item, "other-process#1", 30):
+            await asyncio.sleep(0.01)
+        await until(lambda: not dispatcher._held)
+        await dispatcher.drain(1)
+        assert sink.sent == []
+        assert await storage.inbox_renew({item: "other-process#1"}, 30) == set()
+        await dispatcher.runtime.close()

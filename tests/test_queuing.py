@@ -260,3 +260,54 @@ async def test_failing_handler_does_not_block_the_chat() -> None:
     box.submit("s", 2)
     await wait_for(lambda: len(box) == 0)
     assert calls == [[1], [2]]
+
+
+async def test_admission_runs_at_most_the_cap_and_waiting_chats_have_no_task() -> None:
+    running: set[str] = set()
+    most = 0
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def turn(session: str, items: list[Any], dropped: list[Any]) -> None:
+        nonlocal most
+        running.add(session)
+        most = max(most, len(running))
+        order.append(session)
+        await gate.wait()
+        running.discard(session)
+
+    box = Mailbox(turn, max_running=3)
+    for index in range(10):
+        box.submit(f"chat-{index}", index)
+    box.submit("chat-0", "again")  # its second message goes behind the chats in line
+    await wait_for(lambda: len(running) == 3)
+    assert box.running == 3  # tasks: one per running turn, none per waiting chat
+    assert box.waiting == 8
+    gate.set()
+    await wait_for(lambda: len(box) == 0)
+    assert most == 3
+    assert order == [f"chat-{n}" for n in range(10)] + ["chat-0"]
+    assert box.waiting == 0
+
+
+async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode() -> None:
+    calls: list[tuple[str, list[Any]]] = []
+    gate = asyncio.Event()
+
+    async def turn(session: str, items: list[Any], dropped: list[Any]) -> None:
+        calls.append((session, items))
+        await gate.wait()
+
+    box = Mailbox(turn, max_running=1)
+    box.submit("busy", 0)
+    for n in (1, 2):
+        box.submit("follow", n, mode=QueueMode.FOLLOWUP)
+        box.submit("collect", n)
+    gate.set()
+    await wait_for(lambda: len(box) == 0)
+    assert calls == [
+        ("busy", [0]),
+        ("follow", [1]),
+        ("collect", [1, 2]),
+        ("follow", [2]),
+    ]

@@ -144,3 +144,38 @@ async def test_positions_and_cancel_while_waiting(redis_server: str, redis_prefi
     finally:
         await lanes.aclose()
         await cleanup(redis_server, redis_prefix)
+
+
+async def test_a_release_wakes_the_next_waiter_without_polling(
+    redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter's own retry is pushed past the test's deadline: only the wake-up that
+    the holder's release publishes can let it in."""
+    monkeypatch.setattr("bot.queuing.redis_backend.RETRY_EVERY", 3600.0)
+    lanes = [RedisLanes(redis_server, prefix=redis_prefix, lease=30) for _ in range(2)]
+    first = lanes[0].session("chat").ticket()
+    async for _ in first.acquire():
+        raise AssertionError("a free lane made the first contender wait")
+    second = lanes[1].session("chat").ticket()
+    positions: list[int] = []
+    waiting = asyncio.Event()
+
+    async def wait_turn() -> None:
+        async for position in second.acquire():
+            positions.append(position)
+            waiting.set()
+
+    waiter = asyncio.ensure_future(wait_turn())
+    try:
+        await waiting.wait()
+        await first.release()
+        async with asyncio.timeout(5):
+            await waiter
+        assert positions == [1]
+        assert await second.still_holds()
+    finally:
+        waiter.cancel()
+        await second.release()
+        for lane in lanes:
+            await lane.aclose()
+        await cleanup(redis_server, redis_prefix)

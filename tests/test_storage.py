@@ -226,3 +226,35 @@ async def test_inbox_claims_are_exclusive_and_lapse(storage: Any) -> None:
     while not await storage.inbox_claim(item, "proc-c", 0.05):
         assert asyncio.get_running_loop().time() < deadline, "claim never lapsed"
         await asyncio.sleep(0.02)
+
+
+async def test_claims_are_fenced_by_token(storage: Any) -> None:
+    """A holder that lost its claim cannot release, renew or re-create the next one's."""
+    first = await storage.inbox_add("telegram:1", {"text": "x"})
+    second = await storage.inbox_add("telegram:2", {"text": "y"})
+    assert await storage.inbox_claim(first, "a#1", 0.05)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await storage.inbox_claim(first, "b#1", 30):  # a's lease lapses, b takes it
+        assert asyncio.get_running_loop().time() < deadline, "claim never lapsed"
+        await asyncio.sleep(0.02)
+    await storage.inbox_release(first, "a#1")  # late release by the old holder
+    assert not await storage.inbox_claim(first, "c#1", 30), "the old holder freed b's claim"
+    assert await storage.inbox_renew({first: "a#1"}, 30) == {first}
+    assert await storage.inbox_renew({first: "b#1"}, 30) == set()
+    # A lapsed claim is lost for good, even when nobody took it meanwhile.
+    assert await storage.inbox_claim(second, "a#2", 0.05)
+    await asyncio.sleep(0.1)  # twice the lease
+    assert await storage.inbox_renew({second: "a#2"}, 30) == {second}
+    # Done: no claim survives it, and none can be renewed.
+    await storage.inbox_done(first)
+    assert await storage.inbox_renew({first: "b#1"}, 30) == {first}
+
+
+async def test_claims_many_in_one_trip(storage: Any) -> None:
+    ids = [await storage.inbox_add(f"telegram:{n}", {"text": str(n)}) for n in range(5)]
+    assert await storage.inbox_claim(ids[1], "other#1", 30)
+    taken = await storage.inbox_claim_many({n: f"me#{n}" for n in ids}, 30)
+    assert sorted(taken) == sorted(n for n in ids if n != ids[1])
+    assert await storage.inbox_pending_ids() == ids
+    await storage.inbox_done(ids[0])
+    assert await storage.inbox_pending_ids() == ids[1:]

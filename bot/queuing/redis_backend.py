@@ -157,15 +157,23 @@ class Wakes:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._woken: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
 
     async def wait(self, lane: str, ticket: int, seconds: float) -> None:
-        """Until ``ticket`` of ``lane`` is woken, or ``seconds`` have passed."""
+        """Until ``ticket`` of ``lane`` is woken, or ``seconds`` have passed. The first
+        call only subscribes and returns: a wake-up published before the subscription
+        took hold is lost, so the caller tries its lane once more, then waits."""
+        if self._listener is None or self._listener.done():
+            self._subscribed = asyncio.Event()
+            self._listener = asyncio.ensure_future(self._listen())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._subscribed.wait()
+            return
         key = f"{lane}|{ticket}"
         if key in self._woken:  # woken before it got here
             del self._woken[key]
             return
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.ensure_future(self._listen())
         waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
         try:
             with contextlib.suppress(TimeoutError):
@@ -179,6 +187,7 @@ class Wakes:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                self._subscribed.set()
                 async for message in pubsub.listen():
                     self._wake(str(message["data"]))
             except (RedisError, OSError) as error:
