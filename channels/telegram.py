@@ -34,7 +34,6 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
-from telegram.request import HTTPXRequest
 
 from bot.channel import ChannelHost, ChannelState, mask
 from bot.config import Config
@@ -42,6 +41,7 @@ from bot.dispatch import Outcome
 from bot.formatting import render_telegram
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries, webhook_answer
+from channels.telegram_http import AiohttpRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def make_bot(token: str, env: Mapping[str, str], *, turns: int = 10) -> Bot:
     """One Bot (one HTTP client and pool) for the whole channel; ``turns`` running at
     once each send at most a reply and a typing signal, so the pool is sized for that."""
     base = (env.get("TELEGRAM_API_BASE_URL") or DEFAULT_BASE).rstrip("/")
-    request = HTTPXRequest(connection_pool_size=min(2 * turns + 8, 512), pool_timeout=10.0)
+    request = AiohttpRequest(connection_pool_size=min(2 * turns + 8, 512))
     return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot", request=request)
 
 
