@@ -3,8 +3,9 @@
 ``Children`` owns every process of one scope (the benchmark's fakes, or one
 run's system and generator) and a temporary directory for their logs and
 data; leaving it kills them all (SIGKILL) and removes the directory, also
-on error or cancellation. Each child also dies with its parent
-(PR_SET_PDEATHSIG), so a killed benchmark leaves nothing behind.
+on error or cancellation (``keep_logs`` copies the logs out first). Each
+child also dies with its parent (PR_SET_PDEATHSIG), so a killed benchmark
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -47,11 +48,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def machine_times() -> tuple[float, float]:
-    """All cores' (busy, total) clock ticks since boot, from /proc/stat."""
+def _die_with_parent_first_served() -> None:
+    """For the environment (fakes, generator): whatever else runs on the machine
+    should starve the system under test, never the load or the far side of the wire."""
+    _die_with_parent()
+    with contextlib.suppress(OSError):  # not allowed to (not root): run at the usual priority
+        os.nice(-5)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot, from /proc/stat."""
     fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
-    return sum(fields) - idle, sum(fields)
+    return (sum(fields) - idle) / TICKS
 
 
 @dataclass
@@ -105,8 +114,9 @@ class Child:
 
 
 class Children:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, keep_logs: Path | None = None) -> None:
         self.prefix = prefix
+        self.keep_logs = keep_logs
         self.directory = Path()
         self.children: list[Child] = []
 
@@ -120,6 +130,10 @@ class Children:
                 child.proc.kill()
             with contextlib.suppress(TimeoutError, ProcessLookupError):
                 await asyncio.wait_for(child.proc.wait(), 10)
+        if self.keep_logs is not None:
+            self.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.directory.glob("*.log"):
+                shutil.copyfile(log, self.keep_logs / f"{self.directory.name}-{log.name}")
         shutil.rmtree(self.directory, ignore_errors=True)
 
     async def start(
@@ -131,6 +145,7 @@ class Children:
         env: dict[str, str] | None = None,
         cwd: Path = ROOT,
         stdout: bool = False,
+        first_served: bool = False,
     ) -> Child:
         log = self.directory / f"{name}.log"
         passed = {key: os.environ[key] for key in PASSED_ON if key in os.environ}
@@ -142,7 +157,7 @@ class Children:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if stdout else sink,
                 stderr=sink,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent_first_served if first_served else _die_with_parent,
             )
         child = Child(name, proc, port, log)
         self.children.append(child)
@@ -155,11 +170,14 @@ class Children:
         *args: str,
         env: dict[str, str] | None = None,
         stdout: bool = False,
+        first_served: bool = False,
     ) -> Child:
         """``python -m bench._load_*``: a server's first argument is its port."""
         port = 0 if stdout else free_port()
         head = [sys.executable, "-m", module] + ([str(port)] if port else [])
-        return await self.start(name, [*head, *args], port=port, env=env, stdout=stdout)
+        return await self.start(
+            name, [*head, *args], port=port, env=env, stdout=stdout, first_served=first_served
+        )
 
     async def serve(self, name: str, env: dict[str, str]) -> Child:
         port = free_port()
