@@ -311,3 +311,22 @@ async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode() -> None
         ("collect", [1, 2]),
         ("follow", [2]),
     ]
+
+
+async def test_an_interrupted_task_is_not_left_cancelling_for_the_next_turn() -> None:
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def turn(session: str, items: list[Any], dropped: list[Any]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(task.cancelling())
+        if items == ["first"]:
+            await gate.wait()
+
+    box = Mailbox(turn, mode=QueueMode.INTERRUPT)
+    box.submit("s", "first")
+    await wait_for(lambda: seen == [0])
+    box.submit("s", "second")
+    await wait_for(lambda: len(box) == 0)
+    assert seen == [0, 0]

@@ -129,7 +129,11 @@ class Mailbox:
             except asyncio.CancelledError:
                 if self._closing:
                     raise
-                # interrupted: what was running is in ``dropped`` now
+                # interrupted: what was running is in ``dropped`` now. This task goes on
+                # (with other chats' turns too), so it must not stay marked as cancelling.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
             except Exception:
                 log.exception("turn for %s failed", session_id)
             box.task = None
