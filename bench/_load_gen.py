@@ -9,15 +9,18 @@ a private-chat text holding its token (``q<k>z``) and goes to one of the
 plan's URLs, picked at random with a fixed seed (a load balancer).
 
 A non-2xx answer or a failed connection is retried after a second, up to
-``retries`` times, as Telegram redelivers. At the end it prints one JSON
-line: ``sent``, per message [due, sent, acknowledged, final status,
-attempts], all ``time.monotonic()`` (``sent - due`` is its own lag, the
-proof that it kept its schedule), and its own ``cpu`` and ``wall`` seconds.
+``retries`` times, as Telegram redelivers. It stops at the plan's
+``stop_at`` (``time.monotonic()``, one clock for the machine) at the
+latest, and prints one JSON line: ``sent``, per message [due, sent,
+answered, final status (0: none), attempts], times from ``time.monotonic()``
+(``sent - due`` is its own lag, the proof that it kept its schedule; a
+message never sent has ``sent`` 0), and its own ``cpu`` and ``wall`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -27,6 +30,8 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 RETRY_AFTER = 1.0
+
+Row = list[Any]  # due, sent, answered (all time.monotonic()), HTTP status (0: none), attempts
 
 
 def update(k: int, chat_id: int, update_id: int) -> bytes:
@@ -41,25 +46,25 @@ def update(k: int, chat_id: int, update_id: int) -> bytes:
 
 
 async def deliver(
-    http: ClientSession, url: str, body: bytes, headers: dict[str, str], retries: int
-) -> tuple[float, float, int, int]:
-    sent = time.monotonic()
-    status = 0
+    http: ClientSession, url: str, body: bytes, headers: dict[str, str], retries: int, row: Row
+) -> None:
+    """POST one update until it is acknowledged or refused for good; ``row`` records it."""
+    row[1] = time.monotonic()
     for attempt in range(1, retries + 2):
+        row[4] = attempt
         try:
             async with http.post(url, data=body, headers=headers) as response:
-                status = response.status
                 await response.read()
+                row[2:4] = time.monotonic(), response.status
         except (ClientError, OSError, TimeoutError):
-            status = 0
-        if 200 <= status < 300 or status in (400, 401, 403, 404):
-            return sent, time.monotonic(), status, attempt
+            row[2:4] = time.monotonic(), 0
+        if 200 <= row[3] < 300 or row[3] in (400, 401, 403, 404):
+            return
         if attempt <= retries:
             await asyncio.sleep(RETRY_AFTER)
-    return sent, time.monotonic(), status, retries + 1
 
 
-async def main(plan: dict[str, Any]) -> list[list[float]]:
+async def main(plan: dict[str, Any]) -> list[Row]:
     rate, chats, per_chat = float(plan["rate"]), int(plan["chats"]), int(plan["per_chat"])
     urls: list[str] = plan["urls"]
     pick = random.Random(plan.get("seed", 1))
@@ -72,22 +77,25 @@ async def main(plan: dict[str, Any]) -> list[list[float]]:
         (urls[pick.randrange(len(urls))], update(k, 100_000 + k % chats, 1 + k))
         for k in range(total)
     ]
-    due = [0.0] * total
-    tasks: list[asyncio.Task[tuple[float, float, int, int]]] = []
-    connector = TCPConnector(limit=int(plan["connections"]), force_close=False)
+    start = time.monotonic() + 0.1
+    rows: list[Row] = [[start + k / rate, 0.0, 0.0, 0, 0] for k in range(total)]
+    tasks: list[asyncio.Task[None]] = []
+    connector = TCPConnector(limit=int(plan["connections"]))
     timeout = ClientTimeout(total=float(plan["timeout"]))
     async with ClientSession(connector=connector, timeout=timeout) as http:
-        start = time.monotonic() + 0.1
-        for k, (url, body) in enumerate(bodies):
-            due[k] = start + k / rate
-            wait = due[k] - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tasks.append(
-                asyncio.ensure_future(deliver(http, url, body, headers, int(plan["retries"])))
-            )
-        done = await asyncio.gather(*tasks)
-    return [[due[k], *row] for k, row in enumerate(done)]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(float(plan["stop_at"])):  # the loop's clock: monotonic
+                for (url, body), row in zip(bodies, rows, strict=True):
+                    wait = row[0] - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    delivery = deliver(http, url, body, headers, int(plan["retries"]), row)
+                    tasks.append(asyncio.ensure_future(delivery))
+                await asyncio.gather(*tasks)
+        for task in tasks:  # the run's end came first: what is unanswered stays status 0
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Run:
     p50: float  # seconds from send to first answer
     p99: float
     cpu_ms: float  # the system's CPU per answered message
+    redis_cpu_ms: float  # the part of it redis-server took
     rss_mb: list[float]  # each chatlane or relay process's peak
     sends: int  # sendMessage calls
     chat_actions: int  # sendChatAction calls
@@ -73,6 +74,7 @@ class Run:
     environment_cpu: dict[str, float]  # percent of one core
     others_cpu: float  # percent of one core used by processes not of this benchmark
     ended: str
+    startup: float  # seconds until the system answered /healthz
     seconds: float
     log: Counter[str]
 
@@ -122,7 +124,12 @@ class Fakes:
 
 
 async def start_system(
-    system: System, scale: Scale, fakes: Fakes, children: Children, http: ClientSession
+    system: System,
+    scale: Scale,
+    fakes: Fakes,
+    children: Children,
+    http: ClientSession,
+    ready_in: float,
 ) -> tuple[list[Child], list[str]]:
     """The system's processes, ready: those whose CPU counts, and the webhook URLs."""
     env = {
@@ -134,7 +141,7 @@ async def start_system(
     }
     if not system.serves:
         relay = await children.helper("relay", "bench._load_relay", str(scale.cap), env=env)
-        await relay.ready(http, "/healthz")
+        await relay.ready(http, "/healthz", ready_in)
         return [relay], [relay.url + "/telegram/webhook"]
     env |= {
         "PUBLIC_URL": "https://load.example.com",
@@ -156,7 +163,7 @@ async def start_system(
             await children.serve(f"serve{index}", {**env, "CHATLANE_DATA_DIR": str(data)})
         )
     for serve in serves:
-        await serve.ready(http, "/healthz")
+        await serve.ready(http, "/healthz", ready_in)
     return counted + serves, [serve.url + "/telegram/webhook" for serve in serves]
 
 
@@ -174,7 +181,7 @@ async def drain(fakes: Fakes, target: int, deadline: float, scale: Scale) -> str
         if now - changed >= scale.quiet:
             return f"nothing answered for {scale.quiet:.0f} s"
         if now >= deadline:
-            return "deadline"
+            return "deadline, still answering"
         await asyncio.sleep(0.25)
 
 
@@ -184,19 +191,28 @@ async def measure(
     scale: Scale,
     fakes: Fakes,
     http: ClientSession,
+    *,
+    until: float,
     keep_logs: Path | None = None,
 ) -> Run:
+    """One run, over by ``until`` (``time.monotonic()``) whatever the system does."""
     rate = load * scale.saturation
     await fakes.reset()
     started = time.monotonic()
     prefix = f"load-{load:g}x-{system.name.replace(' ', '')}-"
     async with Children(prefix, keep_logs=keep_logs) as children:
-        counted, urls = await start_system(system, scale, fakes, children, http)
+        ready_in = min(30.0, until - started)
+        counted, urls = await start_system(system, scale, fakes, children, http, ready_in)
+        startup = time.monotonic() - started
         ours = counted + fakes.all
         cpu_before = {c.name: c.cpu() for c in ours}
         busy_before, measured_from = machine_busy_seconds(), time.monotonic()
         driver_before = time.process_time()
+        window = scale.messages / rate
+        ideal_end = measured_from + max(window, scale.messages / scale.saturation) + scale.delay
+        deadline = min(ideal_end + scale.drain, until)
         plan = {
+            "stop_at": deadline,
             "urls": urls,
             "secret": SECRET,
             "rate": rate,
@@ -206,15 +222,13 @@ async def measure(
             "retries": 3,
             "timeout": 60,
         }
-        window = scale.messages / rate
-        ideal_end = measured_from + max(window, scale.messages / scale.saturation) + scale.delay
         generator = await children.helper(
             "generator", "bench._load_gen", json.dumps(plan), stdout=True, first_served=True
         )
-        report = json.loads(await generator.output(window + 90))
-        sent: list[list[float]] = report["sent"]  # due, sent, acknowledged, status, attempts
+        report = json.loads(await generator.output(deadline - time.monotonic() + 10))
+        sent: list[list[float]] = report["sent"]  # due, sent, answered, status, attempts
         acknowledged = [k for k, row in enumerate(sent) if 200 <= row[3] < 300]
-        ended = await drain(fakes, len(acknowledged), ideal_end + scale.drain, scale)
+        ended = await drain(fakes, len(acknowledged), deadline, scale)
         since = time.monotonic() - measured_from
         cpu = {c.name: c.cpu() - cpu_before[c.name] for c in ours}
         ours_seconds = sum(cpu.values()) + report["cpu"] + time.process_time() - driver_before
@@ -233,7 +247,7 @@ async def measure(
     answered = [k for k in acknowledged if k in first]
     latencies = [first[k] - sent[k][1] for k in answered]
     end = max(first.values(), default=sent[0][1])
-    lag = [row[1] - row[0] for row in sent]
+    lag = [row[1] - row[0] for row in sent if row[1]] or [0.0]
     environment_cpu = {c.name: 100 * cpu[c.name] / since for c in fakes.all}
     environment_cpu["generator"] = 100 * report["cpu"] / report["wall"]
     return Run(
@@ -250,6 +264,7 @@ async def measure(
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         cpu_ms=1000 * sum(cpu[c.name] for c in counted) / max(len(answered), 1),
+        redis_cpu_ms=1000 * cpu.get("redis", 0.0) / max(len(answered), 1),
         rss_mb=rss,
         sends=len(replies),
         chat_actions=calls.get("sendChatAction", 0),
@@ -257,10 +272,11 @@ async def measure(
         peak_model_calls=model.get("peak_in_flight", 0),
         lag_p99_ms=1000 * percentile(lag, 99),
         lag_max_ms=1000 * max(lag),
-        ack_p99_ms=1000 * percentile([row[2] - row[1] for row in sent], 99),
+        ack_p99_ms=1000 * percentile([sent[k][2] - sent[k][1] for k in acknowledged], 99),
         environment_cpu=environment_cpu,
         others_cpu=max(0.0, 100 * others / since),
         ended=ended,
+        startup=startup,
         seconds=time.monotonic() - started,
         log=log,
     )
@@ -277,5 +293,5 @@ def describe(run: Run) -> str:
         f"sendChatAction, {run.model_calls} model calls ({run.peak_model_calls} at once); "
         f"generator lag p99 {run.lag_p99_ms:.1f} ms, webhook ack p99 {run.ack_p99_ms:.0f} ms; "
         f"CPU of a core: {environment}, others {run.others_cpu:.0f}%; "
-        f"{run.ended} after {run.seconds:.0f} s"
+        f"ready in {run.startup:.1f} s, {run.ended} after {run.seconds:.0f} s"
     )

@@ -44,6 +44,7 @@ import dataclasses
 import shutil
 import statistics
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -55,7 +56,9 @@ from bench._load_measure import Fakes, Run, Scale, System, describe, measure
 from bench._load_procs import Children
 
 FULL = Scale(100, 1.0, 1200, (0.5, 1, 2, 4), drain=60, quiet=45, settle=10, budget=2400)
-QUICK = Scale(50, 0.5, 450, (2,), drain=6, quiet=6, settle=1, budget=58)
+QUICK = Scale(50, 0.5, 300, (2,), drain=6, quiet=6, settle=1, budget=52)
+STARTUP = 3.0  # seconds a process takes to be ready, at least (more once seen): what to skip
+TEARDOWN = 3.0  # seconds left at the end of the budget to kill processes
 
 RELAY = System("relay")
 SQLITE = System("SQLite", 1)
@@ -83,28 +86,52 @@ def schedule(quick: bool, only: list[str] | None = None) -> list[tuple[float, Sy
     return runs
 
 
-async def benchmark(scale: Scale, plan: list[tuple[float, System]], keep: Path | None) -> list[Run]:
+async def benchmark(
+    scale: Scale, plan: list[tuple[float, System]], keep: Path | None
+) -> tuple[list[Run], list[str]]:
+    """The runs made, and those skipped because the budget could not hold them."""
     runs: list[Run] = []
+    skipped: list[str] = []
+    end = time.monotonic() + scale.budget
     async with (
-        asyncio.timeout(scale.budget),
+        asyncio.timeout_at(end + TEARDOWN),  # a safety net: each run ends by itself before
         Children("load-fakes-", keep_logs=keep) as children,
         ClientSession() as http,
     ):
         fakes = Fakes(children, http)
         await fakes.start(scale.delay)
         for load, system in plan:
+            name = f"{load:g}x {system.name}"
             if system.redis and shutil.which("redis-server") is None:
+                skipped.append(f"{name} (no redis-server)")
                 continue
-            runs.append(await measure(system, load, scale, fakes, http, keep))
-            print(describe(runs[-1]), file=sys.stderr)
-    return runs
+            starting = max([STARTUP] + [r.startup / max(r.system.serves, 1) for r in runs])
+            sending = scale.messages / (load * scale.saturation)
+            shortest = starting * max(system.serves, 1) + sending + scale.delay + scale.settle
+            if end - TEARDOWN - time.monotonic() < shortest:
+                skipped.append(f"{name} (out of time)")
+                continue
+            until = end - TEARDOWN
+            run = await measure(system, load, scale, fakes, http, until=until, keep_logs=keep)
+            print(describe(run), file=sys.stderr)
+            runs.append(run)
+    return runs, skipped
 
 
-def rows(runs: list[Run]) -> list[tuple[str, float, str]]:
+def ideal(scale: Scale, rate: float) -> float:
+    """Answers a second of a perfect system: each message answered one model delay after
+    it was sent, or as soon as one of the cap's slots is free."""
+    busiest = min(rate, scale.saturation)
+    return scale.messages / (scale.messages / busiest + scale.delay)
+
+
+def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, float, str]]:
     out: list[tuple[str, float, str]] = []
     for load in sorted({run.load for run in runs}):
         here = [run for run in runs if run.load == load]
         relays = [run for run in here if not run.system.serves]
+        if not relays:
+            continue  # no baseline (--only without one): nothing to compare with
         relay = {
             "rate": statistics.median(r.per_second for r in relays),
             "p50": statistics.median(r.p50 for r in relays),
@@ -112,13 +139,14 @@ def rows(runs: list[Run]) -> list[tuple[str, float, str]]:
             "cpu": statistics.median(r.cpu_ms for r in relays),
         }
         lost = max(r.lost + r.twice for r in relays)
+        rate, messages = here[0].rate, here[0].messages
         out.append(
             (
                 f"{load:g}x relay: answered/s",
                 relay["rate"],
-                f"offered {here[0].rate:.0f}/s, {here[0].messages} msgs; p50 {relay['p50']:.2f} s, "
-                f"p99 {relay['p99']:.2f} s; {relay['cpu']:.1f} ms CPU each"
-                + (f"; LOST OR TWICE: {lost}" if lost else ""),
+                f"offered {rate:.0f}/s, {messages} msgs, perfect {ideal(scale, rate):.0f}/s; "
+                f"p50 {relay['p50']:.2f} s, p99 {relay['p99']:.2f} s; "
+                f"{relay['cpu']:.1f} ms CPU each" + (f"; LOST OR TWICE: {lost}" if lost else ""),
             )
         )
         for run in here:
@@ -126,11 +154,15 @@ def rows(runs: list[Run]) -> list[tuple[str, float, str]]:
                 out += chatlane_rows(run, relay)
     for system in dict.fromkeys(run.system for run in runs):
         out += system_rows(system, [run for run in runs if run.system == system])
-    return out + environment_rows(runs)
+    if skipped:
+        out.append(("runs skipped", len(skipped), "; ".join(skipped)))
+    return out + (environment_rows(runs) if runs else [])
 
 
 def chatlane_rows(run: Run, relay: dict[str, float]) -> list[tuple[str, float, str]]:
     name = f"{run.load:g}x {run.system.name}"
+    # cut short while answers still came: not answered yet, not known to be lost
+    unanswered = "unanswered at the deadline" if run.ended.startswith("deadline") else "lost"
     return [
         (
             f"{name} / relay: answered/s",
@@ -144,7 +176,7 @@ def chatlane_rows(run: Run, relay: dict[str, float]) -> list[tuple[str, float, s
             f"p50 {run.p50:.2f} s; relay p99 {relay['p99']:.2f} s",
         ),
         (
-            f"{name}: lost",
+            f"{name}: {unanswered}",
             run.lost,
             f"of {run.acknowledged} acknowledged ({run.refusals} refusals); run ended: {run.ended}",
         ),
@@ -152,18 +184,21 @@ def chatlane_rows(run: Run, relay: dict[str, float]) -> list[tuple[str, float, s
         (
             f"{name} / relay: CPU per answer",
             run.cpu_ms / relay["cpu"],
-            f"{run.cpu_ms:.1f} vs {relay['cpu']:.1f} ms"
-            + (", redis-server's included" if run.system.redis else ""),
+            f"{run.cpu_ms:.1f} vs {relay['cpu']:.1f} ms; "
+            f"{run.cpu_ms * run.answered / max(run.sends, 1):.1f} ms per reply"
+            + (f"; redis-server's {run.redis_cpu_ms:.1f} ms included" if run.system.redis else ""),
         ),
     ]
 
 
 def system_rows(system: System, runs: list[Run]) -> list[tuple[str, float, str]]:
+    largest = max(runs, key=lambda run: max(run.rss_mb))
     out = [
         (
             f"{system.name}: peak RSS (MB)",
-            max(max(run.rss_mb) for run in runs),
-            f"the largest of {len(runs[0].rss_mb)} process(es), all runs",
+            max(largest.rss_mb),
+            f"each process at {largest.load:g}x: "
+            + ", ".join(f"{mb:.0f}" for mb in largest.rss_mb),
         )
     ]
     if not system.serves:
@@ -215,7 +250,7 @@ def environment_rows(runs: list[Run]) -> list[tuple[str, float, str]]:
 
 def run(quick: bool = False) -> list[tuple[str, float, str]]:
     scale = QUICK if quick else FULL
-    return rows(asyncio.run(benchmark(scale, schedule(quick), None)))
+    return rows(*asyncio.run(benchmark(scale, schedule(quick), None)), scale)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:  # a budget for the runs asked for, not for a whole run
         scale = dataclasses.replace(scale, budget=600 * len(args.only))
     plan = schedule(args.quick, args.only)
-    for figure, value, note in rows(asyncio.run(benchmark(scale, plan, args.keep_logs))):
+    for figure, value, note in rows(*asyncio.run(benchmark(scale, plan, args.keep_logs)), scale):
         print(f"{figure:46} {value:10.3f}  {note}")
 
 
