@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import dataclasses
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -93,6 +94,10 @@ async def benchmark(
     runs: list[Run] = []
     skipped: list[str] = []
     end = time.monotonic() + scale.budget
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM (a CI timeout) cancels: the children are killed and their files removed
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     async with (
         asyncio.timeout_at(end + TEARDOWN),  # a safety net: each run ends by itself before
         Children("load-fakes-", keep_logs=keep) as children,
