@@ -158,9 +158,11 @@ def telegram_app() -> web.Application:
         sends.append((time.monotonic(), tokens))
         answered.update(tokens)
         if request.content_type == "application/json":
-            chat_id = json.loads(raw)["chat_id"]
-        else:
-            chat_id = parse_qs(raw.decode())["chat_id"][0]
+            chat_id = json.loads(raw).get("chat_id", 0)
+        elif request.content_type == "application/x-www-form-urlencoded":
+            chat_id = parse_qs(raw.decode()).get("chat_id", ["0"])[0]
+        else:  # multipart
+            chat_id = (await request.post()).get("chat_id", "0")
         result = {
             "message_id": len(sends),
             "date": int(time.time()),
