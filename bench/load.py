@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import heapq
 import shutil
 import signal
 import statistics
@@ -53,7 +54,7 @@ from aiohttp import ClientSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._load_measure import Fakes, Run, Scale, System, describe, measure
+from bench._load_measure import PER_CHAT, Fakes, Run, Scale, System, describe, measure
 from bench._load_procs import Children
 
 FULL = Scale(100, 1.0, 1200, (0.5, 1, 2, 4), drain=60, quiet=45, settle=10, budget=2400)
@@ -123,11 +124,19 @@ async def benchmark(
     return runs, skipped
 
 
-def ideal(scale: Scale, rate: float) -> float:
-    """Answers a second of a perfect system: each message answered one model delay after
-    it was sent, or as soon as one of the cap's slots is free."""
-    busiest = min(rate, scale.saturation)
-    return scale.messages / (scale.messages / busiest + scale.delay)
+def perfect(scale: Scale, rate: float) -> float:
+    """Answers a second of a perfect relay: each message answered one model delay after it
+    can start (sent, a slot of the cap free, its chat's previous answer out), nothing else."""
+    chats = scale.messages // PER_CHAT
+    slots = [0.0] * scale.cap  # when each slot is next free, a heap
+    chat_free = [0.0] * chats
+    last = 0.0
+    for k in range(scale.messages):
+        start = max(k / rate, slots[0], chat_free[k % chats])
+        chat_free[k % chats] = start + scale.delay
+        heapq.heapreplace(slots, start + scale.delay)
+        last = max(last, start + scale.delay)
+    return scale.messages / last
 
 
 def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, float, str]]:
@@ -149,7 +158,7 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
             (
                 f"{load:g}x relay: answered/s",
                 relay["rate"],
-                f"offered {rate:.0f}/s, {messages} msgs, perfect {ideal(scale, rate):.0f}/s; "
+                f"offered {rate:.0f}/s, {messages} msgs, perfect {perfect(scale, rate):.0f}/s; "
                 f"p50 {relay['p50']:.2f} s, p99 {relay['p99']:.2f} s; "
                 f"{relay['cpu']:.1f} ms CPU each" + (f"; LOST OR TWICE: {lost}" if lost else ""),
             )
