@@ -8,6 +8,7 @@ stop channels, close storage.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import uuid
@@ -24,6 +25,11 @@ from bot.runtime import AgentRuntime
 from bot.storage.base import UNAVAILABLE
 
 log = logging.getLogger(__name__)
+
+# Our own request ids: this process's prefix and a count (a uuid4 each took a getrandom
+# call per request).
+_PROCESS_PREFIX = uuid.uuid4().hex[:8]
+_request_count = itertools.count(1)
 
 HOST_KEY = web.AppKey("host", ChannelHost)
 ADAPTERS_KEY = web.AppKey("adapters", list)
@@ -69,7 +75,10 @@ async def request_ids(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every log line of a request carries its id: the router's ``X-Request-ID``
     (Heroku and most PaaS routers set one) or a fresh one."""
     given = request.headers.get("X-Request-ID", "")
-    ident = given[:64] if given.isprintable() and given else uuid.uuid4().hex[:16]
+    if given and given.isprintable():
+        ident = given[:64]
+    else:
+        ident = f"{_PROCESS_PREFIX}-{next(_request_count):x}"
     token = request_id.set(ident)
     try:
         response: web.StreamResponse = await handler(request)
