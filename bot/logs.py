@@ -54,11 +54,18 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 class JSONFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         data: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._second[1]}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -70,7 +77,7 @@ class JSONFormatter(logging.Formatter):
             data["turn"] = turn
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False)
+        return _encode(data)
 
 
 def setup_logging(
@@ -91,5 +98,9 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    # What no formatter here prints, gathered for every record all the same: the caller's
+    # file and line (a frame walk), thread and process (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("httpx", "httpx2", "aiohttp.access", "discord", "telegram", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
