@@ -32,6 +32,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,20 @@ CLAIM_TTL = 30.0
 
 class ClaimLost(Exception):
     """This process no longer holds a message's claim: another one answers it."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """A claim this process holds: its fencing token, and when it was last taken or
+    renewed (this process's clock, read before the request went out)."""
+
+    token: str
+    since: float = field(default_factory=time.monotonic)
+
+    def fresh(self, now: float) -> bool:
+        """Still held for sure, with no need to ask: nobody can take a claim before its
+        lease runs out, and half of it has not passed since it was last renewed."""
+        return now - self.since < CLAIM_TTL / 2
 
 
 class Outcome(str, Enum):
@@ -88,7 +103,7 @@ class Dispatcher:
         self.process = process
         self.sweep_every = sweep_every
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._held: dict[int, str] = {}  # inbox id -> this claim's fencing token
+        self._held: dict[int, Claim] = {}  # inbox id -> the claim this process holds
         self._tokens = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
@@ -150,7 +165,8 @@ class Dispatcher:
         if not free:
             return 0
         claims = {n: self._token() for n in free}
-        self._held.update(claims)  # before the await: submit never queues these too
+        for n, token in claims.items():  # before the await: submit never queues these too
+            self._held[n] = Claim(token)
         taken = set(await self.storage.inbox_claim_many(claims, CLAIM_TTL))
         for n in free:
             if n not in taken:
@@ -172,7 +188,8 @@ class Dispatcher:
         return queued
 
     def _let_go(self, item_id: int, token: str) -> None:
-        if self._held.get(item_id) == token:
+        claim = self._held.get(item_id)
+        if claim is not None and claim.token == token:
             del self._held[item_id]
 
     async def _take(self, item_id: int) -> bool:
@@ -180,7 +197,8 @@ class Dispatcher:
         claim's await, so ``submit`` and ``sweep`` never both queue the same message."""
         if item_id in self._held:
             return False
-        token = self._held[item_id] = self._token()
+        token = self._token()
+        self._held[item_id] = Claim(token)
         claimed = False
         try:
             claimed = bool(await self.storage.inbox_claim(item_id, token, CLAIM_TTL))
@@ -191,18 +209,31 @@ class Dispatcher:
 
     async def _renew(self) -> None:
         """Renew every claim this process holds, in one trip."""
-        held = dict(self._held)
-        for item_id in await self.storage.inbox_renew(held, CLAIM_TTL):
-            log.warning("lost the claim on inbox item %s; another process may answer it", item_id)
-            self._let_go(item_id, held[item_id])
+        await self._renew_claims(dict(self._held), quiet=False)
+
+    async def _renew_claims(self, held: dict[int, Claim], *, quiet: bool) -> set[int]:
+        """Renew ``held``; the ids still ours. A claim lost is let go (and said so)."""
+        now = time.monotonic()
+        tokens = {n: claim.token for n, claim in held.items()}
+        lost: set[int] = await self.storage.inbox_renew(tokens, CLAIM_TTL)
+        for n, claim in held.items():
+            if n in lost:
+                if self._held.get(n) is claim and not quiet:
+                    log.warning("lost the claim on inbox item %s; another process may answer it", n)
+                self._let_go(n, claim.token)
+            else:
+                claim.since = max(claim.since, now)
+        return set(held) - lost
 
     async def _check(self, item_ids: list[int]) -> set[int]:
-        """The ids among ``item_ids`` whose claim this process still holds (renewed)."""
-        held = {n: self._held[n] for n in item_ids if n in self._held}
-        lost: set[int] = await self.storage.inbox_renew(held, CLAIM_TTL)
-        for n in lost:
-            self._let_go(n, held[n])
-        return set(held) - lost
+        """The ids among ``item_ids`` whose claim this process still holds: a claim
+        renewed recently is ours for sure; the others are renewed (one trip) to know."""
+        now = time.monotonic()
+        ours = {n for n in item_ids if (c := self._held.get(n)) is not None and c.fresh(now)}
+        stale = {n: self._held[n] for n in item_ids if n in self._held and n not in ours}
+        if stale:
+            ours |= await self._renew_claims(stale, quiet=True)
+        return ours
 
     async def submit(self, message: InboundMessage, *, when_draining: bool = False) -> Outcome:
         if self.draining and not when_draining:
@@ -293,9 +324,9 @@ class Dispatcher:
             lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
             found = {item.id for item in (*items, *lost)}
             for closed in ours - found:  # answered meanwhile: let go
-                token = self._held.pop(closed, None)
-                if token is not None:
-                    await self.storage.inbox_release(closed, token)
+                claim = self._held.pop(closed, None)
+                if claim is not None:
+                    await self.storage.inbox_release(closed, claim.token)
             if items:
                 await self._answer(session_id, items, lost)
         except asyncio.CancelledError:
@@ -322,11 +353,11 @@ class Dispatcher:
         """Let go of items whose turn failed: the sweeper (this process's or another's)
         claims them again on its next pass, which spaces out the attempts."""
         for item_id in item_ids:
-            token = self._held.pop(item_id, None)
-            if token is None:
+            claim = self._held.pop(item_id, None)
+            if claim is None:
                 continue
             with contextlib.suppress(Exception):  # unreachable store: the claim lapses
-                await self.storage.inbox_release(item_id, token)
+                await self.storage.inbox_release(item_id, claim.token)
 
     async def _answer(self, session_id: str, items: list[InboxItem], lost: list[InboxItem]) -> None:
         last = items[-1]
@@ -465,6 +496,6 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for item_id, token in list(self._held.items()):
-            await self.storage.inbox_release(item_id, token)
+        for item_id, claim in list(self._held.items()):
+            await self.storage.inbox_release(item_id, claim.token)
         self._held.clear()
