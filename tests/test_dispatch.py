@@ -401,3 +401,27 @@ async def test_a_turn_that_lost_its_claim_sends_nothing(
         assert sink.sent == []
         assert await storage.inbox_renew({item: "other-process#1"}, 30) == set()
         await dispatcher.runtime.close()
+
+
+async def test_a_fresh_claim_is_not_asked_about_again(tmp_path: Path) -> None:
+    """Checking a claim renewed under half a lease ago costs no storage trip."""
+    renewals: list[dict[int, str]] = []
+
+    class Counting(SQLiteStorage):
+        async def inbox_renew(self, claims: Any, ttl: float) -> set[int]:
+            renewals.append(dict(claims))
+            return await super().inbox_renew(claims, ttl)
+
+    config = load_config(data={})
+    runtime = AgentRuntime(
+        config=config, demo_when_unconfigured=True, storage=Counting(tmp_path / "f.sqlite")
+    )
+    dispatcher = Dispatcher(runtime)
+    sink = Sink()
+    dispatcher.register(sink)
+    await runtime.start()
+    await dispatcher.submit(inbound("hello", "m1"))
+    await until(lambda: sink.sent and not dispatcher._held)
+    assert renewals == []
+    await dispatcher.drain(1)
+    await runtime.close()
