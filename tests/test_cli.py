@@ -18,7 +18,7 @@ import pytest
 
 from bot.cli import main
 from bot.config import load_config
-from bot.logs import JSONFormatter, RedactSecrets, secret_values, setup_logging
+from bot.logs import JSONFormatter, RedactSecrets, request_id, secret_values, setup_logging
 from tests.procs import free_port
 
 
@@ -135,6 +135,30 @@ def test_redaction_and_json_format() -> None:
     line = json.loads(JSONFormatter().format(record))
     assert line["message"] == "token [redacted] and [redacted]"
     assert line["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", 'a "quote" and \\ a backslash', "new\nline\ttab\x00\x1f", "héllo 👋 \u2028"]
+)
+def test_json_lines_escape_as_json_dumps_does(text: str) -> None:
+    record = logging.LogRecord(f"bot.{text}", logging.WARNING, __file__, 1, text, None, None)
+    token = request_id.set(f"req-{text}")
+    try:
+        line = JSONFormatter().format(record)
+    finally:
+        request_id.reset(token)
+    fields = {
+        "level": "warning",
+        "logger": f"bot.{text}",
+        "message": text,
+        "request": f"req-{text}",
+    }
+    assert line == json.dumps({"time": json.loads(line)["time"], **fields}, ensure_ascii=False)
+    try:
+        raise ValueError(text)
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    assert f"ValueError: {text}" in json.loads(JSONFormatter().format(record))["exception"]
 
 
 def test_setup_logging_picks_format() -> None:
