@@ -12,6 +12,7 @@ import pytest
 
 from bot.messages import Message, Role, ToolCall
 from bot.storage import MemoryStorage, SQLiteStorage
+from bot.storage.batch import Batcher
 from bot.storage.factory import default_storage
 from bot.storage.redis import RedisStorage
 
@@ -107,6 +108,69 @@ async def test_inbox_dedupes_and_tracks_progress(storage: Any) -> None:
     await storage.inbox_done(first)
     assert [item.id for item in await storage.inbox_pending()] == [second]
     assert await storage.inbox_add("telegram:1", {"text": "late redelivery"}) is None
+
+
+async def test_concurrent_adds_are_each_stored_once_in_order(storage: Any) -> None:
+    """Adds made at once share writes (group commit) but keep their own ids and data;
+    a key repeated within the burst, or stored before it, is a duplicate."""
+    earlier = await storage.inbox_add("telegram:0", {"text": "earlier"})
+    keys = [f"telegram:{n}" for n in range(1, 201)] + ["telegram:7", "telegram:0"]
+    ids = await asyncio.gather(*(storage.inbox_add(key, {"text": key}) for key in keys))
+    assert ids[-2:] == [None, None]
+    stored = ids[:-2]
+    assert None not in stored and stored == sorted(set(stored))  # arrival order kept
+    pending = {item.id: item.data["text"] for item in await storage.inbox_pending()}
+    assert pending == {earlier: "earlier", **dict(zip(stored, keys[:-2], strict=True))}
+
+
+async def test_sqlite_acknowledges_adds_only_once_committed(tmp_path: Path) -> None:
+    """While another writer holds the database the adds wait; once they return, their
+    rows are in the file for any other connection (a crash right then loses nothing)."""
+    path = tmp_path / "chat.sqlite"
+    store = SQLiteStorage(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        adds = asyncio.gather(*(store.inbox_add(f"t:{n}", {"text": str(n)}) for n in range(50)))
+        await asyncio.sleep(0.3)
+        assert not adds.done()
+        other.execute("COMMIT")
+        ids = await adds
+        rows = other.execute("SELECT id, dedupe FROM inbox ORDER BY id").fetchall()
+        assert rows == [(n, f"t:{i}") for i, n in enumerate(ids)]
+        assert await store.inbox_add("t:3", {"text": "again"}) is None
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_batcher_writes_concurrent_calls_together() -> None:
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0)  # a round trip
+        if -1 in items:
+            raise OSError("store unreachable")
+        return [n * 10 for n in items]
+
+    batcher: Batcher[int, int] = Batcher(write, limit=50)
+    assert await asyncio.gather(*(batcher.submit(n) for n in range(120))) == [
+        n * 10 for n in range(120)
+    ]
+    assert [len(batch) for batch in batches] == [50, 50, 20]
+    failed = await asyncio.gather(*(batcher.submit(n) for n in (1, -1, 2)), return_exceptions=True)
+    assert [type(result) for result in failed] == [OSError] * 3  # the batch, not the rest
+    assert await batcher.submit(3) == 30
+    gone, kept = asyncio.ensure_future(batcher.submit(4)), asyncio.ensure_future(batcher.submit(5))
+    await asyncio.sleep(0)
+    gone.cancel()  # a caller that gives up: its item is still written, the others answered
+    assert await kept == 50 and batches[-1] == [4, 5]
+    late = asyncio.ensure_future(batcher.submit(6))
+    await asyncio.sleep(0)
+    await batcher.close()  # waits for what was submitted
+    assert late.done() and late.result() == 60
 
 
 async def test_sqlite_survives_restart(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ import aiosqlite
 
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, LocalClaims, Updater, to_json
+from bot.storage.batch import Batcher
 
 # Message ids are rowids without AUTOINCREMENT (that would write sqlite_sequence's page on
 # every turn): a rowid is only reused after the highest row is deleted, and transcript rows
@@ -86,6 +87,7 @@ class SQLiteStorage(LocalClaims):
         self._fast: sqlite3.Connection | None = None
         self._fast_writes = 0
         self._checkpoint: asyncio.Future[Any] | None = None
+        self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -118,6 +120,7 @@ class SQLiteStorage(LocalClaims):
         )
 
     async def close(self) -> None:
+        await self._inbox_adds.close()
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
             self._checkpoint = None
@@ -181,14 +184,17 @@ class SQLiteStorage(LocalClaims):
         if last is None:
             async with self._write_lock, self.db.execute(sql, params) as cursor:
                 return cursor.lastrowid or 0
-        self._fast_writes += 1
-        if self._fast_writes % CHECKPOINT_EVERY == 0 and (
+        self._count_fast_writes(1)
+        return last
+
+    def _count_fast_writes(self, rows: int) -> None:
+        before, self._fast_writes = self._fast_writes, self._fast_writes + rows
+        if before // CHECKPOINT_EVERY != self._fast_writes // CHECKPOINT_EVERY and (
             self._checkpoint is None or self._checkpoint.done()
         ):  # in the background, on aiosqlite's thread: no turn waits for the disk
             self._checkpoint = asyncio.ensure_future(
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             )
-        return last
 
     def _fast_write(self, sql: str, params: Sequence[Any]) -> int | None:
         """The statement on the fast connection (its last rowid); None if the database
@@ -273,13 +279,42 @@ class SQLiteStorage(LocalClaims):
         await self.db.execute(sql, params)
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        rows = await self.db.execute_fetchall(
-            "INSERT INTO inbox (dedupe, data) VALUES (?, ?) ON CONFLICT(dedupe) DO NOTHING "
-            "RETURNING id",
-            (dedupe_key, json.dumps(data, ensure_ascii=False)),
+        # Group commit: the adds of concurrent requests go into one statement, one commit,
+        # and each returns once its row is committed.
+        return await self._inbox_adds.submit((dedupe_key, to_json(data)))
+
+    async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
+        """Insert (dedupe, data) rows in one autocommitted statement; each row's id, or
+        None for a key seen before (in this batch too). On the loop's thread, as
+        ``_hot_write``, unless another write holds the database."""
+        values = ", ".join("(?, ?)" for _ in rows)
+        sql = (
+            f"INSERT INTO inbox (dedupe, data) VALUES {values} "
+            "ON CONFLICT(dedupe) DO NOTHING RETURNING id, dedupe"
         )
-        rows = list(rows)
-        return int(rows[0][0]) if rows else None
+        params = [value for row in rows for value in row]
+        found = self._fast_rows(sql, params)
+        if found is None:
+            async with self._write_lock:
+                found = await self._rows(sql, params)
+        else:
+            self._count_fast_writes(len(rows))
+        # RETURNING's order is unspecified: match by key. A key given twice was inserted
+        # once; its second occurrence is a duplicate.
+        ids = {dedupe: int(row_id) for row_id, dedupe in found}
+        return [ids.pop(dedupe, None) for dedupe, _ in rows]
+
+    def _fast_rows(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
+        """``_fast_write`` for a statement with RETURNING: its rows, read to the end (so
+        it has committed); None if the database is busy."""
+        if self._fast is None or self._write_lock.locked():
+            return None
+        try:
+            return self._fast.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                return None
+            raise
 
     def _item(self, row: Sequence[Any]) -> InboxItem:
         item_id, data, reply, sent, attempts = row
