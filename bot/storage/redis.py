@@ -11,7 +11,8 @@ Keys (under a prefix, ``chatlane:`` by default):
   WATCH/MULTI transaction, retried on conflict, so it is atomic across processes.
 - ``inbox:dedupe:{key}`` (kept a week), ``inbox:item:{id}`` (a hash) and
   ``inbox:pending`` (a sorted set of ids): ``inbox_add`` is one Lua script, so
-  a message is either stored and marked seen, or neither.
+  a message is either stored and marked seen, or neither; concurrent adds share
+  one call of it (one round trip).
 """
 
 from __future__ import annotations
@@ -30,14 +31,23 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, Updater, to_json
+from bot.storage.batch import Batcher
 
 DEDUPE_TTL = 7 * 24 * 3600
+# KEYS: the id counter, the item key prefix, the pending set, then each message's dedupe
+# key; ARGV: the dedupe TTL, then each message's data. Returns each message's id, 0 if seen.
 INBOX_ADD = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return false end
-local id = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[3] .. id, 'data', ARGV[1], 'sent', 0, 'attempts', 0)
-redis.call('ZADD', KEYS[4], id, id)
-return id
+local ids = {}
+for i = 4, #KEYS do
+  local id = 0
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    id = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2] .. id, 'data', ARGV[i - 2], 'sent', 0, 'attempts', 0)
+    redis.call('ZADD', KEYS[3], id, id)
+  end
+  ids[#ids + 1] = id
+end
+return ids
 """
 
 CLAIM_MANY = """
@@ -105,6 +115,7 @@ class RedisStorage:
         self.prefix = prefix
         self.max_connections = max_connections
         self._client: aioredis.Redis | None = None
+        self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -120,6 +131,7 @@ class RedisStorage:
             self._client = redis_client(self.url, max_connections=self.max_connections)
 
     async def close(self) -> None:
+        await self._inbox_adds.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -207,17 +219,20 @@ class RedisStorage:
                     continue
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        result = await self.client.eval(
+        return await self._inbox_adds.submit((dedupe_key, to_json(data)))
+
+    async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
+        ids = await self.client.eval(
             INBOX_ADD,
-            4,
-            self.key("inbox", "dedupe", dedupe_key),
+            3 + len(rows),
             self.key("inbox", "next"),
             self.key("inbox", "item", ""),
             self.key("inbox", "pending"),
-            json.dumps(data, ensure_ascii=False),
+            *(self.key("inbox", "dedupe", dedupe) for dedupe, _ in rows),
             DEDUPE_TTL,
+            *(data for _, data in rows),
         )
-        return int(result) if result else None
+        return [int(n) or None for n in ids]
 
     async def inbox_pending(self) -> list[InboxItem]:
         ids = await self.inbox_pending_ids()
