@@ -215,3 +215,38 @@ async def test_concurrent_failures_do_not_corrupt(clock: Clock) -> None:
 def test_policy_is_configurable() -> None:
     policy = CooldownPolicy(backoff=(1.0, 2.0), max_backoff=3.0)
     assert [policy.backoff_for(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 3.0]
+
+
+async def test_shared_state_is_read_at_most_once_a_second_for_a_single_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Redis (shared storage) a turn does not wait on a storage read for its key;
+    a rest another process stored is seen once a second has passed."""
+    now = [1000.0]
+    monkeypatch.setattr("bot.auth.rotation.time.monotonic", lambda: now[0])
+    shared = MemoryStorage()
+    shared.shared = True
+    reads = 0
+    read = shared.kv_get_all
+
+    async def counting(namespace: str) -> dict[str, object]:
+        nonlocal reads
+        reads += 1
+        return await read(namespace)
+
+    shared.kv_get_all = counting  # type: ignore[method-assign]
+    one = ProfileStore([AuthProfile("only", "anthropic", "sk-ant-only-0000")])
+    mine = RotationManager(one, state=shared)
+    await mine.load()
+    for _ in range(50):
+        assert (await mine.acquire("anthropic")).id == "only"
+    assert reads == 1
+    elsewhere = RotationManager(
+        ProfileStore([AuthProfile("only", "anthropic", "sk-ant-only-0000")]), state=shared
+    )
+    await elsewhere.load()
+    await elsewhere.report_failure("only", ProviderError(FailoverReason.RATE_LIMIT, "429"))
+    now[0] += 1.5
+    with pytest.raises(ProviderError, match="cooling down"):
+        await mine.acquire("anthropic")
+    assert reads == 3

@@ -18,7 +18,10 @@ start again. The sync methods (``get_next_profile``, ``mark_failure``,
 ``mark_success``) are the plan's API and work in memory; the async ones
 (``acquire``, ``report_failure``, ``report_success``) also read and write
 storage, each change an atomic ``kv_update`` applied to the stored state, so
-restarts keep cooldowns and processes sharing Redis share them too.
+restarts keep cooldowns and processes sharing Redis share them too. A process
+reads what the others stored at most once every ``REFRESH_EVERY`` seconds, not
+once a turn: a key another process put to rest is seen within a second, and a
+turn with a single key to choose from waits for nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +39,8 @@ from typing import Any
 from bot.auth.profile import AuthProfile, ProfileStore
 from bot.failover.errors import FailoverReason, ProviderError
 from bot.storage.base import Storage
+
+REFRESH_EVERY = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class RotationManager:
         self._sessions: OrderedDict[str, str] = OrderedDict()
         self._lock = asyncio.Lock()
         self._loaded = False
+        self._refreshed = -REFRESH_EVERY  # time.monotonic() of the last read of shared state
 
     # -- the plan's sync API ---------------------------------------------------
 
@@ -213,6 +220,7 @@ class RotationManager:
         # Only another process can change a store this process did not write.
         if self.state is None or (self._loaded and not getattr(self.state, "shared", True)):
             return
+        self._refreshed = time.monotonic()
         stored = await self.state.kv_get_all(NAMESPACE)
         for profile in self.store:
             saved = stored.get(profile.id)
@@ -238,14 +246,17 @@ class RotationManager:
 
     async def acquire(self, provider: str, session_id: str | None = None) -> AuthProfile:
         shared = bool(getattr(self.state, "shared", False))
-        if self._loaded and not shared and not self._lock.locked():
+        fresh = time.monotonic() - self._refreshed < REFRESH_EVERY
+        alone = len(self.store.profiles_for(provider)) <= 1
+        if self._loaded and not self._lock.locked() and (not shared or (fresh and alone)):
             # Nothing to read or write elsewhere, so nothing to await: the choice is made
             # in one step, and no other task can come between (the lock would add nothing).
             return self._take(provider, session_id)
         async with self._lock:
-            await self._refresh()
+            if not shared or time.monotonic() - self._refreshed >= REFRESH_EVERY:
+                await self._refresh()
             profile = self._take(provider, session_id)
-            if shared and len(self.store.profiles_for(provider)) > 1:
+            if shared and not alone:
                 # Other processes choose by last_used too; alone, memory is enough.
                 stamp = profile.last_used
 

@@ -33,7 +33,7 @@ from collections.abc import AsyncGenerator
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.storage.redis import redis_client
+from bot.storage.redis import redis_client, run_script
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +131,11 @@ class RedisLane:
         return Ticket(self)
 
     async def _run(self, script: str, ticket: str) -> tuple[int, int, int]:
-        granted, position, token = await self.client.eval(
+        granted, position, token = await run_script(
+            self.client,
             script,
-            4,
-            self.queue,
-            self.alive,
-            self.wakes.channel,
-            self.counter,
-            ticket,
-            self._now(),
-            self.lease_ms,
-            self.capacity,
-            self.name,
+            [self.queue, self.alive, self.wakes.channel, self.counter],
+            [ticket, self._now(), self.lease_ms, self.capacity, self.name],
         )
         return int(granted), int(position), int(token)
 
@@ -247,8 +240,11 @@ class Ticket:
         while True:
             await asyncio.sleep(lane.lease_ms / 3000)
             try:
-                kept = await lane.client.eval(
-                    RENEW, 2, lane.queue, lane.alive, str(self.token), lane._now() + lane.lease_ms
+                kept = await run_script(
+                    lane.client,
+                    RENEW,
+                    [lane.queue, lane.alive],
+                    [str(self.token), lane._now() + lane.lease_ms],
                 )
             except (RedisError, OSError) as error:
                 log.warning("could not renew the %s lane (%s); trying again", lane.name, error)
@@ -274,15 +270,11 @@ class Ticket:
 
     async def _remove(self, token: int) -> None:
         lane = self.lane
-        await lane.client.eval(
+        await run_script(
+            lane.client,
             LEAVE,
-            3,
-            lane.queue,
-            lane.alive,
-            lane.wakes.channel,
-            str(token),
-            lane.capacity,
-            lane.name,
+            [lane.queue, lane.alive, lane.wakes.channel],
+            [str(token), lane.capacity, lane.name],
         )
 
     async def _remove_later(self, token: int) -> None:

@@ -18,6 +18,7 @@ Keys (under a prefix, ``chatlane:`` by default):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import NoScriptError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.messages import Message
@@ -48,6 +49,24 @@ for i = 4, #KEYS do
   ids[#ids + 1] = id
 end
 return ids
+"""
+
+# A conversation in one trip each: KEYS are the session's epoch key, then (APPEND) the
+# id counter, then the prefix of its messages' key; each message is stored as its JSON
+# with its new id first, as ``{"id": N, ...}``.
+APPEND = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local last = redis.call('INCRBY', KEYS[2], #ARGV)
+local key = KEYS[3] .. epoch
+for i, body in ipairs(ARGV) do
+  local id = last - #ARGV + i
+  redis.call('ZADD', key, id, '{"id":' .. id .. ',' .. string.sub(body, 2))
+end
+return last
+"""
+LOAD = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+return redis.call('ZRANGEBYSCORE', KEYS[2] .. epoch, ARGV[1], '+inf')
 """
 
 CLAIM_MANY = """
@@ -83,6 +102,21 @@ return 0
 """
 
 DEFAULT_MAX_CONNECTIONS = 64
+_SHAS: dict[str, str] = {}
+
+
+async def run_script(
+    client: aioredis.Redis, source: str, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """A Lua script by its SHA (EVALSHA), as redis-py's ``Script`` does: the source goes
+    over the wire only the first time a server sees it, not with every call."""
+    sha = _SHAS.get(source)
+    if sha is None:
+        sha = _SHAS[source] = hashlib.sha1(source.encode()).hexdigest()
+    try:
+        return await client.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.eval(source, len(keys), *keys, *args)
 
 
 def redis_client(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
@@ -145,26 +179,30 @@ class RedisStorage:
         except (RedisError, OSError, TimeoutError):
             return False
 
-    async def _epoch(self, session_id: str) -> int:
-        value = await self.client.get(self.key("epoch", session_id))
-        return int(value) if value else 0
-
     async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
         if not messages:
             return []
-        epoch = await self._epoch(session_id)
-        last = int(await self.client.incrby(self.key("msgid"), len(messages)))
+        last = int(
+            await run_script(
+                self.client,
+                APPEND,
+                [
+                    self.key("epoch", session_id),
+                    self.key("msgid"),
+                    self.key("msgs", session_id, ""),
+                ],
+                [to_json(m.to_dict()) for m in messages],
+            )
+        )
         first = last - len(messages) + 1
-        stored = [m.with_id(first + i) for i, m in enumerate(messages)]
-        mapping = {to_json({"id": m.id, **m.to_dict()}): float(m.id or 0) for m in stored}
-        await self.client.zadd(self.key("msgs", session_id, str(epoch)), mapping)
-        return stored
+        return [m.with_id(first + i) for i, m in enumerate(messages)]
 
     async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:
-        epoch = await self._epoch(session_id)
-        low = f"({after_id}" if after_id else "-inf"
-        rows = await self.client.zrangebyscore(
-            self.key("msgs", session_id, str(epoch)), low, "+inf"
+        rows = await run_script(
+            self.client,
+            LOAD,
+            [self.key("epoch", session_id), self.key("msgs", session_id, "")],
+            [f"({after_id}" if after_id else "-inf"],
         )
         messages = []
         for row in rows:
@@ -282,13 +320,11 @@ class RedisStorage:
         if not claims:
             return []
         pairs = [str(v) for pair in claims.items() for v in pair]
-        taken = await self.client.eval(
+        taken = await run_script(
+            self.client,
             CLAIM_MANY,
-            2,
-            self.key("inbox", "pending"),
-            self.key("inbox", "claim", ""),
-            max(1, int(ttl * 1000)),
-            *pairs,
+            [self.key("inbox", "pending"), self.key("inbox", "claim", "")],
+            [max(1, int(ttl * 1000)), *pairs],
         )
         return [int(str(n)) for n in taken]
 
@@ -296,10 +332,13 @@ class RedisStorage:
         if not claims:
             return set()
         pairs = [str(v) for pair in claims.items() for v in pair]
-        lost = await self.client.eval(
-            RENEW_MANY, 1, self.key("inbox", "claim", ""), max(1, int(ttl * 1000)), *pairs
+        lost = await run_script(
+            self.client,
+            RENEW_MANY,
+            [self.key("inbox", "claim", "")],
+            [max(1, int(ttl * 1000)), *pairs],
         )
         return {int(str(n)) for n in lost}
 
     async def inbox_release(self, item_id: int, token: str) -> None:
-        await self.client.eval(RELEASE, 1, self.key("inbox", "claim", str(item_id)), token)
+        await run_script(self.client, RELEASE, [self.key("inbox", "claim", str(item_id))], [token])
