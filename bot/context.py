@@ -3,13 +3,28 @@
 The full transcript stays in storage; compaction changes only what is sent.
 
 Each session keeps, in the process, its *window*: the messages after the
-last compaction point, with their token counts and a running total, plus
+last compaction point, with their token estimates and a running total, plus
 (for ``keep_important``) the older messages kept in front of it and (for
 ``summarize``) the rolling summary. A turn adds what is new and checks the
 total; only when it passes the threshold does compaction look at the
 window, move its start forward and drop what fell out of it from memory.
 So a turn costs time in proportion to what is new, not to the session's
-length, and memory stays bounded however long a chat runs.
+length.
+
+How big a request is: the provider's count of the session's last request
+(``usage.input_tokens``, reported back through ``observe``) plus the
+estimate of what was added since; before a session has one in this process
+(or after a compaction), the estimate alone. Estimates come from
+``TokenEstimator`` and need no vocabulary (``bot.compaction.analyzer`` has
+their error). A provider count below half the estimate is not believed (a
+server that does not count, or counts a cache apart); one above it also
+shrinks, for that session, the estimate a compaction aims at, so that what
+it keeps fits with the system prompt and tools the estimate does not see.
+
+Memory is bounded however many chats come and go: the cache holds at most
+``MAX_CACHED_SESSIONS`` sessions and ``MAX_CACHED_TOKENS`` estimated tokens
+of windows, least recently used first out; an evicted session is read from
+storage again on its next turn.
 
 Storage shared between processes (Redis) is re-read after the last known
 id on every turn, so a message another process appended is seen. The
@@ -19,13 +34,14 @@ message it covers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bot.compaction import CompactionManager, CompactionStrategy, TokenAnalyzer
+from bot.compaction import CompactionManager, CompactionStrategy, TokenEstimator
 from bot.compaction.analyzer import REPLY_PRIMING
 from bot.events import AgentEvent, EventType
 from bot.failover.errors import FailoverReason, ProviderError
@@ -38,7 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CACHED_SESSIONS = 2000
+MAX_CACHED_SESSIONS = 1000
+MAX_CACHED_TOKENS = 4_000_000  # estimated; about 16 MB of text
 SUMMARY_PROMPT = (
     "You maintain a running summary of a chat between a user and an assistant. "
     "Merge the previous summary (if any) with the new messages into one concise summary "
@@ -47,23 +64,53 @@ SUMMARY_PROMPT = (
 )
 
 
-@dataclass
+_epochs = itertools.count(1)
+
+
+@dataclass(slots=True)
 class _Session:
     window: list[Message] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
-    total: int = 0
+    total: int = 0  # estimated tokens of ``window``
+    extra: int = 0  # estimated tokens of ``prefix`` and the summary's messages
     counted_for: str = ""
     prefix: list[Message] = field(default_factory=list)
     last_id: int = 0
     summary: str | None = None
     summary_upto: int = 0
     loaded: bool = False
+    # what is sent changes other than by appending: a provider count no longer applies
+    epoch: int = field(default_factory=lambda: next(_epochs))
+    reported: int = 0  # the provider's count of a request of this epoch,
+    reported_at: int = 0  # and the estimate of that request
+    aim: float = 1.0  # estimate / provider count, when the provider counts more (else 1)
 
 
 @dataclass
 class Window:
     messages: list[Message]
     events: list[AgentEvent] = field(default_factory=list)
+    estimate: int = 0  # of ``messages``, for ``observe``
+    epoch: int = 0
+
+
+class _Known:
+    """A counter that answers from the session's stored estimates (by object identity,
+    so only while those messages are held), estimating anything else."""
+
+    def __init__(self, estimator: TokenEstimator, known: dict[int, int]) -> None:
+        self.estimator = estimator
+        self.known = known
+
+    def count_text(self, text: str) -> int:
+        return self.estimator.count_text(text)
+
+    def count_message(self, message: Message) -> int:
+        found = self.known.get(id(message))
+        return found if found is not None else self.estimator.count_message(message)
+
+    def count_messages(self, messages: Iterable[Message]) -> int:
+        return REPLY_PRIMING + sum(self.count_message(m) for m in messages)
 
 
 class ContextBuilder:
@@ -72,17 +119,40 @@ class ContextBuilder:
         self.storage = storage
         self.shared = bool(getattr(storage, "shared", False))
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._analyzers: dict[str, TokenAnalyzer] = {}
+        self._held = 0  # estimated tokens in the cached sessions' windows
+        self._estimators: dict[str, TokenEstimator] = {}
 
     def forget(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._held -= session.total + session.extra
 
-    def analyzer(self, model_ref: str) -> TokenAnalyzer:
+    def estimator(self, model_ref: str) -> TokenEstimator:
         model = model_ref.partition("/")[2] or model_ref
-        found = self._analyzers.get(model)
+        found = self._estimators.get(model)
         if found is None:
-            found = self._analyzers[model] = TokenAnalyzer(model)
+            if len(self._estimators) >= 64:  # models come from config and /model: few
+                self._estimators.clear()
+            found = self._estimators[model] = TokenEstimator(model)
         return found
+
+    def observe(self, session_id: str, window: Window, input_tokens: int) -> None:
+        """The provider counted ``input_tokens`` for the request made of ``window``."""
+        session = self._sessions.get(session_id)
+        if session is None or session.epoch != window.epoch or window.estimate <= 0:
+            return
+        if input_tokens * 2 < window.estimate:
+            return
+        session.reported, session.reported_at = input_tokens, window.estimate
+        session.aim = min(1.0, window.estimate / input_tokens)
+
+    def _evict(self) -> None:
+        sessions = self._sessions
+        while len(sessions) > MAX_CACHED_SESSIONS or (
+            self._held > MAX_CACHED_TOKENS and len(sessions) > 1
+        ):
+            _, session = sessions.popitem(last=False)
+            self._held -= session.total + session.extra
 
     async def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -94,8 +164,7 @@ class ContextBuilder:
                 session.summary_upto = int(stored.get("upto", 0))
                 session.last_id = session.summary_upto
             self._sessions[session_id] = session
-            while len(self._sessions) > MAX_CACHED_SESSIONS:
-                self._sessions.popitem(last=False)
+            self._evict()
         else:
             self._sessions.move_to_end(session_id)
         if self.shared or not session.loaded:
@@ -116,17 +185,25 @@ class ContextBuilder:
         session = self._sessions.get(session_id)
         if session is not None and session.loaded and not self.shared:
             self._extend(session, stored)
+            estimator = self._estimators.get(session.counted_for)
+            if estimator is not None:  # counted now, so the cache's size is known
+                self._count(session, estimator)
         return stored
 
-    def _count(self, session: _Session, model_ref: str) -> TokenAnalyzer:
-        analyzer = self.analyzer(model_ref)
-        if session.counted_for != analyzer.model:
-            session.counts, session.total, session.counted_for = [], 0, analyzer.model
+    def _count(self, session: _Session, estimator: TokenEstimator) -> TokenEstimator:
+        before = session.total + session.extra
+        if session.counted_for != estimator.model:
+            session.counts, session.total, session.counted_for = [], 0, estimator.model
+            session.extra = estimator.count_messages(self._extra(session)) - REPLY_PRIMING
+            session.epoch, session.reported = next(_epochs), 0
         for message in session.window[len(session.counts) :]:
-            tokens = analyzer.count_message(message)
+            tokens = estimator.count_message(message)
             session.counts.append(tokens)
             session.total += tokens
-        return analyzer
+        self._held += session.total + session.extra - before
+        if self._held > MAX_CACHED_TOKENS:
+            self._evict()
+        return estimator
 
     def _summary_messages(self, session: _Session) -> list[Message]:
         if not session.summary:
@@ -136,12 +213,20 @@ class ContextBuilder:
             Message(Role.ASSISTANT, "Understood; I will keep that in mind."),
         ]
 
+    def _extra(self, session: _Session) -> list[Message]:
+        return [*session.prefix, *self._summary_messages(session)]
+
     def _send(self, session: _Session) -> list[Message]:
         return [*session.prefix, *self._summary_messages(session), *session.window]
 
-    def _tokens(self, session: _Session, analyzer: TokenAnalyzer) -> int:
-        extra = session.prefix + self._summary_messages(session)
-        return REPLY_PRIMING + session.total + sum(analyzer.count_message(m) for m in extra)
+    def _estimate(self, session: _Session, pending: int = 0) -> int:
+        return REPLY_PRIMING + session.total + session.extra + pending
+
+    def _tokens(self, session: _Session, estimate: int) -> int:
+        """The request's size: the provider's last count plus what was added since."""
+        if session.reported:
+            return session.reported + max(0, estimate - session.reported_at)
+        return estimate
 
     def budget(self) -> int:
         context = self.runtime.config.agent.context
@@ -150,9 +235,9 @@ class ContextBuilder:
 
     async def usage(self, session_id: str, model_ref: str) -> dict[str, Any]:
         session = await self._session(session_id)
-        analyzer = self._count(session, model_ref)
+        self._count(session, self.estimator(model_ref))
         return {
-            "tokens": self._tokens(session, analyzer),
+            "tokens": self._tokens(session, self._estimate(session)),
             "max_tokens": self.runtime.config.agent.context.max_tokens,
         }
 
@@ -161,18 +246,18 @@ class ContextBuilder:
     ) -> Window:
         """What to send: the stored window plus ``pending`` (this turn's unsaved messages)."""
         session = await self._session(session_id)
-        analyzer = self._count(session, model_ref)
+        estimator = self._count(session, self.estimator(model_ref))
         target = self.budget()
-        tokens = self._tokens(session, analyzer) + sum(analyzer.count_message(m) for m in pending)
-        if tokens <= target:
-            return Window([*self._send(session), *pending])
+        estimate = self._estimate(session, sum(estimator.count_message(m) for m in pending))
+        if self._tokens(session, estimate) <= target:
+            return Window([*self._send(session), *pending], [], estimate, session.epoch)
         return await self._compact(session_id, session, model_ref, target, list(pending))
 
     async def compact_hard(
         self, session_id: str, model_ref: str, pending: Sequence[Message]
     ) -> list[AgentEvent]:
         session = await self._session(session_id)
-        self._count(session, model_ref)
+        self._count(session, self.estimator(model_ref))
         target = self.budget() // 2
         window = await self._compact(session_id, session, model_ref, target, pending, True)
         return window.events
@@ -190,6 +275,7 @@ class ContextBuilder:
         session.window = tail
         session.counts = session.counts[start:]
         session.total = sum(session.counts)
+        session.epoch, session.reported = next(_epochs), 0
 
     async def _compact(
         self,
@@ -201,9 +287,14 @@ class ContextBuilder:
         force: bool = False,
     ) -> Window:
         strategy = self.runtime.compaction_strategy
-        manager = CompactionManager(self.analyzer(model_ref))
-        analyzer = manager.analyzer
-        before = self._tokens(session, analyzer) + sum(analyzer.count_message(m) for m in pending)
+        estimator = self.estimator(model_ref)
+        known = {id(m): n for m, n in zip(session.window, session.counts, strict=True)}
+        analyzer = _Known(estimator, known)
+        manager = CompactionManager(analyzer)
+        pending_tokens = sum(analyzer.count_message(m) for m in pending)
+        before = self._tokens(session, self._estimate(session, pending_tokens))
+        target = max(int(target * session.aim), 1)
+        held = session.total + session.extra
         candidates = [*session.prefix, *session.window, *pending]
         fallback = False
         if strategy is CompactionStrategy.SUMMARIZE:
@@ -232,8 +323,11 @@ class ContextBuilder:
             kept_ids = {id(m) for m in kept}
             dropped = [m for m in candidates if id(m) not in kept_ids]
             self._move_start(session, kept)
+        session.extra = estimator.count_messages(self._extra(session)) - REPLY_PRIMING
+        if self._sessions.get(session_id) is session:  # not evicted while summarizing
+            self._held += session.total + session.extra - held
         messages = [*self._send(session), *pending]
-        after = analyzer.count_messages(messages)
+        after = self._estimate(session, pending_tokens)
         event = AgentEvent(
             EventType.COMPACTION,
             {
@@ -245,7 +339,7 @@ class ContextBuilder:
                 "forced": force,
             },
         )
-        return Window(messages, [event])
+        return Window(messages, [event], after, session.epoch)
 
     async def _summarize(self, dropped: list[Message], previous: str | None) -> str:
         lines = []

@@ -46,6 +46,8 @@ from bot.tools import ToolRegistry, builtin_tools
 
 log = logging.getLogger(__name__)
 
+MAX_CACHED_SETTINGS = 1000  # sessions whose /think and /model choices are kept in memory
+
 
 @dataclass(slots=True)
 class _Round:
@@ -182,13 +184,14 @@ class AgentRuntime:
     async def settings(self, session_id: str) -> dict[str, Any]:
         """The session's ``/think`` and ``/model`` choices (cached unless storage is shared)."""
         await self.start()
-        cached = self._settings.get(session_id)
+        cached = self._settings.pop(session_id, None)
         if cached is not None:
+            self._settings[session_id] = cached  # now the most recently used
             return cached
         settings = await self.storage.get_settings(session_id)
         if not getattr(self.storage, "shared", False):
-            if len(self._settings) >= 10_000:
-                self._settings.clear()
+            if len(self._settings) >= MAX_CACHED_SETTINGS:
+                del self._settings[next(iter(self._settings))]  # the least recently used
             self._settings[session_id] = settings
         return settings
 
@@ -290,6 +293,7 @@ class AgentRuntime:
             )
             current = _Round(separate=bool(thinking_all))
             extractor = self.models.new_extractor()
+            counted, by_primary = 0, True  # the provider's count of this request
             try:
                 build = functools.partial(
                     ModelRequest,
@@ -323,8 +327,10 @@ class AgentRuntime:
                         elif isinstance(item, UsageDelta):
                             usage["input_tokens"] += item.input_tokens
                             usage["output_tokens"] += item.output_tokens
+                            counted += item.input_tokens
                         elif isinstance(item, Failover):
                             model_used = item.to_model
+                            by_primary = False  # another tokenizer: its count is not the primary's
                             current = _Round(separate=bool(thinking_all))
                             extractor = self.models.new_extractor()
                             yield AgentEvent(
@@ -338,6 +344,8 @@ class AgentRuntime:
                 for kind, piece in extractor.finish():
                     for event in self._emit(kind, piece, mode, current):
                         yield event
+                if counted and by_primary:
+                    self._context.observe(session_id, window, counted)
             except ProviderError as error:
                 for kind, piece in extractor.finish():
                     for event in self._emit(kind, piece, mode, current):

@@ -19,10 +19,8 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import discord
-import yarl
 from aiohttp import web
 
 from bot.channel import ChannelHost, ChannelState, mask
@@ -30,18 +28,30 @@ from bot.config import Config
 from bot.formatting import format_reasoning, render_discord, split_message
 from bot.inbound import InboundMessage
 
+if TYPE_CHECKING:
+    import discord  # about 8 MB: imported by from_env, only when the channel has a token
+
 log = logging.getLogger(__name__)
 
 LIMIT = 2000
 DEFAULT_API = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
-NO_PINGS = discord.AllowedMentions.none()
 
 
 def point_at(env: Mapping[str, str]) -> None:
+    import discord
+    import yarl
+
     discord.http.Route.BASE = (env.get("DISCORD_API_BASE_URL") or DEFAULT_API).rstrip("/")
     gateway = env.get("DISCORD_GATEWAY_URL") or DEFAULT_GATEWAY
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+
+
+def _no_pings() -> discord.AllowedMentions:
+    """Mentions disabled, so the model cannot ping anyone."""
+    import discord
+
+    return discord.AllowedMentions.none()
 
 
 class DiscordSink:
@@ -66,11 +76,13 @@ class DiscordSink:
         )
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
+        import discord
+
         if isinstance(part, str):
             part = {"text": part}
         channel = self._channel(message)
         if not part.get("first"):
-            await channel.send(part["text"], allowed_mentions=NO_PINGS)
+            await channel.send(part["text"], allowed_mentions=_no_pings())
             return
         reference = discord.MessageReference(
             message_id=int(message.context["message_id"]),
@@ -78,11 +90,11 @@ class DiscordSink:
             fail_if_not_exists=False,
         )
         await channel.send(
-            part["text"], allowed_mentions=NO_PINGS, reference=reference, mention_author=False
+            part["text"], allowed_mentions=_no_pings(), reference=reference, mention_author=False
         )
 
     async def notify(self, message: InboundMessage, text: str) -> None:
-        await self._channel(message).send(text, allowed_mentions=NO_PINGS)
+        await self._channel(message).send(text, allowed_mentions=_no_pings())
 
     async def typing(self, message: InboundMessage) -> None:
         await self.client.http.send_typing(int(message.context["channel_id"]))
@@ -94,6 +106,8 @@ class DiscordChannel:
     def __init__(self, host: ChannelHost, token: str) -> None:
         self.host = host
         self.token = token
+        import discord
+
         intents = discord.Intents.default()
         intents.message_content = True
         intents.dm_messages = True
@@ -130,6 +144,8 @@ class DiscordChannel:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        import discord
+
         try:
             await self.client.start(self.token)
         except discord.LoginFailure:
@@ -150,6 +166,8 @@ class DiscordChannel:
                 await self._task
 
     async def on_message(self, message: discord.Message) -> None:
+        import discord
+
         me = self.client.user
         if me is None or message.author.bot or message.author.id == me.id:
             return

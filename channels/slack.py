@@ -16,22 +16,18 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.signature import SignatureVerifier
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel import ChannelHost, ChannelState, mask
 from bot.config import Config
 from bot.formatting import format_reasoning, render_slack, split_message
 from bot.inbound import InboundMessage
 from channels.common import webhook_answer
+
+if TYPE_CHECKING:  # slack_sdk (about 3 MB) is imported only once the channel is on
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +81,8 @@ class SlackSink:
 
     async def _react(self, message: InboundMessage, method: str) -> None:
         # A courtesy signal: it never holds up or fails a reply.
+        from slack_sdk.errors import SlackApiError
+
         try:
             await getattr(self.client, method)(
                 channel=message.context["channel"], timestamp=message.context["ts"], name="eyes"
@@ -97,6 +95,13 @@ class SlackChannel:
     name: ClassVar[str] = "slack"
 
     def __init__(self, host: ChannelHost, token: str, secret: str, env: Mapping[str, str]) -> None:
+        from slack_sdk.http_retry.builtin_async_handlers import (
+            AsyncRateLimitErrorRetryHandler,
+            AsyncServerErrorRetryHandler,
+        )
+        from slack_sdk.signature import SignatureVerifier
+        from slack_sdk.web.async_client import AsyncWebClient
+
         self.host = host
         self.verifier = SignatureVerifier(secret)
         base = env.get("SLACK_API_BASE_URL") or DEFAULT_BASE
@@ -131,6 +136,8 @@ class SlackChannel:
         app.router.add_post(PATH, self.events)
 
     async def start(self) -> None:
+        from slack_sdk.errors import SlackApiError
+
         try:
             identity = await self.client.auth_test()
             self.bot_user = identity.get("user_id")

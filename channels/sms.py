@@ -12,22 +12,22 @@ text, split at 1,600 characters where SMS segments end.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 
 from bot.channel import ChannelHost, ChannelState, mask
 from bot.config import Config
 from bot.formatting import format_reasoning, render_plain, split_sms
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries
+
+if TYPE_CHECKING:  # twilio is imported only once the channel is on
+    from twilio.rest import Client
+
+    from channels._twilio import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +53,9 @@ CARRIER_KEYWORDS = frozenset(
 PERMANENT = {21211, 21408, 21610, 21612, 21614}  # bad number, region, unsubscribed, unreachable
 
 
-class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """twilio's aiohttp client, sending credentials as a header.
-
-    Its own code builds ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates and
-    warns about on every request.
-    """
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (the signature twilio calls)
-        allow_redirects: bool = False,
-    ) -> Any:
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
-        return await super().request(
-            method, url, params, data, headers, None, timeout, allow_redirects
-        )
-
-
 def classify(exc: BaseException) -> Retry | None:
+    from twilio.base.exceptions import TwilioRestException
+
     if isinstance(exc, TwilioRestException):
         if exc.status == 429 or exc.code == 20429:
             return Retry(1.0)
@@ -105,6 +81,8 @@ class SmsSink:
         return list(split_sms(text))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
+        from twilio.base.exceptions import TwilioRestException
+
         client = self.client
         if client is None:
             raise RuntimeError("the SMS channel has not been started")
@@ -140,10 +118,12 @@ class SmsChannel:
         self.host = host
         self.sid = sid
         self.token = token
+        from twilio.request_validator import RequestValidator
+
         self.validator = RequestValidator(token)
         self.public_url = (env.get("PUBLIC_URL") or "").rstrip("/") or None
         self.base = env.get("TWILIO_API_BASE_URL")
-        self.http: _HttpClient | None = None
+        self.http: HttpClient | None = None
         self.sink = SmsSink(from_number)
 
     @classmethod
@@ -178,7 +158,11 @@ class SmsChannel:
 
     async def start(self) -> None:
         # twilio's aiohttp client opens its session on creation, which needs the running loop
-        self.http = _HttpClient(timeout=30)
+        from twilio.rest import Client
+
+        from channels._twilio import HttpClient
+
+        self.http = HttpClient(timeout=30)
         client = Client(self.sid, self.token, http_client=self.http)
         if self.base:
             client.api.base_url = self.base.rstrip("/")

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.compaction import CompactionManager, CompactionStrategy, TokenAnalyzer, parse_strategy
+from bot.compaction import (
+    CompactionManager,
+    CompactionStrategy,
+    TokenAnalyzer,
+    TokenEstimator,
+    parse_strategy,
+)
 from bot.compaction.analyzer import CLAUDE_FACTOR, encoding_for
 from bot.messages import Message, Role, ToolCall
 
@@ -157,3 +163,42 @@ def test_invariants(messages: list[Message], target: int, strategy: CompactionSt
     assert messages[newest:] == out[len(out) - (len(messages) - newest) :]
     mandatory = manager.analyzer.count_messages([messages[0], *messages[newest:]])
     assert manager.analyzer.count_messages(out) <= max(target, mandatory)
+
+
+ESTIMATE_SAMPLES = {
+    "prose": (
+        "The quarterly report shows steady growth in every region we track, and the "
+        "board decided to postpone the vote until the auditors have finished. "
+    )
+    * 6,
+    "code": "def window(self, session_id: str) -> Window:\n    return self._cache.get(session_id)\n"
+    * 5,
+    "json": '{"id": 12345, "name": "read_file", "arguments": {"path": "docs/a.md"}, "ok": true}'
+    * 4,
+    "german": "Wir haben uns entschieden, die Besprechung auf nächsten Dienstag zu verschieben. "
+    * 4,
+    "russian": "Завтра утром мне нужно отвезти машину в сервис, потому что она шумит. " * 4,
+    "chinese": "明天早上我得把车送到修理厂，因为刹车的时候有奇怪的声音。" * 4,
+    "emoji": "Thanks!! 🎉🎉 That worked perfectly 👍 see you tomorrow 😀🙏 " * 4,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATE_SAMPLES))
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4", "claude-sonnet-4-6"])
+def test_the_estimate_errs_high_but_not_far(kind: str, model: str) -> None:
+    text = ESTIMATE_SAMPLES[kind]
+    exact = TokenAnalyzer(model).count_text(text)
+    estimate = TokenEstimator(model).count_text(text)
+    assert exact <= estimate <= 2.2 * exact, (exact, estimate)
+
+
+def test_the_estimate_counts_messages_like_the_analyzer() -> None:
+    call = ToolCall("c1", "read_file", {"path": "notes/today.md"})
+    messages = [
+        Message(Role.USER, "hello there"),
+        Message(Role.ASSISTANT, "", tool_calls=(call,)),
+        Message(Role.TOOL, "the file's text", tool_call_id="c1", name="read_file"),
+    ]
+    exact = TokenAnalyzer("gpt-4o").count_messages(messages)
+    assert exact <= TokenEstimator("gpt-4o").count_messages(messages) <= 2 * exact
+    assert TokenEstimator("gpt-4o").count_text("") == 0

@@ -119,3 +119,35 @@ async def test_rate_limit_applies_to_the_web_chat() -> None:
         await chat(client, "two")
         third = await chat(client, "three")
         assert third[0]["type"] == "error" and "too quickly" in third[0]["data"]["message"]
+
+
+START_AND_ONE_TURN = """
+import asyncio, sys
+from bot.server import HOST_KEY, create_app
+app = create_app(env={})  # no credentials: the web chat on the offline demo model
+runtime = app[HOST_KEY].runtime
+async def main():
+    await runtime.start()
+    await runtime.ask("s", "hello")
+    await runtime.close()
+asyncio.run(main())
+heavy = ("anthropic", "bpe_openai", "discord", "openai", "slack_sdk", "twilio")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_unused_sdks_and_the_vocabulary_stay_out_of_memory(tmp_path: Any) -> None:
+    # Each costs megabytes a process would hold for nothing: anthropic 45, openai 12,
+    # discord.py 8, twilio 5, slack_sdk 3, a tokenizer's vocabulary 140.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", START_AND_ONE_TURN],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

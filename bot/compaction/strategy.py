@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from bot.compaction.analyzer import REPLY_PRIMING, TokenAnalyzer
+from bot.compaction.analyzer import REPLY_PRIMING, TokenAnalyzer, TokenCounter
 from bot.messages import Message, Role
 
 DECISION = re.compile(
@@ -71,7 +71,7 @@ class _Unit:
     important: bool = False
 
 
-def _units(messages: list[Message], analyzer: TokenAnalyzer) -> list[_Unit]:
+def _units(messages: list[Message], analyzer: TokenCounter) -> list[_Unit]:
     units: list[_Unit] = []
     answered: dict[str, _Unit] = {}
     for message in messages:
@@ -102,8 +102,8 @@ def _complete(unit: _Unit) -> bool:
 
 
 class CompactionManager:
-    def __init__(self, analyzer: TokenAnalyzer | None = None) -> None:
-        self.analyzer = analyzer or TokenAnalyzer()
+    def __init__(self, analyzer: TokenCounter | None = None) -> None:
+        self.analyzer: TokenCounter = analyzer or TokenAnalyzer()
 
     def should_compact(
         self, messages: list[Message], max_tokens: int, threshold: float, reserve: int = 0

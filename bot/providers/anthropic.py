@@ -7,9 +7,8 @@ import logging
 import re
 import warnings
 from collections.abc import AsyncGenerator, Container
-from typing import Any
-
-import anthropic
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from bot.messages import Message, Role, ToolCall
 from bot.providers.base import (
@@ -25,6 +24,9 @@ from bot.providers.base import (
 )
 from bot.providers.classify import classify
 
+if TYPE_CHECKING:
+    import anthropic  # about 45 MB: imported by the first client, not for every process
+
 log = logging.getLogger(__name__)
 
 
@@ -33,15 +35,15 @@ class _AllModels:
         return True
 
 
-_SDK_WARNS_ABOUT: Container[str]
-try:  # the models the SDK warns about when called (retired, or thinking-related)
-    from anthropic._data import DEPRECATED_MODELS, MODELS_TO_WARN_WITH_THINKING_ENABLED
+@cache
+def _sdk_warns_about() -> Container[str]:
+    """The models the SDK warns about when called (retired, or thinking-related)."""
+    try:
+        from anthropic._data import DEPRECATED_MODELS, MODELS_TO_WARN_WITH_THINKING_ENABLED
+    except ImportError:  # pragma: no cover - a later SDK moved them: catch on every call
+        return _AllModels()
+    return frozenset(DEPRECATED_MODELS) | frozenset(MODELS_TO_WARN_WITH_THINKING_ENABLED)
 
-    _SDK_WARNS_ABOUT = frozenset(DEPRECATED_MODELS) | frozenset(
-        MODELS_TO_WARN_WITH_THINKING_ENABLED
-    )
-except ImportError:  # pragma: no cover - a later SDK moved them: catch on every call
-    _SDK_WARNS_ABOUT = _AllModels()
 
 STOP_REASONS = {
     "end_turn": "end",
@@ -132,6 +134,8 @@ class AnthropicProvider:
         key = api_key or "no-key"
         found = self._clients.get(key)
         if found is None:
+            import anthropic
+
             found = anthropic.AsyncAnthropic(
                 api_key=key,
                 base_url=self.info.base_url or None,
@@ -175,10 +179,12 @@ class AnthropicProvider:
     async def stream(
         self, request: ModelRequest, api_key: str | None
     ) -> AsyncGenerator[Delta, None]:
+        import anthropic
+
         params = self.build_params(request)
         tool_blocks: dict[int, dict[str, Any]] = {}
         try:
-            if request.model in _SDK_WARNS_ABOUT:
+            if request.model in _sdk_warns_about():
                 # The SDK warns about retired models on every call: catch it, log it once.
                 # (Only then: catching warnings costs about 0.4 ms a call.)
                 with warnings.catch_warnings(record=True) as caught:

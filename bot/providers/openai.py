@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from bot.messages import Message, Role, ToolCall
 from bot.providers.base import (
@@ -26,6 +24,9 @@ from bot.providers.base import (
     UsageDelta,
 )
 from bot.providers.classify import classify
+
+if TYPE_CHECKING:
+    import openai  # about 12 MB: imported by the first client, not for every process
 
 FINISH_REASONS = {
     "stop": "end",
@@ -80,6 +81,8 @@ class OpenAIProvider:
             kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0, "timeout": self.timeout}
             if self.info.base_url:
                 kwargs["base_url"] = self.info.base_url
+            import openai
+
             found = openai.AsyncOpenAI(**kwargs)
             self._clients[key] = found
         return found
@@ -113,6 +116,8 @@ class OpenAIProvider:
     async def stream(
         self, request: ModelRequest, api_key: str | None
     ) -> AsyncGenerator[Delta, None]:
+        import openai
+
         params = self.build_params(request)
         calls: dict[int, dict[str, Any]] = {}
         finish: str | None = None

@@ -1,0 +1,106 @@
+"""What a turn sends: sized by the provider's own count, and held in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot import context
+from bot.config import load_config
+from bot.runtime import AgentRuntime
+from bot.storage import MemoryStorage
+from tests.fakes.models import FakeAnthropic, Reply
+
+
+@pytest.fixture
+async def anthropic(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-main-1111")
+        yield fake
+
+
+def small_context(strategy: str = "recent") -> object:
+    return load_config(
+        data={
+            "agent": {
+                "context": {
+                    "max_tokens": 10_000,
+                    "reserve_tokens": 0,
+                    "compaction_strategy": strategy,
+                },
+                "max_output_tokens": 100,
+            }
+        }
+    )
+
+
+async def test_the_provider_count_decides_when_to_compact(anthropic: FakeAnthropic) -> None:
+    # Short messages the estimate puts far below the budget (7,900 tokens), but the
+    # provider counts 9,000 (a long system prompt and tools, a heavier tokenizer): the
+    # next turn must be compacted before it is sent, not fail with an overflow.
+    config = small_context()
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config, storage=MemoryStorage())
+    anthropic.script(Reply(text="first answer"), Reply(text="second answer", input_tokens=9_000))
+    await runtime.ask("s", "first question")
+    await runtime.ask("s", "second question")
+    seen = [event async for event in runtime.run("s", "third question")]
+    compaction = [e for e in seen if e.type.value == "compaction"]
+    assert compaction and compaction[0].data["before_tokens"] >= 9_000
+    sent = anthropic.requests[-1].json["messages"]
+    assert len(sent) < 5 and sent[-1]["content"][0]["text"] == "third question"
+    await runtime.close()
+
+
+async def test_a_count_far_below_the_estimate_is_not_believed(anthropic: FakeAnthropic) -> None:
+    # A server that reports a token or two (or counts a cache apart) must not hide a long
+    # conversation: the estimate still compacts it.
+    config = small_context()
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config, storage=MemoryStorage())
+    anthropic.default = lambda request: Reply(text="ok", input_tokens=1)
+    seen = []
+    for index in range(8):
+        seen += [event async for event in runtime.run("s", f"{index} " + "word " * 900)]
+    assert "compaction" in [e.type.value for e in seen]
+    await runtime.close()
+
+
+async def test_status_shows_the_provider_count_plus_what_came_after(
+    anthropic: FakeAnthropic,
+) -> None:
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", storage=MemoryStorage())
+    anthropic.script(Reply(text="an answer of a few words", input_tokens=5_000))
+    await runtime.ask("s", "hello")
+    tokens = (await runtime.status("s"))["session"]["tokens"]
+    assert 5_000 < tokens < 5_030  # the count, plus the answer's estimate
+    await runtime.close()
+
+
+async def test_sessions_held_in_memory_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(context, "MAX_CACHED_SESSIONS", 10)
+    runtime = AgentRuntime(demo_when_unconfigured=True, storage=MemoryStorage())
+    for n in range(40):
+        await runtime.ask(f"chat-{n}", f"my name is number {n}")
+    assert runtime._context is not None
+    assert len(runtime._context._sessions) == 10
+    # an evicted session is read from storage again: nothing it said is lost
+    await runtime.ask("chat-0", "who am I?")
+    window = await runtime._context.window("chat-0", runtime.model)
+    assert window.messages[0].content == "my name is number 0"
+    await runtime.close()
+
+
+async def test_long_windows_held_in_memory_are_bounded_by_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(context, "MAX_CACHED_TOKENS", 20_000)
+    runtime = AgentRuntime(demo_when_unconfigured=True, storage=MemoryStorage())
+    for n in range(30):
+        await runtime.ask(f"chat-{n}", "word " * 2_000)  # about 3,000 tokens each
+    builder = runtime._context
+    assert builder is not None
+    held = sum(s.total + s.extra for s in builder._sessions.values())
+    assert held == builder._held  # the running figure is the real one
+    assert held <= 20_000 + 6_000 and len(builder._sessions) < 10
+    await runtime.close()
