@@ -322,3 +322,32 @@ async def test_claims_many_in_one_trip(storage: Any) -> None:
     assert await storage.inbox_pending_ids() == ids
     await storage.inbox_done(ids[0])
     assert await storage.inbox_pending_ids() == ids[1:]
+
+
+TURNS = 300
+
+
+async def test_sqlite_writes_from_both_connections_never_find_the_database_locked(
+    tmp_path: Path,
+) -> None:
+    """Turn bookkeeping (attempts, replies, settings, cooldowns) and the loop-thread writes
+    (transcripts, sends) interleave under load: none fails, none is lost."""
+    storage = SQLiteStorage(tmp_path / "busy.sqlite")
+    await storage.open()
+    try:
+        ids = [await storage.inbox_add(f"t:{n}", {"text": str(n)}) for n in range(TURNS)]
+
+        async def turn(n: int, item: int) -> None:
+            await storage.inbox_begin(item)
+            await storage.append_messages(f"s{n % 7}", [Message(Role.USER, f"q{n}")])
+            await storage.kv_update("cooldown", f"k{n % 3}", lambda old: (old or 0) + 1)
+            await storage.inbox_set_reply(item, [f"a{n}"])
+            await storage.set_setting(f"s{n % 7}", "model", f"m{n}")
+            await storage.inbox_done(item)
+
+        await asyncio.gather(*(turn(n, item) for n, item in enumerate(ids)))
+        assert await storage.inbox_pending_ids() == []
+        counts = await storage.kv_get_all("cooldown")
+        assert sum(counts.values()) == TURNS
+    finally:
+        await storage.close()

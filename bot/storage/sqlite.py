@@ -5,7 +5,10 @@ statements from different tasks are serialized. No transaction spans an
 await (another task's statement would land inside it): every statement
 autocommits and is read to its end in one trip, and a read-modify-write
 (``kv_update``, ``set_setting``) holds ``_write_lock`` instead, which is
-enough since only this process writes the file.
+enough since only this process writes the file. Every write through
+aiosqlite holds that lock, so the two connections never write at once: in
+WAL mode a write that finds its snapshot moved on by the other connection
+fails at once with "database is locked", whatever the busy timeout.
 
 The writes on every turn's path (``_hot_write``: the transcript insert and
 the record that a reply part was sent) go through a second, plain
@@ -218,7 +221,7 @@ class SQLiteStorage(LocalClaims):
         return [Message.from_dict(json.loads(data), message_id=row_id) for row_id, data in rows]
 
     async def reset_session(self, session_id: str) -> None:
-        await self.db.execute(
+        await self._hot_rows(
             "INSERT INTO sessions (session_id, epoch) VALUES (?, 1) "
             "ON CONFLICT(session_id) DO UPDATE SET epoch = epoch + 1",
             (session_id,),
@@ -237,7 +240,7 @@ class SQLiteStorage(LocalClaims):
                 settings.pop(key, None)
             else:
                 settings[key] = value
-            await self.db.execute(
+            await self._rows(
                 "INSERT INTO sessions (session_id, settings) VALUES (?, ?) "
                 "ON CONFLICT(session_id) DO UPDATE SET settings = excluded.settings",
                 (session_id, json.dumps(settings)),
@@ -254,14 +257,22 @@ class SQLiteStorage(LocalClaims):
         return {key: json.loads(value) for key, value in rows}
 
     async def kv_set(self, namespace: str, key: str, value: JSON) -> None:
-        await self.db.execute(
+        await self._hot_rows(*self._kv_set(namespace, key, value))
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self._hot_rows(*self._kv_delete(namespace, key))
+
+    @staticmethod
+    def _kv_set(namespace: str, key: str, value: JSON) -> tuple[str, tuple[Any, ...]]:
+        return (
             "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?) "
             "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
             (namespace, key, json.dumps(value)),
         )
 
-    async def kv_delete(self, namespace: str, key: str) -> None:
-        await self.db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+    @staticmethod
+    def _kv_delete(namespace: str, key: str) -> tuple[str, tuple[Any, ...]]:
+        return "DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
 
     async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
         # Only this process writes the file, so the lock makes read-update-write atomic;
@@ -270,13 +281,13 @@ class SQLiteStorage(LocalClaims):
         async with self._write_lock:
             new = update(await self.kv_get(namespace, key))
             if new is None:
-                await self.kv_delete(namespace, key)
+                await self._rows(*self._kv_delete(namespace, key))
             else:
-                await self.kv_set(namespace, key, new)
+                await self._rows(*self._kv_set(namespace, key, new))
         return new
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        await self.db.execute(sql, params)
+        await self._hot_rows(sql, params)
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
         # Group commit: the adds of concurrent requests go into one statement, one commit,
@@ -303,6 +314,15 @@ class SQLiteStorage(LocalClaims):
         # once; its second occurrence is a duplicate.
         ids = {dedupe: int(row_id) for row_id, dedupe in found}
         return [ids.pop(dedupe, None) for dedupe, _ in rows]
+
+    async def _hot_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A write on the loop's thread, as ``_hot_write``, read to its end (RETURNING)."""
+        found = self._fast_rows(sql, params)
+        if found is None:
+            async with self._write_lock:
+                return await self._rows(sql, params)
+        self._count_fast_writes(1)
+        return found
 
     def _fast_rows(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
         """``_fast_write`` for a statement with RETURNING: its rows, read to the end (so
@@ -340,16 +360,13 @@ class SQLiteStorage(LocalClaims):
         return self._item(row) if row else None
 
     async def inbox_begin(self, item_id: int) -> int:
-        row = await self._row(
+        rows = await self._hot_rows(
             "UPDATE inbox SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (item_id,)
         )
-        return int(row[0]) if row else 0
+        return int(rows[0][0]) if rows else 0
 
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
-        await self.db.execute(
-            "UPDATE inbox SET reply = ? WHERE id = ?",
-            (json.dumps(parts, ensure_ascii=False), item_id),
-        )
+        await self._hot_rows("UPDATE inbox SET reply = ? WHERE id = ?", (to_json(parts), item_id))
 
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
         # Recorded the moment the platform has the part, with no await in between when
