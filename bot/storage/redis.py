@@ -260,15 +260,14 @@ class RedisStorage:
         return await self._inbox_adds.submit((dedupe_key, to_json(data)))
 
     async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
-        ids = await self.client.eval(
-            INBOX_ADD,
-            3 + len(rows),
+        keys = [
             self.key("inbox", "next"),
             self.key("inbox", "item", ""),
             self.key("inbox", "pending"),
-            *(self.key("inbox", "dedupe", dedupe) for dedupe, _ in rows),
-            DEDUPE_TTL,
-            *(data for _, data in rows),
+        ]
+        keys += [self.key("inbox", "dedupe", dedupe) for dedupe, _ in rows]
+        ids = await run_script(
+            self.client, INBOX_ADD, keys, [DEDUPE_TTL, *(data for _, data in rows)]
         )
         return [int(n) or None for n in ids]
 
