@@ -7,13 +7,12 @@ is rendered, stored with the inbox item, and sent part by part, each part
 recorded as sent, so a restart resumes where it stopped: no acknowledged
 message is lost, none is answered twice.
 
-Claims are leases with fencing tokens (one token per claim): a process that
-lost a claim (it paused past the lease, or storage was away) finds out
-before it sends anything, and its late renewals and releases cannot touch
-the new holder's claim. All of a process's claims are renewed in one trip.
-The last part of a reply is recorded by marking the message done, and the
-other messages a reply answers are marked done before it is sent, so a
-restart never answers a message again.
+Claims (``bot.claims``) are leases with fencing tokens: a process that lost
+one (it paused past the lease, or storage was away) finds out before it
+sends anything, and cannot touch the new holder's claim. The last part of a
+reply is recorded by marking the message done, and the other messages a
+reply answers are marked done before it is sent, so a restart never answers
+a message again.
 
 Under overload the mailbox admits at most the global cap of turns; the rest
 wait in line with no task, no typing and no polling. "Typing" is shown only
@@ -26,17 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from bot.access import AccessPolicy, Verdict
+from bot.claims import CLAIM_TTL, Claims
 from bot.commands import handle_command
 from bot.events import EventType
 from bot.inbound import InboundMessage, JSONPart, ReplySink
@@ -51,25 +49,10 @@ log = logging.getLogger(__name__)
 
 TYPING_EVERY = 4.0
 MAX_ATTEMPTS = 3
-CLAIM_TTL = 30.0
 
 
 class ClaimLost(Exception):
     """This process no longer holds a message's claim: another one answers it."""
-
-
-@dataclass(slots=True)
-class Claim:
-    """A claim this process holds: its fencing token, and when it was last taken or
-    renewed (this process's clock, read before the request went out)."""
-
-    token: str
-    since: float = field(default_factory=time.monotonic)
-
-    def fresh(self, now: float) -> bool:
-        """Still held for sure, with no need to ask: nobody can take a claim before its
-        lease runs out, and half of it has not passed since it was last renewed."""
-        return now - self.since < CLAIM_TTL / 2
 
 
 class Outcome(str, Enum):
@@ -103,8 +86,7 @@ class Dispatcher:
         self.process = process
         self.sweep_every = sweep_every
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._held: dict[int, Claim] = {}  # inbox id -> the claim this process holds
-        self._tokens = itertools.count(1)
+        self.claims = Claims(self.owner, lambda: self.runtime.storage)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
@@ -134,7 +116,7 @@ class Dispatcher:
         await self.sweep()
         self._background = [
             asyncio.ensure_future(self._every(self.sweep_every, self.sweep)),
-            asyncio.ensure_future(self._every(CLAIM_TTL / 3, self._renew)),
+            asyncio.ensure_future(self._every(CLAIM_TTL / 3, self.claims.renew)),
         ]
 
     async def _every(self, seconds: float, job: Any) -> None:
@@ -147,9 +129,6 @@ class Dispatcher:
             except Exception:
                 log.exception("background job %s failed; will retry", job.__name__)
 
-    def _token(self) -> str:
-        return f"{self.owner}#{next(self._tokens)}"
-
     async def sweep(self) -> int:
         """Claim and queue stored messages that no live process holds.
 
@@ -158,82 +137,24 @@ class Dispatcher:
         """
         if self.draining:
             return 0
-        free = [n for n in await self.storage.inbox_pending_ids() if n not in self._held]
+        free = [n for n in await self.storage.inbox_pending_ids() if n not in self.claims]
         if self.storage.shared:
             room = max(4 * self.max_running, 100) - self.mailbox.waiting
             free = free[: max(room, 0)]
         if not free:
             return 0
-        claims = {n: self._token() for n in free}
-        for n, token in claims.items():  # before the await: submit never queues these too
-            self._held[n] = Claim(token)
-        taken = set(await self.storage.inbox_claim_many(claims, CLAIM_TTL))
-        for n in free:
-            if n not in taken:
-                self._let_go(n, claims[n])
         queued = 0
-        for n in free:
-            if n not in taken:
-                continue
+        for n in await self.claims.take_many(free):
             item = await self.storage.inbox_get(n)
             message = InboundMessage.from_dict(item.data) if item is not None else None
             if message is None or message.channel not in self.sinks:
-                self._let_go(n, claims[n])
-                await self.storage.inbox_release(n, claims[n])
+                await self.claims.release(n)
                 continue
             self._enqueue(message, n)
             queued += 1
         if queued:
             log.info("picked up %d stored message(s)", queued)
         return queued
-
-    def _let_go(self, item_id: int, token: str) -> None:
-        claim = self._held.get(item_id)
-        if claim is not None and claim.token == token:
-            del self._held[item_id]
-
-    async def _take(self, item_id: int) -> bool:
-        """Claim a stored message for this process, once: ``_held`` is marked before the
-        claim's await, so ``submit`` and ``sweep`` never both queue the same message."""
-        if item_id in self._held:
-            return False
-        token = self._token()
-        self._held[item_id] = Claim(token)
-        claimed = False
-        try:
-            claimed = bool(await self.storage.inbox_claim(item_id, token, CLAIM_TTL))
-        finally:
-            if not claimed:
-                self._let_go(item_id, token)
-        return claimed
-
-    async def _renew(self) -> None:
-        """Renew every claim this process holds, in one trip."""
-        await self._renew_claims(dict(self._held), quiet=False)
-
-    async def _renew_claims(self, held: dict[int, Claim], *, quiet: bool) -> set[int]:
-        """Renew ``held``; the ids still ours. A claim lost is let go (and said so)."""
-        now = time.monotonic()
-        tokens = {n: claim.token for n, claim in held.items()}
-        lost: set[int] = await self.storage.inbox_renew(tokens, CLAIM_TTL)
-        for n, claim in held.items():
-            if n in lost:
-                if self._held.get(n) is claim and not quiet:
-                    log.warning("lost the claim on inbox item %s; another process may answer it", n)
-                self._let_go(n, claim.token)
-            else:
-                claim.since = max(claim.since, now)
-        return set(held) - lost
-
-    async def _check(self, item_ids: list[int]) -> set[int]:
-        """The ids among ``item_ids`` whose claim this process still holds: a claim
-        renewed recently is ours for sure; the others are renewed (one trip) to know."""
-        now = time.monotonic()
-        ours = {n for n in item_ids if (c := self._held.get(n)) is not None and c.fresh(now)}
-        stale = {n: self._held[n] for n in item_ids if n in self._held and n not in ours}
-        if stale:
-            ours |= await self._renew_claims(stale, quiet=True)
-        return ours
 
     async def submit(self, message: InboundMessage, *, when_draining: bool = False) -> Outcome:
         if self.draining and not when_draining:
@@ -253,7 +174,7 @@ class Dispatcher:
             )
             return Outcome.DUPLICATE
         log.info("stored %s message as inbox-%d", message.channel, item_id)
-        if self.process and not self.draining and await self._take(item_id):
+        if self.process and not self.draining and await self.claims.take(item_id):
             self._enqueue(message, item_id)
         return Outcome.ACCEPTED
 
@@ -296,7 +217,7 @@ class Dispatcher:
 
     async def _done(self, item_id: int) -> None:
         await self.storage.inbox_done(item_id)
-        self._held.pop(item_id, None)
+        self.claims.forget(item_id)
 
     async def _notify(self, message: InboundMessage, text: str) -> None:
         sink = self.sinks.get(message.channel)
@@ -319,14 +240,12 @@ class Dispatcher:
         self._told.discard(session_id)
         items: list[InboxItem] = []
         try:
-            ours = await self._check([*item_ids, *dropped])
+            ours = await self.claims.check([*item_ids, *dropped])
             items = [i for n in item_ids if n in ours and (i := await self.storage.inbox_get(n))]
             lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
             found = {item.id for item in (*items, *lost)}
             for closed in ours - found:  # answered meanwhile: let go
-                claim = self._held.pop(closed, None)
-                if claim is not None:
-                    await self.storage.inbox_release(closed, claim.token)
+                await self.claims.release(closed)
             if items:
                 await self._answer(session_id, items, lost)
         except asyncio.CancelledError:
@@ -353,11 +272,8 @@ class Dispatcher:
         """Let go of items whose turn failed: the sweeper (this process's or another's)
         claims them again on its next pass, which spaces out the attempts."""
         for item_id in item_ids:
-            claim = self._held.pop(item_id, None)
-            if claim is None:
-                continue
             with contextlib.suppress(Exception):  # unreachable store: the claim lapses
-                await self.storage.inbox_release(item_id, claim.token)
+                await self.claims.release(item_id)
 
     async def _answer(self, session_id: str, items: list[InboxItem], lost: list[InboxItem]) -> None:
         last = items[-1]
@@ -479,7 +395,7 @@ class Dispatcher:
         """Send the parts not sent yet, each only while this process still holds the
         message's claim; the last part's record is the message being marked done."""
         for index in range(item.sent, len(parts)):
-            if not await self._check([item.id]):
+            if not await self.claims.check([item.id]):
                 raise ClaimLost(item.id)
             await sink.send_part(message, parts[index])
             if index + 1 < len(parts):
@@ -496,6 +412,4 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for item_id, claim in list(self._held.items()):
-            await self.storage.inbox_release(item_id, claim.token)
-        self._held.clear()
+        await self.claims.release_all()

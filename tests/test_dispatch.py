@@ -73,7 +73,7 @@ async def test_accepts_answers_and_dedupes(tmp_path: Path) -> None:
     assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.ACCEPTED
     assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.DUPLICATE
     await until(lambda: sink.sent)
-    await until(lambda: not dispatcher._held)
+    await until(lambda: not dispatcher.claims)
     assert any("You said: hello" in part for part in sink.sent)
     assert await storage.inbox_pending() == []
     await dispatcher.drain(1)
@@ -101,7 +101,7 @@ async def test_replay_after_a_crash_resumes_without_repeating(tmp_path: Path) ->
     await storage.inbox_mark_sent(first, 1)
     await dispatcher.start()
     await until(lambda: len(sink.sent) >= 3)
-    await until(lambda: not dispatcher._held)
+    await until(lambda: not dispatcher.claims)
     assert sink.sent[:2] == ["part B", "part C"] or "part A" not in sink.sent
     assert "part A" not in sink.sent
     assert any("You said: second" in part for part in sink.sent)
@@ -124,7 +124,7 @@ async def test_a_failed_send_is_retried_from_where_it_stopped(tmp_path: Path) ->
     again = Dispatcher(dispatcher.runtime)
     again.register(fixed)
     await again.start()
-    await until(lambda: not again._held and fixed.sent)
+    await until(lambda: not again.claims and fixed.sent)
     assert fixed.sent == pending[0].reply
     await again.drain(1)
     await dispatcher.runtime.close()
@@ -159,7 +159,7 @@ async def test_a_failed_turn_is_tried_again_then_given_up(
     await dispatcher.start()
     await dispatcher.submit(inbound("again", "m1"))
     await until(lambda: sink.sent or sink.notices)
-    await until(lambda: not dispatcher._held)
+    await until(lambda: not dispatcher.claims)
     if delivered:  # the same process picked it up again and the platform was back
         assert sink.attempts == failures + len(sink.sent)
         assert any("You said: again" in p for p in sink.sent)
@@ -191,7 +191,7 @@ async def test_a_sweep_during_submits_never_queues_a_message_twice(tmp_path: Pat
         await asyncio.gather(
             dispatcher.submit(inbound(f"message {n}", f"m{n}", chat=f"c{n}")), dispatcher.sweep()
         )
-    await until(lambda: not dispatcher._held and len(sink.sent) >= 20)
+    await until(lambda: not dispatcher.claims and len(sink.sent) >= 20)
     for n in range(20):  # the model saw each message once, in one turn
         transcript = await runtime.storage.load_messages(f"test:c{n}")
         assert [m.content for m in transcript if m.role is Role.USER] == [f"message {n}"]
@@ -293,7 +293,7 @@ async def test_a_turn_that_runs_too_long_is_stopped_and_said_so(
         await dispatcher.submit(inbound("slow question", "m1"))
         await until(lambda: sink.sent)
         assert sink.sent == ["Sorry, that took too long and I had to stop. Please try again."]
-        await until(lambda: not dispatcher._held)
+        await until(lambda: not dispatcher.claims)
         assert await runtime.storage.inbox_pending() == []
         transcript = await runtime.storage.load_messages("test:c1")
         assert [m.content for m in transcript] == ["slow question"]
@@ -386,7 +386,7 @@ async def test_a_turn_that_lost_its_claim_sends_nothing(
     late answer is never sent, and its late release leaves the new claim alone."""
     from tests.fakes.models import FakeAnthropic, Reply
 
-    monkeypatch.setattr("bot.dispatch.CLAIM_TTL", 0.05)
+    monkeypatch.setattr("bot.claims.CLAIM_TTL", 0.05)
     async with FakeAnthropic() as model:
         model.default = lambda request: Reply(text="late answer", delay=0.4)
         dispatcher, sink = await slow_dispatcher(tmp_path, monkeypatch, model)
@@ -396,7 +396,7 @@ async def test_a_turn_that_lost_its_claim_sends_nothing(
         (item,) = await storage.inbox_pending_ids()
         while not await storage.inbox_claim(item, "other-process#1", 30):
             await asyncio.sleep(0.01)
-        await until(lambda: not dispatcher._held)
+        await until(lambda: not dispatcher.claims)
         await dispatcher.drain(1)
         assert sink.sent == []
         assert await storage.inbox_renew({item: "other-process#1"}, 30) == set()
@@ -421,7 +421,7 @@ async def test_a_fresh_claim_is_not_asked_about_again(tmp_path: Path) -> None:
     dispatcher.register(sink)
     await runtime.start()
     await dispatcher.submit(inbound("hello", "m1"))
-    await until(lambda: sink.sent and not dispatcher._held)
+    await until(lambda: sink.sent and not dispatcher.claims)
     assert renewals == []
     await dispatcher.drain(1)
     await runtime.close()

@@ -1,0 +1,66 @@
+"""A process's claims: taken once, in one trip for many, checked without a trip while fresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.claims import Claims
+from bot.storage import MemoryStorage
+
+
+class Counting(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trips = 0
+
+    async def inbox_renew(self, claims: Any, ttl: float) -> set[int]:
+        self.trips += 1
+        return await super().inbox_renew(claims, ttl)
+
+
+async def test_take_once_many_in_one_trip_and_release() -> None:
+    storage = Counting()
+    ids = [await storage.inbox_add(f"t:{n}", {"n": n}) for n in range(4)]
+    mine, theirs = Claims("a", lambda: storage), Claims("b", lambda: storage)
+    assert await mine.take(ids[0])
+    assert not await mine.take(ids[0])  # held here already
+    assert not await theirs.take(ids[0])
+    assert await theirs.take_many(ids) == ids[1:]
+    assert await mine.take_many(ids) == []
+    assert len(mine) == 1 and len(theirs) == 3
+    await theirs.release(ids[1])
+    assert ids[1] not in theirs
+    assert await mine.take_many(ids) == [ids[1]]
+    await mine.release_all()
+    assert len(mine) == 0
+    assert await theirs.take(ids[0])
+
+
+async def test_a_fresh_claim_is_checked_without_a_trip_and_a_stale_one_with_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("bot.claims.time.monotonic", lambda: now[0])
+    storage = Counting()
+    item = await storage.inbox_add("t:1", {})
+    claims = Claims("a", lambda: storage)
+    assert await claims.take(item)
+    assert await claims.check([item, 999]) == {item}
+    assert storage.trips == 0
+    now[0] += 20  # past half the 30 s lease: ask
+    assert await claims.check([item]) == {item}
+    assert storage.trips == 1
+    assert await claims.check([item]) == {item}  # renewed just now: fresh again
+    assert storage.trips == 1
+
+
+async def test_a_lost_claim_is_let_go() -> None:
+    storage = Counting()
+    item = await storage.inbox_add("t:1", {})
+    claims = Claims("a", lambda: storage)
+    assert await claims.take(item)
+    await storage.inbox_done(item)  # finished elsewhere: the claim is gone
+    await claims.renew()
+    assert item not in claims
