@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _PROCESS_PREFIX = uuid.uuid4().hex[:8]
 _request_count = itertools.count(1)
 
+YOUNG_OBJECTS = 10_000  # allocations (net) that start a young collection; CPython's default is 700
+
 HOST_KEY = web.AppKey("host", ChannelHost)
 ADAPTERS_KEY = web.AppKey("adapters", list)
 
@@ -130,9 +132,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     # What start-up built lives as long as the server: the cyclic collector need not walk
     # it again on every full collection (under webhook load those cost ~10 us a request).
+    # And requests in flight hold more than the default 700 new objects at once, so young
+    # collections ran again and again finding nothing to free.
     gc.collect()
     gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(YOUNG_OBJECTS, *thresholds[1:])
     yield
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
     host.draining = True
     await host.dispatcher.drain(runtime.config.server.shutdown_grace)
