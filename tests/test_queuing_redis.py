@@ -179,3 +179,39 @@ async def test_a_release_wakes_the_next_waiter_without_polling(
         for lane in lanes:
             await lane.aclose()
         await cleanup(redis_server, redis_prefix)
+
+
+async def test_release_never_waits_on_a_renewal_that_lost_its_cancel(
+    redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py sends under asyncio.wait_for, which on Python 3.11 can swallow a cancel:
+    a turn's release must not hang on its lease renewer then."""
+    import bot.queuing.redis_backend as backend
+
+    real = backend.run_script
+    renewing = asyncio.Event()
+
+    async def deaf_renewal(client: Any, source: str, keys: Any, args: Any) -> Any:
+        if source is not backend.RENEW:
+            return await real(client, source, keys, args)
+        renewing.set()
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            pass  # the cancel is lost, as inside wait_for
+        return 1  # renewed
+
+    monkeypatch.setattr(backend, "run_script", deaf_renewal)
+    lanes = RedisLanes(redis_server, prefix=redis_prefix, lease=0.06)
+    ticket = lanes.session("chat").ticket()
+    try:
+        async for _ in ticket.acquire():
+            raise AssertionError("a free lane made the contender wait")
+        await renewing.wait()
+        releasing = asyncio.ensure_future(ticket.release())
+        done, _ = await asyncio.wait({releasing}, timeout=2)  # (not a cancel: it is lost)
+        assert releasing in done, "release() hung on the renewer"
+        assert ticket.token is None
+    finally:
+        await lanes.aclose()
+        await cleanup(redis_server, redis_prefix)

@@ -98,6 +98,17 @@ RETRY_EVERY = 3.0  # a waiter's own retry, should a wake-up be lost
 WOKEN_KEPT = 4096  # wake-ups that arrived before their waiter listened
 
 
+async def cancel_within(tasks: list[asyncio.Task[None]], seconds: float) -> None:
+    """Cancel tasks and wait for them at most ``seconds``: a task running a redis-py
+    command may lose the cancel (see ``Ticket.release``), and shutdown must not hang."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=seconds)
+        if late:
+            log.warning("%d lane task(s) did not stop in %.0fs; left", len(late), seconds)
+
+
 class LeaseLost(Exception):
     """The lease expired before it was renewed: another process may hold the lane now."""
 
@@ -151,6 +162,7 @@ class Wakes:
         self._woken: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._closing = False
 
     async def wait(self, lane: str, ticket: int, seconds: float) -> None:
         """Until ``ticket`` of ``lane`` is woken, or ``seconds`` have passed. The first
@@ -176,7 +188,7 @@ class Wakes:
             self._waiters.pop(key, None)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -201,10 +213,9 @@ class Wakes:
             self._woken.popitem(last=False)
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_within([self._listener], 2.0)
             self._listener = None
 
 
@@ -215,6 +226,7 @@ class Ticket:
         self.lane = lane
         self.token: int | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._released = False
 
     async def acquire(self) -> AsyncGenerator[int, None]:
         """Wait for a slot, yielding the queue position when it changes; ends holding it."""
@@ -234,11 +246,15 @@ class Ticket:
             await self._leave()
             raise
         self._renewer = asyncio.ensure_future(self._renew())
+        self.lane.cleanups.add(self._renewer)
+        self._renewer.add_done_callback(self.lane.cleanups.discard)
 
     async def _renew(self) -> None:
         lane = self.lane
-        while True:
+        while not self._released:  # a flag as well as the cancel: see release()
             await asyncio.sleep(lane.lease_ms / 3000)
+            if self._released:
+                return
             try:
                 kept = await run_script(
                     lane.client,
@@ -286,10 +302,14 @@ class Ticket:
                 return
 
     async def release(self) -> None:
+        # The renewer is cancelled but not waited for: redis-py sends each command under
+        # asyncio.wait_for, which on Python 3.11 can lose a cancel that lands as the send
+        # completes, and waiting here would then hang the turn (and swallow a cancel aimed
+        # at it). The flag ends its loop; a renewal after the ticket left finds nothing
+        # to renew. ``RedisLanes.aclose`` waits for stragglers, with a bound.
+        self._released = True
         if self._renewer is not None:
             self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
             self._renewer = None
         await self._leave()
         self.token = None
@@ -349,7 +369,5 @@ class RedisLanes:
 
     async def aclose(self) -> None:
         await self.wakes.aclose()
-        for task in list(self.cleanups):
-            task.cancel()
-        await asyncio.gather(*self.cleanups, return_exceptions=True)
+        await cancel_within(list(self.cleanups), 2.0)
         await self.client.aclose()
