@@ -30,6 +30,7 @@ class Claim:
 
     token: str
     since: float
+    confirmed: bool = False  # storage said yes; until then renewals leave it alone
 
     def fresh(self, now: float) -> bool:
         return now - self.since < CLAIM_TTL / 2
@@ -74,8 +75,7 @@ class Claims:
         try:
             taken = bool(await self._storage().inbox_claim(item_id, token, CLAIM_TTL))
         finally:
-            if not taken:
-                self._drop(item_id, token)
+            self._settle(item_id, token, taken)
         return taken
 
     async def take_many(self, item_ids: Iterable[int]) -> list[int]:
@@ -83,11 +83,22 @@ class Claims:
         wanted = {n: self._mark(n) for n in item_ids if n not in self._held}
         if not wanted:
             return []
-        taken = set(await self._storage().inbox_claim_many(wanted, CLAIM_TTL))
-        for n, token in wanted.items():
-            if n not in taken:
-                self._drop(n, token)
+        taken: set[int] = set()
+        try:
+            taken = set(await self._storage().inbox_claim_many(wanted, CLAIM_TTL))
+        finally:
+            for n, token in wanted.items():
+                self._settle(n, token, n in taken)
         return [n for n in wanted if n in taken]
+
+    def _settle(self, item_id: int, token: str, taken: bool) -> None:
+        claim = self._held.get(item_id)
+        if claim is None or claim.token != token:
+            return
+        if taken:
+            claim.confirmed = True
+        else:
+            del self._held[item_id]
 
     def forget(self, item_id: int) -> None:
         """The message is done: its claim went with it."""
@@ -103,8 +114,10 @@ class Claims:
             await self.release(item_id)
 
     async def renew(self) -> None:
-        """Renew every claim held, in one trip; say which were lost."""
-        await self._renew(dict(self._held), quiet=False)
+        """Renew every claim held, in one trip; say which were lost. A claim whose
+        write has not landed yet is not asked about: it would look lost."""
+        held = {n: claim for n, claim in self._held.items() if claim.confirmed}
+        await self._renew(held, quiet=False)
 
     async def check(self, item_ids: Iterable[int]) -> set[int]:
         """The ids among ``item_ids`` whose claim this process still holds."""
@@ -113,7 +126,7 @@ class Claims:
         stale: dict[int, Claim] = {}
         for n in item_ids:
             claim = self._held.get(n)
-            if claim is not None:
+            if claim is not None and claim.confirmed:
                 if claim.fresh(now):
                     ours.add(n)
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -64,3 +65,27 @@ async def test_a_lost_claim_is_let_go() -> None:
     await storage.inbox_done(item)  # finished elsewhere: the claim is gone
     await claims.renew()
     assert item not in claims
+
+
+async def test_a_renewal_while_a_claim_is_being_taken_leaves_it_alone() -> None:
+    """The claim is marked here before its write lands; a renewal in between must not
+    call it lost (the message would wait out a lease for nothing)."""
+    landed = asyncio.Event()
+    release = asyncio.Event()
+
+    class Slow(MemoryStorage):
+        async def inbox_claim_many(self, claims: Any, ttl: float) -> list[int]:
+            landed.set()
+            await release.wait()
+            return await super().inbox_claim_many(claims, ttl)
+
+    storage = Slow()
+    item = await storage.inbox_add("t:1", {})
+    claims = Claims("a", lambda: storage)
+    taking = asyncio.ensure_future(claims.take_many([item]))
+    await landed.wait()
+    await claims.renew()  # in the window
+    assert item in claims
+    release.set()
+    assert await taking == [item]
+    assert await claims.check([item]) == {item}

@@ -174,7 +174,8 @@ class Mailbox:
             _, late = await asyncio.wait(tasks, timeout=grace)
             for task in late:
                 task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            if late:  # bounded: a task inside a redis-py command may lose the cancel
+                await asyncio.wait(late, timeout=5.0)
         self._boxes.clear()
         self._line.clear()
         self.waiting = 0
