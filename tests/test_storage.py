@@ -351,3 +351,27 @@ async def test_sqlite_writes_from_both_connections_never_find_the_database_locke
         assert sum(counts.values()) == TURNS
     finally:
         await storage.close()
+
+
+async def test_sqlite_reads_see_loop_thread_writes_after_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background checkpoint's result is read to its end: a PRAGMA left unread kept a
+    read snapshot open on aiosqlite's connection, whose reads then went stale (done
+    messages looked pending, and a sweep answered them again)."""
+    monkeypatch.setattr("bot.storage.sqlite.CHECKPOINT_EVERY", 2)
+    storage = SQLiteStorage(tmp_path / "cp.sqlite")
+    await storage.open()
+    try:
+        first = await storage.inbox_add("t:1", {"n": 1})
+        second = await storage.inbox_add("t:2", {"n": 2})
+        await storage.inbox_mark_sent(first, 1)
+        await storage.inbox_mark_sent(second, 1)  # the second fast write: a checkpoint
+        assert storage._checkpoint is not None
+        await storage._checkpoint
+        assert await storage.inbox_pending_ids() == [first, second]  # a read after it
+        await storage.inbox_done(first)
+        assert await storage.inbox_pending_ids() == [second]
+        assert await storage.inbox_get(first) is None
+    finally:
+        await storage.close()

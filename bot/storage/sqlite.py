@@ -196,7 +196,7 @@ class SQLiteStorage(LocalClaims):
             self._checkpoint is None or self._checkpoint.done()
         ):  # in the background, on aiosqlite's thread: no turn waits for the disk
             self._checkpoint = asyncio.ensure_future(
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             )
 
     def _fast_write(self, sql: str, params: Sequence[Any]) -> int | None:
