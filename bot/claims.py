@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +51,6 @@ class Claims:
 
     def __len__(self) -> int:
         return len(self._held)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(self._held))
 
     def _mark(self, item_id: int) -> str:
         """Hold ``item_id`` here before asking storage, so nothing takes it twice."""

@@ -119,6 +119,11 @@ async def run_script(
         return await client.eval(source, len(keys), *keys, *args)
 
 
+def _pairs(claims: Mapping[int, str]) -> list[str]:
+    """Claims as a script's flat arguments: id, token, id, token..."""
+    return [str(v) for pair in claims.items() for v in pair]
+
+
 def redis_client(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
     """A client that rides out a short outage (a failover, a restart): each command is
     retried on a lost connection for about five seconds before the error is raised.
@@ -318,7 +323,7 @@ class RedisStorage:
     async def inbox_claim_many(self, claims: Mapping[int, str], ttl: float) -> list[int]:
         if not claims:
             return []
-        pairs = [str(v) for pair in claims.items() for v in pair]
+        pairs = _pairs(claims)
         taken = await run_script(
             self.client,
             CLAIM_MANY,
@@ -330,7 +335,7 @@ class RedisStorage:
     async def inbox_renew(self, claims: Mapping[int, str], ttl: float) -> set[int]:
         if not claims:
             return set()
-        pairs = [str(v) for pair in claims.items() for v in pair]
+        pairs = _pairs(claims)
         lost = await run_script(
             self.client,
             RENEW_MANY,
