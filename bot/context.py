@@ -37,20 +37,20 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.compaction import CompactionManager, CompactionStrategy, TokenEstimator
 from bot.compaction.analyzer import REPLY_PRIMING
-from bot.events import AgentEvent, EventType
+from bot.config import AgentConfig
+from bot.events import AgentEvent, CompactionData, EventType
 from bot.failover.errors import FailoverReason, ProviderError
 from bot.messages import Message, Role
-from bot.providers.base import ModelRequest, TextDelta
-from bot.storage.base import Storage
+from bot.storage.base import ConversationStore
 
-if TYPE_CHECKING:
-    from bot.runtime import AgentRuntime
+# Asks the model: the messages to send and the most tokens to answer in; returns its text.
+Summarize = Callable[[tuple[Message, ...], int], Awaitable[str]]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ SUMMARY_PROMPT = (
     "that keeps names, facts, decisions, open questions and anything the user asked to "
     "remember. Write only the summary."
 )
+SUMMARY_MAX_TOKENS = 1024
 
 
 _epochs = itertools.count(1)
@@ -113,10 +114,41 @@ class _Known:
         return REPLY_PRIMING + sum(self.count_message(m) for m in messages)
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How big a request may grow before it is compacted (``agent.context``)."""
+
+    max_tokens: int
+    threshold: float  # compact past this share of ``max_tokens``,
+    reserve: int  # less this much, kept free for the reply
+
+    @classmethod
+    def from_config(cls, agent: AgentConfig) -> Budget:
+        context = agent.context
+        reserve = max(context.reserve_tokens, agent.max_output_tokens)
+        return cls(context.max_tokens, context.compaction_threshold, reserve)
+
+    @property
+    def target(self) -> int:
+        return max(int(self.max_tokens * self.threshold) - self.reserve, 256)
+
+
 class ContextBuilder:
-    def __init__(self, runtime: AgentRuntime, storage: Storage) -> None:
-        self.runtime = runtime
+    """Builds each turn's window from ``storage``; ``summarize`` asks the model for
+    the rolling summary (strategy ``summarize``)."""
+
+    def __init__(
+        self,
+        storage: ConversationStore,
+        *,
+        budget: Budget,
+        strategy: CompactionStrategy,
+        summarize: Summarize,
+    ) -> None:
         self.storage = storage
+        self.budget = budget
+        self.strategy = strategy
+        self.summarize = summarize
         self.shared = bool(getattr(storage, "shared", False))
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._held = 0  # estimated tokens in the cached sessions' windows
@@ -228,17 +260,12 @@ class ContextBuilder:
             return session.reported + max(0, estimate - session.reported_at)
         return estimate
 
-    def budget(self) -> int:
-        context = self.runtime.config.agent.context
-        reserve = max(context.reserve_tokens, self.runtime.config.agent.max_output_tokens)
-        return max(int(context.max_tokens * context.compaction_threshold) - reserve, 256)
-
     async def usage(self, session_id: str, model_ref: str) -> dict[str, Any]:
         session = await self._session(session_id)
         self._count(session, self.estimator(model_ref))
         return {
             "tokens": self._tokens(session, self._estimate(session)),
-            "max_tokens": self.runtime.config.agent.context.max_tokens,
+            "max_tokens": self.budget.max_tokens,
         }
 
     async def window(
@@ -247,7 +274,7 @@ class ContextBuilder:
         """What to send: the stored window plus ``pending`` (this turn's unsaved messages)."""
         session = await self._session(session_id)
         estimator = self._count(session, self.estimator(model_ref))
-        target = self.budget()
+        target = self.budget.target
         estimate = self._estimate(session, sum(estimator.count_message(m) for m in pending))
         if self._tokens(session, estimate) <= target:
             return Window([*self._send(session), *pending], [], estimate, session.epoch)
@@ -258,7 +285,7 @@ class ContextBuilder:
     ) -> list[AgentEvent]:
         session = await self._session(session_id)
         self._count(session, self.estimator(model_ref))
-        target = self.budget() // 2
+        target = self.budget.target // 2
         window = await self._compact(session_id, session, model_ref, target, pending, True)
         return window.events
 
@@ -286,60 +313,68 @@ class ContextBuilder:
         pending: Sequence[Message],
         force: bool = False,
     ) -> Window:
-        strategy = self.runtime.compaction_strategy
         estimator = self.estimator(model_ref)
         known = {id(m): n for m, n in zip(session.window, session.counts, strict=True)}
         analyzer = _Known(estimator, known)
-        manager = CompactionManager(analyzer)
         pending_tokens = sum(analyzer.count_message(m) for m in pending)
         before = self._tokens(session, self._estimate(session, pending_tokens))
         target = max(int(target * session.aim), 1)
         held = session.total + session.extra
-        candidates = [*session.prefix, *session.window, *pending]
-        fallback = False
-        if strategy is CompactionStrategy.SUMMARIZE:
-            room = target - analyzer.count_text(session.summary or "") - 200
-            kept = manager.compact(
-                [*session.window, *pending], max(room, 128), CompactionStrategy.KEEP_RECENT
-            )
-            kept_ids = {id(m) for m in kept}
-            dropped = [m for m in session.window if id(m) not in kept_ids]
-            if dropped:
-                try:
-                    session.summary = await self._summarize(dropped, session.summary)
-                    session.summary_upto = max(m.id or 0 for m in dropped)
-                    await self.storage.kv_set(
-                        "summary",
-                        session_id,
-                        {"text": session.summary, "upto": session.summary_upto},
-                    )
-                except ProviderError as error:
-                    log.warning("summary failed (%s); keeping the recent messages", error.reason)
-                    fallback = True
-            self._move_start(session, kept)
-            session.prefix = []
+        if self.strategy is CompactionStrategy.SUMMARIZE:
+            dropped, fallback = await self._fold(session_id, session, analyzer, target, pending)
         else:
-            kept = manager.compact(candidates, target, strategy)
+            candidates = [*session.prefix, *session.window, *pending]
+            kept = CompactionManager(analyzer).compact(candidates, target, self.strategy)
             kept_ids = {id(m) for m in kept}
-            dropped = [m for m in candidates if id(m) not in kept_ids]
+            dropped, fallback = [m for m in candidates if id(m) not in kept_ids], False
             self._move_start(session, kept)
         session.extra = estimator.count_messages(self._extra(session)) - REPLY_PRIMING
         if self._sessions.get(session_id) is session:  # not evicted while summarizing
             self._held += session.total + session.extra - held
-        messages = [*self._send(session), *pending]
         after = self._estimate(session, pending_tokens)
-        event = AgentEvent(
-            EventType.COMPACTION,
-            {
-                "strategy": strategy.value,
-                "before_tokens": before,
-                "after_tokens": after,
-                "dropped": len(dropped),
-                "fallback": fallback,
-                "forced": force,
-            },
+        data = CompactionData(
+            strategy=self.strategy.value,
+            before_tokens=before,
+            after_tokens=after,
+            dropped=len(dropped),
+            fallback=fallback,
+            forced=force,
         )
-        return Window(messages, [event], after, session.epoch)
+        event = AgentEvent(EventType.COMPACTION, data)
+        return Window([*self._send(session), *pending], [event], after, session.epoch)
+
+    async def _fold(
+        self,
+        session_id: str,
+        session: _Session,
+        analyzer: _Known,
+        target: int,
+        pending: Sequence[Message],
+    ) -> tuple[list[Message], bool]:
+        """Strategy ``summarize``: fold what no longer fits into the rolling summary.
+
+        Returns the messages dropped from the window, and whether the summary failed
+        (then they are dropped all the same: the recent messages are kept)."""
+        room = target - analyzer.count_text(session.summary or "") - 200
+        kept = CompactionManager(analyzer).compact(
+            [*session.window, *pending], max(room, 128), CompactionStrategy.KEEP_RECENT
+        )
+        kept_ids = {id(m) for m in kept}
+        dropped = [m for m in session.window if id(m) not in kept_ids]
+        fallback = False
+        if dropped:
+            try:
+                session.summary = await self._summarize(dropped, session.summary)
+                session.summary_upto = max(m.id or 0 for m in dropped)
+                await self.storage.kv_set(
+                    "summary", session_id, {"text": session.summary, "upto": session.summary_upto}
+                )
+            except ProviderError as error:
+                log.warning("summary failed (%s); keeping the recent messages", error.reason)
+                fallback = True
+        self._move_start(session, kept)
+        session.prefix = []
+        return dropped, fallback
 
     async def _summarize(self, dropped: list[Message], previous: str | None) -> str:
         lines = []
@@ -351,20 +386,8 @@ class ContextBuilder:
                 lines.append(f"[tool {message.name} result] {message.content[:500]}")
             elif message.content:
                 lines.append(f"{message.role.value}: {message.content}")
-        request_messages = (
-            Message(Role.SYSTEM, SUMMARY_PROMPT),
-            Message(Role.USER, "\n".join(lines)),
-        )
-        chunks: list[str] = []
-        models = self.runtime.models
-
-        def build(model: str) -> ModelRequest:
-            return ModelRequest(model=model, messages=request_messages, max_tokens=1024)
-
-        async for item in models.router.stream(models.chain, build):
-            if isinstance(item, TextDelta):
-                chunks.append(item.text)
-        text = "".join(chunks).strip()
+        request = (Message(Role.SYSTEM, SUMMARY_PROMPT), Message(Role.USER, "\n".join(lines)))
+        text = (await self.summarize(request, SUMMARY_MAX_TOKENS)).strip()
         if not text:
             raise ProviderError(FailoverReason.SERVER, "the model returned an empty summary")
         return text

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing, nullcontext
@@ -28,35 +27,93 @@ from typing import Any
 
 from bot.auth import AuthProfile
 from bot.compaction import CompactionStrategy
+from bot.components import build_lanes, build_storage, build_tools
 from bot.config import Config, load_config
-from bot.context import ContextBuilder
-from bot.events import AgentEvent, EventType
+from bot.context import Budget, ContextBuilder
+from bot.events import (
+    AgentEvent,
+    DoneData,
+    ErrorData,
+    EventType,
+    FailoverData,
+    QueueData,
+    TextData,
+    ThinkingData,
+    ToolCallData,
+    ToolResultData,
+    Usage,
+)
 from bot.failover import FallbackChain
 from bot.failover.errors import FailoverReason, ProviderError, user_message
 from bot.failover.runner import Failover
 from bot.formatting import FormatMode
 from bot.messages import Message, Role, ToolCall
 from bot.models import ModelSetup, build_model_setup
-from bot.providers.base import ModelRequest, TextDelta, ThinkingDelta, ToolCallDelta, UsageDelta
+from bot.providers.base import (
+    Delta,
+    ModelRequest,
+    StopDelta,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UsageDelta,
+)
 from bot.queuing import QueueManager
 from bot.storage.base import Storage
 from bot.thinking import ThinkingMode
+from bot.thinking.extractor import StreamingThinkingExtractor
 from bot.tool_display import ToolDisplay
-from bot.tools import ToolRegistry, builtin_tools
+from bot.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
 
 MAX_CACHED_SETTINGS = 1000  # sessions whose /think and /model choices are kept in memory
 
 
+CUT_OFF = {  # stop reasons that end a reply before it is whole, and what the person is told
+    "max_tokens": "(The reply was cut off: it reached the length limit.)",
+    "refusal": "(The reply was cut off: the AI provider stopped it.)",
+}
+NO_ANSWER = "(The model gave no answer.)"
+
+
 @dataclass(slots=True)
 class _Round:
+    """What one model call has produced so far."""
+
+    separate: bool = False  # reasoning was streamed in an earlier round of this turn
     text: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
     signature: str | None = None
     calls: list[ToolCall] = field(default_factory=list)
-    visible: bool = False
-    separate: bool = False  # reasoning was streamed in an earlier round of this turn
+    stop: str | None = None
+    counted: int = 0  # the provider's count of the request's input tokens,
+    by_primary: bool = True  # usable only when the primary model counted it
+
+    def restart(self) -> None:
+        """Another model of the chain answers instead, with its own tokenizer."""
+        self.text, self.thinking, self.calls = [], [], []
+        self.signature = self.stop = None
+        self.by_primary = False
+
+    def reply(self) -> str:
+        return "".join(self.text).strip()
+
+
+@dataclass(slots=True)
+class _Turn:
+    session_id: str
+    mode: ThinkingMode
+    chain: FallbackChain
+    display: FormatMode  # how tool results are shown
+    unsaved: list[Message]  # written to the transcript when the turn ends, however it ends
+    model: str  # the model that answered
+    started: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=lambda: Usage(input_tokens=0, output_tokens=0))
+    thinking: list[str] = field(default_factory=list)  # each round's reasoning
+    answer: list[str] = field(default_factory=list)  # each round's text
+    stop: str | None = None  # the last model call's stop reason
+    overflow_retried: bool = False
 
 
 class AgentRuntime:
@@ -104,26 +161,15 @@ class AgentRuntime:
             demo_when_unconfigured=demo_when_unconfigured,
             env=env,
         )
-        self.tools = tools if tools is not None else builtin_tools(agent.workspace)
+        self.tools = tools if tools is not None else build_tools(self.config)
         self._storage = storage
         self._env = env
-        redis_url = (os.environ if env is None else env).get("REDIS_URL")
-        lanes = None
-        if redis_url:
-            from bot.queuing.redis_backend import RedisLanes
-
-            lanes = RedisLanes(
-                redis_url,
-                per_session=agent.queuing.max_concurrent_per_session,
-                global_cap=agent.queuing.max_concurrent_global,
-                max_connections=self.config.server.redis_max_connections,
-            )
         self.queue = QueueManager(
             max_concurrent_per_session=agent.queuing.max_concurrent_per_session,
             max_concurrent_global=agent.queuing.max_concurrent_global,
-            redis=lanes,
+            redis=build_lanes(self.config, env),
         )
-        self.display = ToolDisplay(agent.show_tool_results, agent.tool_format)
+        self.display = ToolDisplay(agent.show_tool_results)
         self._context: ContextBuilder | None = None
         self._settings: dict[str, dict[str, Any]] = {}
         self._start_lock = asyncio.Lock()
@@ -137,14 +183,8 @@ class AgentRuntime:
 
     @property
     def storage(self) -> Storage:
-        if self._storage is None:
-            from bot.storage.factory import default_storage
-
-            cap = self.config.agent.queuing.max_concurrent_global
-            self._storage = default_storage(
-                self._env,
-                max_connections=self.config.server.redis_max_connections or max(64, 2 * cap + 32),
-            )
+        if self._storage is None:  # built on first use: no Redis pool for a runtime never run
+            self._storage = build_storage(self.config, self._env)
         return self._storage
 
     async def start(self) -> None:
@@ -155,7 +195,7 @@ class AgentRuntime:
                 return
             await self.storage.open()
             await self.models.rotation.load(self.storage)
-            self._context = ContextBuilder(self, self.storage)
+            self._context = self._new_context()
             self._started = True
 
     async def close(self) -> None:
@@ -233,10 +273,13 @@ class AgentRuntime:
         *,
         channel: str | None = None,
         thinking_mode: ThinkingMode | str | None = None,
+        tool_format: FormatMode | str | None = None,
         on_start: Callable[[], object] | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
 
+        ``channel`` names the channel (its config section, the logs); ``tool_format`` is
+        how it shows tool results, which wins over the runtime's and the config's.
         ``on_start`` is called once the turn holds its lanes and is about to call the
         model (a channel shows "typing" from then on, not while the turn waits)."""
         await self.start()
@@ -245,7 +288,7 @@ class AgentRuntime:
         async with lane as slot:
             if slot is not None and not slot.take_now():
                 async for position in slot.wait():
-                    yield AgentEvent(EventType.QUEUE, {"position": position, "lane": slot.lane})
+                    yield AgentEvent(EventType.QUEUE, QueueData(position=position, lane=slot.lane))
             if on_start is not None:
                 on_start()
             # The turn's messages are stored together at its end (one write), or as far as
@@ -254,9 +297,8 @@ class AgentRuntime:
             # early, so that write happens, or fails, before ``run`` returns.
             unsaved = [Message(Role.USER, text)]
             try:
-                async with aclosing(
-                    self._rounds(session_id, channel, thinking_mode, unsaved)
-                ) as rounds:
+                turn = self._rounds(session_id, unsaved, channel, thinking_mode, tool_format)
+                async with aclosing(turn) as rounds:
                     async for event in rounds:
                         yield event
             finally:
@@ -265,189 +307,297 @@ class AgentRuntime:
     async def _rounds(
         self,
         session_id: str,
+        unsaved: list[Message],
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
-        unsaved: list[Message],
+        tool_format: FormatMode | str | None,
     ) -> AsyncGenerator[AgentEvent, None]:
+        """The turn: a model call per round, tools between rounds, then ``done``."""
         assert self._context is not None
-        started = time.monotonic()
         settings = await self.settings(session_id)
-        mode = ThinkingMode(thinking_mode or settings.get("thinking_mode") or self.thinking_mode)
         chain = self.models.chain_for(settings.get("model"))
-        usage = {"input_tokens": 0, "output_tokens": 0}
-        thinking_all: list[str] = []
-        answer: list[str] = []
-        model_used = chain.primary
-        overflow_retried = False
-        rounds = self.config.agent.max_tool_rounds
-        round_index = 0
-        while round_index <= rounds:
-            offer_tools = round_index < rounds
-            window = await self._context.window(session_id, chain.primary, unsaved)
-            for event in window.events:
-                yield event
-            request_messages = (
-                (self._system_message(), *window.messages)
-                if self.system_prompt
-                else tuple(window.messages)
-            )
-            current = _Round(separate=bool(thinking_all))
-            extractor = self.models.new_extractor()
-            counted, by_primary = 0, True  # the provider's count of this request
+        turn = _Turn(
+            session_id=session_id,
+            mode=ThinkingMode(thinking_mode or settings.get("thinking_mode") or self.thinking_mode),
+            chain=chain,
+            display=self._tool_format(channel, tool_format),
+            unsaved=unsaved,
+            model=chain.primary,
+        )
+        limit = self.config.agent.max_tool_rounds
+        index = 0
+        while index <= limit:
+            current = _Round(separate=bool(turn.thinking))
             try:
-                build = functools.partial(
-                    ModelRequest,
-                    messages=request_messages,
-                    tools=self.tools.specs() if offer_tools else (),
-                    max_tokens=self.config.agent.max_output_tokens,
-                    thinking_budget=(
-                        self.config.agent.thinking_budget if mode is not ThinkingMode.OFF else None
-                    ),
-                )
-                stream = self.models.router.stream(chain, build, session_id=session_id)
-                async with aclosing(stream):
-                    async for item in stream:
-                        if isinstance(item, TextDelta):
-                            for kind, piece in extractor.feed(item.text):
-                                if kind == "text" and piece:  # _emit's text case, inline:
-                                    current.text.append(piece)  # once per streamed piece
-                                    current.visible = True
-                                    yield AgentEvent(EventType.TEXT, {"delta": piece})
-                                    continue
-                                for event in self._emit(kind, piece, mode, current):
-                                    yield event
-                        elif isinstance(item, ThinkingDelta):
-                            if item.signature:
-                                current.signature = item.signature
-                            for event in self._emit("thinking", item.text, mode, current):
-                                yield event
-                        elif isinstance(item, ToolCallDelta):
-                            current.calls.append(item.call)
-                            current.visible = True
-                        elif isinstance(item, UsageDelta):
-                            usage["input_tokens"] += item.input_tokens
-                            usage["output_tokens"] += item.output_tokens
-                            counted += item.input_tokens
-                        elif isinstance(item, Failover):
-                            model_used = item.to_model
-                            by_primary = False  # another tokenizer: its count is not the primary's
-                            current = _Round(separate=bool(thinking_all))
-                            extractor = self.models.new_extractor()
-                            yield AgentEvent(
-                                EventType.FAILOVER,
-                                {
-                                    "from": item.from_model,
-                                    "to": item.to_model,
-                                    "reason": str(item.reason),
-                                },
-                            )
-                for kind, piece in extractor.finish():
-                    for event in self._emit(kind, piece, mode, current):
+                async with aclosing(self._stream_round(turn, current, index < limit)) as deltas:
+                    async for event in deltas:
                         yield event
-                if counted and by_primary:
-                    self._context.observe(session_id, window, counted)
             except ProviderError as error:
-                for kind, piece in extractor.finish():
-                    for event in self._emit(kind, piece, mode, current):
-                        yield event
-                if error.reason is FailoverReason.CONTEXT_OVERFLOW and not overflow_retried:
-                    overflow_retried = True
+                if error.reason is FailoverReason.CONTEXT_OVERFLOW and not turn.overflow_retried:
+                    turn.overflow_retried = True  # compact harder and try the round once more
                     for event in await self._context.compact_hard(
                         session_id, chain.primary, unsaved
                     ):
                         yield event
                     continue
-                partial = "".join(current.text)
-                if partial:
-                    notice = (
-                        "\n\n(The reply was cut off: the AI provider failed partway. "
-                        + user_message(error)
-                        + ")"
-                    )
-                    yield AgentEvent(EventType.TEXT, {"delta": notice})
-                    current.text.append(notice)
-                    unsaved.append(Message(Role.ASSISTANT, "".join(current.text)))
-                log.warning(
-                    "turn failed session=%s reason=%s model=%s status=%s",
-                    session_id,
-                    error.reason.value,
-                    error.model,
-                    error.status_code,
-                )
-                yield AgentEvent(
-                    EventType.ERROR,
-                    {
-                        "message": user_message(error),
-                        "reason": error.reason.value,
-                        "retry_after": error.retry_after,
-                        "error": error,
-                    },
-                )
+                for event in self._failed(turn, current, error):
+                    yield event
                 return
-            round_text = "".join(current.text).strip()
-            round_thinking = "".join(current.thinking).strip()
-            if round_thinking:
-                thinking_all.append(round_thinking)
-            if round_text:
-                answer.append(round_text)
-            assistant = Message(
-                Role.ASSISTANT,
-                round_text,
-                tool_calls=tuple(current.calls),
-                thinking=round_thinking,
-                thinking_signature=current.signature,
-            )
-            results: list[Message] = []
-            for call in current.calls:
-                yield AgentEvent(
-                    EventType.TOOL_CALL,
-                    {"id": call.id, "name": call.name, "arguments": call.arguments},
-                )
-                result = await self.tools.call(call.name, call.arguments, call.id)
-                results.append(
-                    Message(
-                        Role.TOOL,
-                        result.content,
-                        tool_call_id=call.id,
-                        name=call.name,
-                        is_error=result.is_error,
-                    )
-                )
-                yield AgentEvent(
-                    EventType.TOOL_RESULT,
-                    {
-                        "id": call.id,
-                        "name": call.name,
-                        "content": result.content,
-                        "is_error": result.is_error,
-                        "display": self.display.render(result, channel, self.tool_format),
-                    },
-                )
-            unsaved.extend([assistant, *results])
+            async with aclosing(self._run_tools(turn, current)) as tools:
+                async for event in tools:
+                    yield event
             if not current.calls:
                 break
-            round_index += 1
-        reasoning = "\n\n".join(thinking_all)
-        if mode is ThinkingMode.ON and reasoning:
-            yield AgentEvent(EventType.THINKING, {"content": reasoning, "mode": mode.value})
-        final = "\n\n".join(answer)
+            index += 1
+        for event in self._finish(turn):
+            yield event
+
+    async def _stream_round(
+        self, turn: _Turn, current: _Round, offer_tools: bool
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """One model call: its deltas as events; its text, calls and stop reason in ``current``."""
+        assert self._context is not None
+        window = await self._context.window(turn.session_id, turn.chain.primary, turn.unsaved)
+        for event in window.events:
+            yield event
+        build = self._request(turn, window.messages, offer_tools)
+        extractor = self.models.new_extractor()
+        stream = self.models.router.stream(turn.chain, build, session_id=turn.session_id)
+        try:
+            async with aclosing(stream):
+                async for item in stream:
+                    if isinstance(item, TextDelta):
+                        for event in self._feed(extractor, item.text, turn.mode, current):
+                            yield event
+                    elif isinstance(item, Failover):
+                        extractor = self.models.new_extractor()
+                        yield self._failed_over(turn, current, item)
+                    elif (noted := self._note(turn, current, item)) is not None:
+                        yield noted
+        except ProviderError:
+            for event in self._flush(extractor, turn.mode, current):
+                yield event
+            raise
+        for event in self._flush(extractor, turn.mode, current):
+            yield event
+        if current.counted and current.by_primary:
+            self._context.observe(turn.session_id, window, current.counted)
+        turn.stop = current.stop
+        notice = self._stop_notice(turn, current)
+        if notice:
+            current.text.append(notice)
+            yield AgentEvent(EventType.TEXT, TextData(delta=notice))
+
+    def _request(
+        self, turn: _Turn, messages: Sequence[Message], offer_tools: bool
+    ) -> Callable[[str], ModelRequest]:
+        """The round's request, for whichever model of the chain is asked."""
+        agent = self.config.agent
+        system = (self._system_message(),) if self.system_prompt else ()
+        return functools.partial(
+            ModelRequest,
+            messages=(*system, *messages),
+            tools=self.tools.specs() if offer_tools else (),
+            max_tokens=agent.max_output_tokens,
+            thinking_budget=agent.thinking_budget if turn.mode is not ThinkingMode.OFF else None,
+        )
+
+    def _feed(
+        self, extractor: StreamingThinkingExtractor, text: str, mode: ThinkingMode, current: _Round
+    ) -> list[AgentEvent]:
+        events: list[AgentEvent] = []
+        for kind, piece in extractor.feed(text):
+            if kind == "text" and piece:  # _piece's text case, inline: once per streamed piece
+                current.text.append(piece)
+                data: TextData = {"delta": piece}
+                events.append(AgentEvent(EventType.TEXT, data))
+            elif (event := self._piece(kind, piece, mode, current)) is not None:
+                events.append(event)
+        return events
+
+    def _failed_over(self, turn: _Turn, current: _Round, item: Failover) -> AgentEvent:
+        """The chain moved to its next model: what was streamed so far no longer counts."""
+        turn.model = item.to_model
+        current.restart()
+        moved: FailoverData = {
+            "from": item.from_model,
+            "to": item.to_model,
+            "reason": str(item.reason),
+        }
+        return AgentEvent(EventType.FAILOVER, moved)
+
+    def _note(self, turn: _Turn, current: _Round, item: Delta) -> AgentEvent | None:
+        """Every delta but text: reasoning, a tool call, usage, the stop reason."""
+        if isinstance(item, ThinkingDelta):
+            if item.signature:
+                current.signature = item.signature
+            return self._piece("thinking", item.text, turn.mode, current)
+        if isinstance(item, ToolCallDelta):
+            current.calls.append(item.call)
+        elif isinstance(item, UsageDelta):
+            turn.usage["input_tokens"] += item.input_tokens
+            turn.usage["output_tokens"] += item.output_tokens
+            current.counted += item.input_tokens
+        elif isinstance(item, StopDelta):
+            current.stop = item.reason
+        return None
+
+    def _piece(
+        self, kind: str, piece: str, mode: ThinkingMode, current: _Round
+    ) -> AgentEvent | None:
+        """A piece of text or reasoning; reasoning is an event in mode ``stream`` only."""
+        if not piece:
+            return None
+        if kind == "thinking":
+            shown = "\n\n" + piece if current.separate and not current.thinking else piece
+            current.thinking.append(piece)
+            if mode is ThinkingMode.STREAM:
+                return AgentEvent(EventType.THINKING, ThinkingData(content=shown, mode=mode.value))
+            return None
+        current.text.append(piece)
+        return AgentEvent(EventType.TEXT, TextData(delta=piece))
+
+    def _flush(
+        self, extractor: StreamingThinkingExtractor, mode: ThinkingMode, current: _Round
+    ) -> list[AgentEvent]:
+        """What the extractor held back, waiting to see whether a tag began."""
+        pieces = (self._piece(kind, piece, mode, current) for kind, piece in extractor.finish())
+        return [event for event in pieces if event is not None]
+
+    def _stop_notice(self, turn: _Turn, current: _Round) -> str:
+        """A plain note when the reply was cut off or is empty; "" when it is whole."""
+        if current.calls:
+            return ""
+        notice = CUT_OFF.get(current.stop or "")
+        if notice is None:
+            if turn.answer or current.reply():
+                return ""
+            notice = NO_ANSWER
+        log.info("reply incomplete session=%s stop=%s", turn.session_id, current.stop)
+        return "\n\n" + notice if current.reply() else notice
+
+    async def _run_tools(self, turn: _Turn, current: _Round) -> AsyncGenerator[AgentEvent, None]:
+        """Keep the round's reply, then run its tool calls one after another."""
+        text, thinking = current.reply(), "".join(current.thinking).strip()
+        if thinking:
+            turn.thinking.append(thinking)
+        if text:
+            turn.answer.append(text)
+        assistant = Message(
+            Role.ASSISTANT,
+            text,
+            tool_calls=tuple(current.calls),
+            thinking=thinking,
+            thinking_signature=current.signature,
+        )
+        results: list[Message] = []
+        for call in current.calls:
+            yield AgentEvent(
+                EventType.TOOL_CALL,
+                ToolCallData(id=call.id, name=call.name, arguments=call.arguments),
+            )
+            result = await self.tools.call(call.name, call.arguments, call.id)
+            results.append(
+                Message(
+                    Role.TOOL,
+                    result.content,
+                    tool_call_id=call.id,
+                    name=call.name,
+                    is_error=result.is_error,
+                )
+            )
+            shown = ToolResultData(
+                id=call.id,
+                name=call.name,
+                content=result.content,
+                is_error=result.is_error,
+                display=self.display.render(result, turn.display),
+            )
+            yield AgentEvent(EventType.TOOL_RESULT, shown)
+        # Stored only now: a tool call is never kept without its result.
+        turn.unsaved.extend([assistant, *results])
+
+    def _failed(self, turn: _Turn, current: _Round, error: ProviderError) -> list[AgentEvent]:
+        """The turn's end when the model call failed: a plain sentence, and half a reply kept."""
+        events: list[AgentEvent] = []
+        partial = "".join(current.text)
+        if partial:
+            notice = (
+                "\n\n(The reply was cut off: the AI provider failed partway. "
+                + user_message(error)
+                + ")"
+            )
+            events.append(AgentEvent(EventType.TEXT, TextData(delta=notice)))
+            turn.unsaved.append(Message(Role.ASSISTANT, partial + notice))
+        log.warning(
+            "turn failed session=%s reason=%s model=%s status=%s",
+            turn.session_id,
+            error.reason.value,
+            error.model,
+            error.status_code,
+        )
+        failed = ErrorData(
+            message=user_message(error),
+            reason=error.reason.value,
+            retry_after=error.retry_after,
+            error=error,
+        )
+        events.append(AgentEvent(EventType.ERROR, failed))
+        return events
+
+    def _finish(self, turn: _Turn) -> list[AgentEvent]:
+        """The reasoning (mode ``on``) and the ``done`` event."""
+        events: list[AgentEvent] = []
+        reasoning = "\n\n".join(turn.thinking) if turn.mode is ThinkingMode.ON else ""
+        if reasoning:
+            data = ThinkingData(content=reasoning, mode=turn.mode.value)
+            events.append(AgentEvent(EventType.THINKING, data))
         log.info(
-            "turn done session=%s model=%s in=%d out=%d seconds=%.2f",
-            session_id,
-            model_used,
-            usage["input_tokens"],
-            usage["output_tokens"],
-            time.monotonic() - started,
+            "turn done session=%s model=%s in=%d out=%d seconds=%.2f stop=%s",
+            turn.session_id,
+            turn.model,
+            turn.usage["input_tokens"],
+            turn.usage["output_tokens"],
+            time.monotonic() - turn.started,
+            turn.stop,
         )
-        yield AgentEvent(
-            EventType.DONE,
-            {
-                "text": final,
-                "model": model_used,
-                "usage": usage,
-                "thinking": reasoning if mode is ThinkingMode.ON else "",
-            },
+        done = DoneData(
+            text="\n\n".join(turn.answer),
+            model=turn.model,
+            usage=turn.usage,
+            thinking=reasoning,
+            stop_reason=turn.stop,
         )
+        events.append(AgentEvent(EventType.DONE, done))
+        return events
+
+    def _tool_format(self, channel: str | None, given: FormatMode | str | None) -> FormatMode:
+        """run(tool_format=) > AgentRuntime(tool_format=) > agent.tool_format >
+        channels.<channel>.tool_format > Markdown."""
+        configured = self.config.agent.tool_format
+        if configured is None and channel is not None:
+            configured = self.config.channel(channel).tool_format
+        return FormatMode(given or self.tool_format or configured or FormatMode.MARKDOWN)
+
+    def _new_context(self) -> ContextBuilder:
+        return ContextBuilder(
+            self.storage,
+            budget=Budget.from_config(self.config.agent),
+            strategy=self.compaction_strategy,
+            summarize=self._complete,
+        )
+
+    async def _complete(self, messages: tuple[Message, ...], max_tokens: int) -> str:
+        """The default chain's whole text answer to ``messages`` (for summaries)."""
+
+        def build(model: str) -> ModelRequest:
+            return ModelRequest(model=model, messages=messages, max_tokens=max_tokens)
+
+        chunks: list[str] = []
+        async for item in self.models.router.stream(self.models.chain, build):
+            if isinstance(item, TextDelta):
+                chunks.append(item.text)
+        return "".join(chunks)
 
     def _system_message(self) -> Message:
         """The system prompt as a message, made again only when the prompt changes."""
@@ -455,19 +605,6 @@ class AgentRuntime:
         if found is None or found.content != self.system_prompt:
             found = self._system = Message(Role.SYSTEM, self.system_prompt or "")
         return found
-
-    def _emit(self, kind: str, piece: str, mode: ThinkingMode, current: _Round) -> list[AgentEvent]:
-        if not piece:
-            return []
-        if kind == "thinking":
-            shown = "\n\n" + piece if current.separate and not current.thinking else piece
-            current.thinking.append(piece)
-            if mode is ThinkingMode.STREAM:
-                return [AgentEvent(EventType.THINKING, {"content": shown, "mode": mode.value})]
-            return []
-        current.text.append(piece)
-        current.visible = True
-        return [AgentEvent(EventType.TEXT, {"delta": piece})]
 
     async def status(self, session_id: str | None = None) -> dict[str, Any]:
         """What ``/status`` shows: models, profiles (masked), the session's settings and tokens."""

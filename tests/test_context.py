@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from bot import context
+from bot.compaction import CompactionStrategy
 from bot.config import load_config
+from bot.context import Budget, ContextBuilder
+from bot.messages import Message, Role
 from bot.runtime import AgentRuntime
 from bot.storage import MemoryStorage
 from tests.fakes.models import FakeAnthropic, Reply
@@ -104,3 +108,40 @@ async def test_long_windows_held_in_memory_are_bounded_by_tokens(
     assert held == builder._held  # the running figure is the real one
     assert held <= 20_000 + 6_000 and len(builder._sessions) < 10
     await runtime.close()
+
+
+async def test_a_context_builder_needs_no_runtime() -> None:
+    # Storage, a budget, a strategy and a way to ask for a summary: nothing more.
+    asked: list[tuple[tuple[Message, ...], int]] = []
+
+    async def summarize(messages: tuple[Message, ...], max_tokens: int) -> str:
+        asked.append((messages, max_tokens))
+        return "  the user counted to five  "
+
+    storage = MemoryStorage()
+    await storage.open()
+    builder = ContextBuilder(
+        storage,
+        budget=Budget(max_tokens=2_000, threshold=1.0, reserve=500),
+        strategy=CompactionStrategy.SUMMARIZE,
+        summarize=summarize,
+    )
+    assert builder.budget.target == 1_500
+    for n in range(5):
+        await builder.append("s", [Message(Role.USER, f"{n} " + "word " * 300)])
+    window = await builder.window("s", "anthropic/claude-sonnet-4")
+    [event] = window.events
+    assert event.data["strategy"] == "summarize" and event.data["dropped"] >= 1
+    assert event.data["after_tokens"] <= 1_500 < event.data["before_tokens"]
+    ((request, max_tokens),) = asked
+    assert request[0].role is Role.SYSTEM and request[0].content == context.SUMMARY_PROMPT
+    assert "0 word word" in request[1].content and max_tokens == context.SUMMARY_MAX_TOKENS
+    assert window.messages[0].content.endswith("\nthe user counted to five")
+    assert window.messages[-1].content.startswith("4 word")
+    assert len(await storage.load_messages("s")) == 5  # the transcript keeps everything
+    await storage.close()
+
+
+def test_context_and_runtime_do_not_import_each_other() -> None:
+    source = Path(context.__file__).read_text()
+    assert "bot.runtime" not in source and "AgentRuntime" not in source

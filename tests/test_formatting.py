@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from bot.formatting import (
     FormatMode,
     ToolFormatter,
-    default_format_for,
     format_reasoning,
     render_discord,
     render_html,
@@ -75,14 +74,6 @@ def test_summaries() -> None:
     assert formatter.summarize(READ) == "Read config.py (1 line)"
     listing = ToolResult("list_files", "a\nb/", {"path": "."}, details={"entries": ["a", "b/"]})
     assert formatter.summarize(listing) == "Listed 2 entries in ."
-
-
-def test_defaults_per_channel() -> None:
-    assert [default_format_for(c) for c in ("telegram", "slack", "discord", "web")] == [
-        FormatMode.MARKDOWN
-    ] * 4
-    assert default_format_for("sms") is FormatMode.PLAIN
-    assert default_format_for("terminal") is FormatMode.PLAIN
 
 
 CORPUS = """# Heading *with* emphasis

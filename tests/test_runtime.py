@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from bot import AgentEvent, AgentRuntime, CompactionStrategy, FormatMode, ThinkingMode
+from bot import events as event_types
 from bot.auth import AuthProfile
 from bot.config import load_config
+from bot.events import EventType
 from bot.failover import FallbackChain, FallbackManager
 from bot.failover.errors import FailoverError, FailoverReason
 from bot.storage import MemoryStorage, SQLiteStorage
@@ -48,8 +50,29 @@ def two_provider_config(anthropic: FakeAnthropic, openai: FakeOpenAI, **agent: A
     )
 
 
+SHAPES: dict[EventType, Any] = {
+    EventType.QUEUE: event_types.QueueData,
+    EventType.THINKING: event_types.ThinkingData,
+    EventType.TEXT: event_types.TextData,
+    EventType.TOOL_CALL: event_types.ToolCallData,
+    EventType.TOOL_RESULT: event_types.ToolResultData,
+    EventType.FAILOVER: event_types.FailoverData,
+    EventType.COMPACTION: event_types.CompactionData,
+    EventType.DONE: event_types.DoneData,
+    EventType.ERROR: event_types.ErrorData,
+}
+
+
+def documented(seen: list[AgentEvent]) -> list[AgentEvent]:
+    """The events, each checked against its documented keys (bot.events)."""
+    for event in seen:
+        assert isinstance(event.data, dict)
+        assert set(event.data) == set(SHAPES[event.type].__annotations__), event
+    return seen
+
+
 async def events(runtime: AgentRuntime, text: str, session: str = "s") -> list[AgentEvent]:
-    return [event async for event in runtime.run(session, text)]
+    return documented([event async for event in runtime.run(session, text)])
 
 
 def kinds(items: list[AgentEvent]) -> list[str]:
@@ -65,6 +88,7 @@ async def test_minimal_constructor_streams_text(fakes: tuple[FakeAnthropic, Fake
     texts = [e.data["delta"] for e in seen if e.type.value == "text"]
     assert "".join(texts) == answer and len(texts) >= 2
     assert seen[-1].type.value == "done" and seen[-1].data["text"] == answer
+    assert seen[-1].data["stop_reason"] == "end"
     assert anthropic.requests[0].json["model"] == "claude-opus-4-5"
     assert anthropic.requests[0].api_key == "sk-ant-main-1111"
 
@@ -254,14 +278,13 @@ async def test_tool_round_trip_and_display(
     anthropic.script(
         Reply(tool_calls=[("toolu_2", "read_file", {"path": "config.py"})]), Reply(text="Still on.")
     )
-    sms = await runtime_events(runtime, "again", channel="sms")
+    sms = await runtime_events(runtime, "again", channel="sms", tool_format="plain")
     assert sms[1].data["display"] == "File: config.py\nContent: DEBUG = True"
     await runtime.close()
 
 
 async def runtime_events(runtime: AgentRuntime, text: str, **kwargs: Any) -> list[AgentEvent]:
-    anthropic_script = [e async for e in runtime.run("tools", text, **kwargs)]
-    return anthropic_script
+    return documented([e async for e in runtime.run("tools", text, **kwargs)])
 
 
 async def test_tool_rounds_are_bounded(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
@@ -432,3 +455,96 @@ async def test_queue_events_when_a_chat_is_busy(fakes: tuple[FakeAnthropic, Fake
     rest = [e async for e in second]
     assert rest[-1].data["text"] == "echo: two"
     await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("configured", "runtime_format", "run_format", "expected"),
+    [
+        ({}, None, None, "markdown"),  # no channel section: Markdown
+        ({"channels": {"sms": {"tool_format": "plain"}}}, None, None, "plain"),
+        (
+            {"agent": {"tool_format": "markdown"}, "channels": {"sms": {"tool_format": "plain"}}},
+            None,
+            None,
+            "markdown",
+        ),
+        ({"agent": {"tool_format": "markdown"}}, "plain", None, "plain"),
+        ({"channels": {"sms": {"tool_format": "plain"}}}, "plain", "markdown", "markdown"),
+    ],
+)
+async def test_tool_format_resolution(
+    configured: dict[str, Any], runtime_format: str | None, run_format: str | None, expected: str
+) -> None:
+    # run(tool_format=) > AgentRuntime(tool_format=) > agent.tool_format
+    # > channels.<channel>.tool_format > Markdown
+    agent = {"show_tool_results": "full", **configured.get("agent", {})}
+    config = load_config(data={**configured, "agent": agent})
+    runtime = AgentRuntime(
+        config=config,
+        demo_when_unconfigured=True,
+        storage=MemoryStorage(),
+        tool_format=runtime_format,
+    )
+    seen = await runtime_events(runtime, "what time is it?", channel="sms", tool_format=run_format)
+    display = next(e.data["display"] for e in seen if e.type is EventType.TOOL_RESULT)
+    assert display.startswith("### Time" if expected == "markdown" else "Time\n"), display
+    await runtime.close()
+
+
+LENGTH_NOTICE = "(The reply was cut off: it reached the length limit.)"
+
+
+async def test_a_reply_cut_off_at_max_tokens_says_so_anthropic(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, _ = fakes
+    anthropic.script(Reply(text="The three reasons are: first, the", stop="max_tokens"))
+    storage = MemoryStorage()
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", storage=storage)
+    seen = await events(runtime, "why?")
+    text = "".join(e.data["delta"] for e in seen if e.type is EventType.TEXT)
+    expected = "The three reasons are: first, the\n\n" + LENGTH_NOTICE
+    assert text == expected
+    assert seen[-1].data["text"] == expected and seen[-1].data["stop_reason"] == "max_tokens"
+    transcript = await storage.load_messages("s")
+    assert transcript[-1].content == expected  # the model sees later that it was cut
+    await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop", "notice"),
+    [
+        ("length", "max_tokens", LENGTH_NOTICE),
+        ("content_filter", "refusal", "(The reply was cut off: the AI provider stopped it.)"),
+    ],
+)
+async def test_a_reply_cut_off_says_so_openai(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], finish: str, stop: str, notice: str
+) -> None:
+    _, openai = fakes
+    openai.script(Reply(text="Step one: open the", stop=finish))
+    runtime = AgentRuntime("openai/gpt-4o", storage=MemoryStorage())
+    seen = await events(runtime, "how?")
+    assert seen[-1].data["text"] == "Step one: open the\n\n" + notice
+    assert seen[-1].data["stop_reason"] == stop
+    await runtime.close()
+
+
+async def test_an_empty_answer_says_the_model_gave_none(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+) -> None:
+    anthropic, openai = fakes
+    anthropic.script(Reply(text=""))
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", storage=MemoryStorage())
+    seen = await events(runtime, "hello?")
+    assert [e.data["delta"] for e in seen if e.type is EventType.TEXT] == [
+        "(The model gave no answer.)"
+    ]
+    assert seen[-1].data["text"] == "(The model gave no answer.)"
+    assert seen[-1].data["stop_reason"] == "end"
+    # spent on reasoning and cut off: the length limit is the better explanation
+    openai.script(Reply(thinking="long deliberation", stop="length"))
+    other = AgentRuntime("openai/gpt-4o", storage=MemoryStorage(), thinking_mode="on")
+    assert await other.ask("s", "hello?") == LENGTH_NOTICE
+    await runtime.close()
+    await other.close()

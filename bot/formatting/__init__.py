@@ -5,12 +5,7 @@ from __future__ import annotations
 from bot.formatting.render import render_discord, render_html, render_plain, render_slack
 from bot.formatting.split import sms_segments, split_message, split_sms, utf16_len
 from bot.formatting.telegram import render_telegram
-from bot.formatting.tool_result import (
-    FormatMode,
-    ShowToolResults,
-    ToolFormatter,
-    default_format_for,
-)
+from bot.formatting.tool_result import FormatMode, ShowToolResults, ToolFormatter
 
 
 def format_reasoning(reasoning: str, target: str) -> str:
@@ -36,7 +31,6 @@ __all__ = [
     "FormatMode",
     "ShowToolResults",
     "ToolFormatter",
-    "default_format_for",
     "format_reasoning",
     "render_discord",
     "render_html",

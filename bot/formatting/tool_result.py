@@ -35,15 +35,6 @@ class ShowToolResults(str, Enum):
     FULL = "full"
 
 
-CHANNEL_DEFAULTS = {
-    "telegram": FormatMode.MARKDOWN,
-    "slack": FormatMode.MARKDOWN,
-    "discord": FormatMode.MARKDOWN,
-    "web": FormatMode.MARKDOWN,
-    "sms": FormatMode.PLAIN,
-    "terminal": FormatMode.PLAIN,
-}
-
 LANGUAGES = {
     ".py": "python",
     ".js": "javascript",
@@ -71,10 +62,6 @@ LANGUAGES = {
     ".ini": "ini",
     ".txt": "",
 }
-
-
-def default_format_for(channel: str) -> FormatMode:
-    return CHANNEL_DEFAULTS.get(channel, FormatMode.MARKDOWN)
 
 
 def language_for(result: ToolResult) -> str:

@@ -50,6 +50,7 @@ class Reply:
     input_tokens: int = 11
     output_tokens: int = 7
     delay: float = 0.0  # seconds to think before the stream starts
+    stop: str | None = None  # the wire's stop_reason / finish_reason, when not the usual
 
 
 @dataclass
@@ -181,7 +182,7 @@ class FakeAnthropic(_FakeServer):
             "role": "assistant",
             "model": body.get("model"),
             "content": content,
-            "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+            "stop_reason": reply.stop or ("tool_use" if reply.tool_calls else "end_turn"),
             "stop_sequence": None,
             "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
         }
@@ -288,7 +289,7 @@ class FakeAnthropic(_FakeServer):
                 )
             out.append(sse("content_block_stop", {"index": index}))
             index += 1
-        stop = "tool_use" if reply.tool_calls else "end_turn"
+        stop = reply.stop or ("tool_use" if reply.tool_calls else "end_turn")
         out.append(
             sse(
                 "message_delta",
@@ -325,7 +326,7 @@ class FakeOpenAI(_FakeServer):
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": "stop",
+                    "finish_reason": reply.stop or "stop",
                     "message": {"role": "assistant", "content": reply.text},
                 }
             ],
@@ -377,7 +378,7 @@ class FakeOpenAI(_FakeServer):
                 out.append(
                     chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
                 )
-        out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+        out.append(chunk({}, reply.stop or ("tool_calls" if reply.tool_calls else "stop")))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {
                 "prompt_tokens": reply.input_tokens,
