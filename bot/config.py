@@ -13,6 +13,7 @@ the problem and the fix.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +22,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.providers.registry import provider_kinds
+
 ENV_PREFIX = "CHATLANE__"
 DEFAULT_PATH = Path("config/config.yaml")
-CHANNEL_NAMES = ("telegram", "slack", "sms", "discord", "web", "terminal")
-BUILTIN_PROVIDERS = ("anthropic", "openai", "demo")
 
 _STRATEGY_ALIASES = {
     "recent": "recent",
@@ -136,12 +137,25 @@ class AgentConfig(_Model):
 
 
 class ProviderConfig(_Model):
-    type: Literal["anthropic", "openai"]
+    type: str  # an installed provider kind (the ``chatlane.providers`` entry points)
     base_url: str | None = None
     api_key_env: str | None = None
 
+    @field_validator("type")
+    @classmethod
+    def _installed_kind(cls, value: str) -> str:
+        if value not in provider_kinds():
+            raise ValueError(
+                f"unknown provider type {value!r}; the installed types are: "
+                f"{', '.join(provider_kinds())} (a third-party type needs its package installed)"
+            )
+        return value
+
 
 class ChannelConfig(_Model):
+    """``channels.<name>``: the keys every channel has. A channel with keys of its own
+    declares a subclass as its ``config_model``; its section is validated by that."""
+
     enabled: bool = True
     allow_from: tuple[str, ...] = ()
     rate_limit_per_minute: int = Field(default=30, ge=0)
@@ -174,16 +188,6 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     source: str | None = None
 
-    @field_validator("channels", mode="after")
-    @classmethod
-    def _known_channels(cls, value: dict[str, ChannelConfig]) -> dict[str, ChannelConfig]:
-        for name in value:
-            if name not in CHANNEL_NAMES:
-                raise ValueError(
-                    f"unknown channel {name!r}; the channels are: {', '.join(CHANNEL_NAMES)}"
-                )
-        return value
-
     @field_validator("providers", mode="after")
     @classmethod
     def _no_shadowing(cls, value: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
@@ -193,12 +197,14 @@ class Config(_Model):
         return value
 
     def channel(self, name: str) -> ChannelConfig:
-        return self.channels.get(name) or ChannelConfig()
+        """``channels.<name>``, as the channel's own model (its defaults when absent)."""
+        found = self.channels.get(name)
+        return found if found is not None else _channel_defaults(name)
 
     def provider_kind(self, name: str) -> str | None:
         if name in self.providers:
             return self.providers[name].type
-        return name if name in BUILTIN_PROVIDERS else None
+        return name if name in provider_kinds() else None
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -236,11 +242,51 @@ def load_config(
         source = str(found) if found else None
     _apply_env_overrides(raw, env)
     try:
-        config = Config.model_validate({**raw, "source": source})
+        channels = _channel_sections(raw.pop("channels", None) or {}, source)
+        config = Config.model_validate({**raw, "channels": channels, "source": source})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     _check_references(config)
     return config
+
+
+def channel_model(name: str) -> type[ChannelConfig] | None:
+    """The config model of the installed channel ``name``; None when none is installed."""
+    from bot.registry import load_entry_points
+
+    found = load_entry_points("chatlane.channels").get(name)
+    if found is None:
+        return None
+    model = getattr(found, "config_model", ChannelConfig)
+    return model if isinstance(model, type) and issubclass(model, ChannelConfig) else ChannelConfig
+
+
+@functools.cache
+def _channel_defaults(name: str) -> ChannelConfig:
+    return (channel_model(name) or ChannelConfig)()
+
+
+def _channel_sections(raw: Any, source: str | None) -> dict[str, ChannelConfig]:
+    """Each ``channels.<name>`` section validated by its channel's own model."""
+    if not isinstance(raw, dict):
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}channels: must be a mapping of channel name to settings")
+    sections: dict[str, ChannelConfig] = {}
+    for name, section in raw.items():
+        model = channel_model(str(name))
+        if model is None:
+            from bot.registry import load_entry_points
+
+            known = ", ".join(load_entry_points("chatlane.channels"))
+            where = f"{source}: " if source else ""
+            raise ConfigError(
+                f"{where}channels.{name}: unknown channel; the installed channels are: {known}"
+            )
+        try:
+            sections[str(name)] = model.model_validate(section or {})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source, prefix=f"channels.{name}.")) from None
+    return sections
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -279,11 +325,11 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             node[path[-1]] = value
 
 
-def _describe(exc: ValidationError, source: str | None) -> str:
+def _describe(exc: ValidationError, source: str | None, *, prefix: str = "") -> str:
     where = f"{source}: " if source else ""
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = prefix + ".".join(str(part) for part in error["loc"]) or "(top level)"
         problem = error["msg"]
         if error["type"] == "extra_forbidden":
             problem = "unknown key; remove it or check its spelling (see docs/configuration.md)"
@@ -302,14 +348,15 @@ def _check_references(config: Config) -> None:
         if config.provider_kind(provider) is None:
             raise ConfigError(
                 f"agent.model or agent.fallback_models: provider {provider!r} in {ref!r} is not "
-                f"known; declare it under 'providers:' (type anthropic or openai, with base_url) "
-                f"or use one of: {', '.join(BUILTIN_PROVIDERS)}"
+                f"known; declare it under 'providers:' (a type and base_url) "
+                f"or use one of: {', '.join(provider_kinds())}"
             )
     for index, profile in enumerate(config.agent.auth_profiles):
         if config.provider_kind(profile.provider) is None:
             raise ConfigError(
                 f"agent.auth_profiles.{index}.provider: {profile.provider!r} is not a known "
-                "provider; use anthropic, openai or a name declared under 'providers:'"
+                f"provider; use one of {', '.join(provider_kinds())} or a name declared under "
+                "'providers:'"
             )
     ids = [p.id for p in config.agent.auth_profiles]
     duplicates = {i for i in ids if ids.count(i) > 1}

@@ -30,17 +30,19 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from bot.access import AccessPolicy, Verdict
+from bot.channel import DEFAULT_TRAITS, ChannelTraits, Reply, ReplyKind, ReplySink, ReplyStream
 from bot.claims import CLAIM_TTL, Claims
 from bot.commands import handle_command
-from bot.events import EventType
-from bot.inbound import InboundMessage, JSONPart, ReplySink
+from bot.events import AgentEvent, EventType
+from bot.inbound import InboundMessage, JSONPart
 from bot.logs import request_id, turn_id
 from bot.queuing import Mailbox, QueueMode
-from bot.storage.base import UNAVAILABLE, InboxItem
+from bot.storage.base import UNAVAILABLE, Inbox, InboxItem
 
 if TYPE_CHECKING:
     from bot.runtime import AgentRuntime
@@ -101,7 +103,7 @@ class Dispatcher:
         )
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> Inbox:
         return self.runtime.storage
 
     def register(self, sink: ReplySink) -> None:
@@ -111,13 +113,13 @@ class Dispatcher:
         """Pick up what was accepted but not answered before (a crash, a restart), then keep
         sweeping for messages nobody holds and renewing the claims this process holds."""
         await self.runtime.start()
+        # Claims are renewed even where nothing is swept: a channel may answer its own
+        # messages here (``submit(answer_here=True)``) in a process that only stores.
+        self._background = [asyncio.ensure_future(self._every(CLAIM_TTL / 3, self.claims.renew))]
         if not self.process:
             return
         await self.sweep()
-        self._background = [
-            asyncio.ensure_future(self._every(self.sweep_every, self.sweep)),
-            asyncio.ensure_future(self._every(CLAIM_TTL / 3, self.claims.renew)),
-        ]
+        self._background.append(asyncio.ensure_future(self._every(self.sweep_every, self.sweep)))
 
     async def _every(self, seconds: float, job: Any) -> None:
         while True:
@@ -156,7 +158,11 @@ class Dispatcher:
             log.info("picked up %d stored message(s)", queued)
         return queued
 
-    async def submit(self, message: InboundMessage, *, when_draining: bool = False) -> Outcome:
+    async def submit(
+        self, message: InboundMessage, *, when_draining: bool = False, answer_here: bool = False
+    ) -> Outcome:
+        """Check, store and queue ``message``. ``answer_here``: answer it in this process
+        even when it only stores (a channel that streams the reply on the request)."""
         if self.draining and not when_draining:
             return Outcome.DRAINING
         verdict = self.access.check(message)
@@ -164,8 +170,7 @@ class Dispatcher:
             log.info(
                 "refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict
             )
-            if verdict.notice:
-                self._spawn(self._notify(message, verdict.notice))
+            self._spawn(self._refuse(message, verdict.notice))
             return Outcome.REFUSED
         item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
         if item_id is None:
@@ -174,12 +179,13 @@ class Dispatcher:
             )
             return Outcome.DUPLICATE
         log.info("stored %s message as inbox-%d", message.channel, item_id)
-        if self.process and not self.draining and await self.claims.take(item_id):
+        here = self.process or answer_here
+        if here and not self.draining and await self.claims.take(item_id):
             self._enqueue(message, item_id)
         return Outcome.ACCEPTED
 
     def _enqueue(self, message: InboundMessage, item_id: int) -> None:
-        mode = self.config.channel(message.channel).queue_mode
+        mode = self.config.channel(message.channel).queue_mode or self._traits(message).queue_mode
         result = self.mailbox.submit(
             message.session_id, item_id, mode=QueueMode(mode) if mode else None
         )
@@ -215,9 +221,28 @@ class Dispatcher:
         self._told.add(message.session_id)
         self._spawn(self._notify(message, text))
 
-    async def _done(self, item_id: int) -> None:
-        await self.storage.inbox_done(item_id)
-        self.claims.forget(item_id)
+    def _traits(self, message: InboundMessage) -> ChannelTraits:
+        sink = self.sinks.get(message.channel)
+        return sink.traits if sink is not None else DEFAULT_TRAITS
+
+    async def _done(self, item: InboxItem, message: InboundMessage | None = None) -> None:
+        await self.storage.inbox_done(item.id)
+        self.claims.forget(item.id)
+        await self._settled(message or InboundMessage.from_dict(item.data))
+
+    async def _settled(self, message: InboundMessage) -> None:
+        sink = self.sinks.get(message.channel)
+        if sink is None:
+            return
+        try:
+            await sink.settled(message)
+        except Exception:
+            log.exception("%s failed to settle a message", message.channel)
+
+    async def _refuse(self, message: InboundMessage, notice: str | None) -> None:
+        if notice:
+            await self._notify(message, notice)
+        await self._settled(message)
 
     async def _notify(self, message: InboundMessage, text: str) -> None:
         sink = self.sinks.get(message.channel)
@@ -264,7 +289,7 @@ class Dispatcher:
                 await self._notify(message, "Sorry, something went wrong answering that.")
                 with contextlib.suppress(Exception):
                     for item in items:
-                        await self._done(item.id)
+                        await self._done(item)
                 return
             await self._retry_later([*item_ids, *dropped])
 
@@ -282,17 +307,17 @@ class Dispatcher:
         if last.reply is not None:  # answered before; its delivery was cut short
             last.attempts = await self.storage.inbox_begin(last.id)
             for item in items[:-1]:
-                await self._done(item.id)
+                await self._done(item)
             await self._deliver(sink, message, last, last.reply)
             return
         texts: list[str] = []
         for item in items:
-            attempts = await self.storage.inbox_begin(item.id)
-            item.attempts = attempts
+            item.attempts = await self.storage.inbox_begin(item.id)
             inbound = InboundMessage.from_dict(item.data)
             answer = await handle_command(self.runtime, session_id, inbound.text)
             if answer is not None:
-                await self._deliver(sink, inbound, item, sink.render(answer))
+                parts = sink.render(Reply(answer, kind=ReplyKind.COMMAND))
+                await self._deliver(sink, inbound, item, parts)
                 continue
             texts.append(inbound.text)
         if not texts:
@@ -300,86 +325,68 @@ class Dispatcher:
         if lost:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.config.agent.queuing.turn_timeout):
-                reply, reasoning = await self._run_turn(
-                    sink, message, session_id, "\n\n".join(texts)
-                )
-        except TimeoutError:
-            log.warning(
-                "turn for %s took longer than %ss; stopped",
-                session_id,
-                self.config.agent.queuing.turn_timeout,
-            )
-            reply, reasoning = (
-                "Sorry, that took too long and I had to stop. Please try again.",
-                None,
-            )
-        self._turn_seconds += (time.monotonic() - started - self._turn_seconds) / 10
+        reply = await self._timed_turn(sink, message, session_id, "\n\n".join(texts))
         pending = [i for i in items if i.reply is None]
-        parts = sink.render(reply, reasoning) if reply or reasoning else []
+        parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
         await self.storage.inbox_set_reply(target.id, parts)
         # The reply is stored with the last message: the others it answers are done now,
         # before it goes out, so a restart never answers them again.
         for item in [*pending[:-1], *lost]:
-            await self._done(item.id)
+            await self._done(item)
         await self._deliver(sink, message, target, parts)
+
+    async def _timed_turn(
+        self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
+    ) -> Reply:
+        started = time.monotonic()
+        limit = self.config.agent.queuing.turn_timeout
+        try:
+            async with asyncio.timeout(limit):
+                reply = await self._run_turn(sink, message, session_id, text)
+        except TimeoutError:
+            log.warning("turn for %s took longer than %ss; stopped", session_id, limit)
+            reply = Reply(
+                "Sorry, that took too long and I had to stop. Please try again.",
+                kind=ReplyKind.ERROR,
+            )
+        self._turn_seconds += (time.monotonic() - started - self._turn_seconds) / 10
+        return reply
 
     async def _run_turn(
         self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
-    ) -> tuple[str, str | None]:
-        tools: list[str] = []
-        thinking: list[str] = []
+    ) -> Reply:
+        """Run the turn, its events fed to the channel's stream as they come; the
+        finished reply as the channel is to show it."""
+        shows_reasoning = self._shows_reasoning(message)
+        stream = sink.open_stream(message, show_reasoning=shows_reasoning)
         typing: list[asyncio.Task[None]] = []
 
         def start_typing() -> None:  # once the turn holds its lanes: not while it waits
             typing.append(asyncio.ensure_future(self._keep_typing(sink, message)))
 
+        channel = self.config.channel(message.channel)
         try:
             # Closed here, not by the garbage collector: the turn's transcript write
             # (in the generator's finally) is done, or has failed, before we go on.
             turn = self.runtime.run(
-                session_id, text, channel=message.channel, on_start=start_typing
+                session_id,
+                text,
+                channel=message.channel,
+                tool_format=channel.tool_format or sink.traits.tool_format,
+                on_start=start_typing,
             )
             async with contextlib.aclosing(turn) as events:
-                async for event in events:
-                    if event.type is EventType.TOOL_RESULT and event.data.get("display"):
-                        tools.append(event.data["display"])
-                    elif event.type is EventType.THINKING and event.data["mode"] == "stream":
-                        thinking.append(event.data["content"])
-                    elif event.type is EventType.TEXT and thinking:
-                        await self._send_thinking(sink, message, "".join(thinking))
-                        thinking.clear()
-                    elif event.type is EventType.ERROR:
-                        return event.data["message"], None
-                    elif event.type is EventType.DONE:
-                        if thinking:
-                            await self._send_thinking(sink, message, "".join(thinking))
-                        body = "\n\n".join([*tools, event.data["text"]]).strip()
-                        reasoning = event.data.get("thinking") or None
-                        if reasoning and not self._shows_reasoning(message.channel):
-                            reasoning = None
-                        return body, reasoning
+                return await _collect(events, stream, shows_reasoning)
         finally:
             for task in typing:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        return "", None
 
-    def _shows_reasoning(self, channel: str) -> bool:
-        configured = self.config.channel(channel).show_reasoning
-        if configured is not None:
-            return configured
-        return channel != "sms"
-
-    async def _send_thinking(self, sink: ReplySink, message: InboundMessage, text: str) -> None:
-        if not text.strip() or not self._shows_reasoning(message.channel):
-            return
-        for part in sink.render("", text.strip()):
-            await sink.send_part(message, part)
+    def _shows_reasoning(self, message: InboundMessage) -> bool:
+        configured = self.config.channel(message.channel).show_reasoning
+        return self._traits(message).shows_reasoning if configured is None else configured
 
     async def _keep_typing(self, sink: ReplySink, message: InboundMessage) -> None:
         while True:
@@ -400,7 +407,7 @@ class Dispatcher:
             await sink.send_part(message, parts[index])
             if index + 1 < len(parts):
                 await self.storage.inbox_mark_sent(item.id, index + 1)
-        await self._done(item.id)
+        await self._done(item, message)
 
     async def drain(self, grace: float) -> None:
         """Stop taking turns; give the running ones ``grace`` seconds; leave the rest stored."""
@@ -413,3 +420,27 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.claims.release_all()
+
+
+async def _collect(
+    events: AsyncIterator[AgentEvent], stream: ReplyStream, shows_reasoning: bool
+) -> Reply:
+    """Feed a turn's events to the channel's stream; the reply they make up."""
+    tools: list[str] = []
+    try:
+        async for event in events:
+            await stream.feed(event)
+            if event.type is EventType.TOOL_RESULT and event.data.get("display"):
+                tools.append(event.data["display"])
+            elif event.type is EventType.ERROR:
+                return Reply(event.data["message"], kind=ReplyKind.ERROR)
+            elif event.type is EventType.DONE:
+                reasoning = event.data.get("thinking") or None
+                return Reply(
+                    event.data["text"],
+                    reasoning=reasoning if shows_reasoning else None,
+                    tools=tuple(tools),
+                )
+    finally:
+        await stream.close()
+    return Reply(tools=tuple(tools))

@@ -1,14 +1,14 @@
-"""The one inbound message type every channel produces, and what a channel offers back.
+"""The one inbound message type every channel produces.
 
-Data flows one way: channel -> ``InboundMessage`` -> inbox -> lane -> runtime
--> events -> ``ReplySink`` (the channel again, rendering and sending).
+What a channel offers back (its traits, its reply sink and stream) is in
+``bot.channel``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 JSONPart = Any  # a reply part as the channel renders it: str, or a JSON-able dict
 
@@ -75,25 +75,3 @@ class InboundMessage:
             context=dict(data.get("context") or {}),
             group=bool(data.get("group")),
         )
-
-
-class ReplySink(Protocol):
-    """What a messaging channel gives the dispatcher to answer a message."""
-
-    name: str
-
-    def render(self, markdown: str, reasoning: str | None = None) -> list[JSONPart]:
-        """The reply as the parts to send, in order, each within the platform's limit."""
-        ...
-
-    async def send_part(self, message: InboundMessage, part: JSONPart) -> None:
-        """Send one part; wait out rate limits; fall back to plain text on a format rejection."""
-        ...
-
-    async def notify(self, message: InboundMessage, text: str) -> None:
-        """Send a short plain notice (refusals, queue overflow, errors)."""
-        ...
-
-    async def typing(self, message: InboundMessage) -> None:
-        """Show that the bot is working, where the platform can."""
-        ...

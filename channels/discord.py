@@ -23,17 +23,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
-from bot.channel import ChannelHost, ChannelState, mask
+from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import format_reasoning, render_discord, split_message
+from bot.formatting import FormatMode, format_reasoning, render_discord, split_message
 from bot.inbound import InboundMessage
 
 if TYPE_CHECKING:
     import discord  # about 8 MB: imported by from_env, only when the channel has a token
 
 log = logging.getLogger(__name__)
+logging.getLogger("discord").setLevel(logging.WARNING)  # discord.py logs every request
 
 LIMIT = 2000
+TRAITS = ChannelTraits(limit=LIMIT, tool_format=FormatMode.MARKDOWN, shows_reasoning=True)
 DEFAULT_API = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
 
@@ -54,16 +56,18 @@ def _no_pings() -> discord.AllowedMentions:
     return discord.AllowedMentions.none()
 
 
-class DiscordSink:
+class DiscordSink(Sink):
     name = "discord"
+    traits = TRAITS
 
     def __init__(self, client: discord.Client) -> None:
         self.client = client
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        text = render_discord(markdown) if markdown.strip() else ""
-        if reasoning:
-            text = f"{format_reasoning(reasoning, 'discord')}\n\n{text}".strip()
+    def render(self, reply: Reply) -> list[Any]:
+        markdown = reply.markdown
+        text = render_discord(markdown) if markdown else ""
+        if reply.reasoning:
+            text = f"{format_reasoning(reply.reasoning, 'discord')}\n\n{text}".strip()
         parts: list[Any] = [{"text": p} for p in split_message(text, LIMIT)]
         if parts:
             parts[0]["first"] = True
@@ -102,6 +106,7 @@ class DiscordSink:
 
 class DiscordChannel:
     name: ClassVar[str] = "discord"
+    traits: ClassVar[ChannelTraits] = TRAITS
 
     def __init__(self, host: ChannelHost, token: str) -> None:
         self.host = host

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
-from bot.channel import ChannelHost, ChannelState, mask
+from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import format_reasoning, render_slack, split_message
+from bot.formatting import FormatMode, format_reasoning, render_slack, split_message
 from bot.inbound import InboundMessage
 from channels.common import webhook_answer
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PATH = "/slack/events"
 DEFAULT_BASE = "https://slack.com/api/"
 PART_LIMIT = 3000  # fits a section block, well under Slack's 40,000-character cut
+TRAITS = ChannelTraits(limit=PART_LIMIT, tool_format=FormatMode.MARKDOWN, shows_reasoning=True)
 IGNORED_SUBTYPES = {
     "bot_message",
     "message_changed",
@@ -46,16 +47,18 @@ IGNORED_SUBTYPES = {
 MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
 
 
-class SlackSink:
+class SlackSink(Sink):
     name = "slack"
+    traits = TRAITS
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        text = render_slack(markdown) if markdown.strip() else ""
-        if reasoning:
-            text = f"{format_reasoning(reasoning, 'slack')}\n\n{text}".strip()
+    def render(self, reply: Reply) -> list[Any]:
+        markdown = reply.markdown
+        text = render_slack(markdown) if markdown else ""
+        if reply.reasoning:
+            text = f"{format_reasoning(reply.reasoning, 'slack')}\n\n{text}".strip()
         return list(split_message(text, PART_LIMIT))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
@@ -93,6 +96,7 @@ class SlackSink:
 
 class SlackChannel:
     name: ClassVar[str] = "slack"
+    traits: ClassVar[ChannelTraits] = TRAITS
 
     def __init__(self, host: ChannelHost, token: str, secret: str, env: Mapping[str, str]) -> None:
         from slack_sdk.http_retry.builtin_async_handlers import (

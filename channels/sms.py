@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
-from bot.channel import ChannelHost, ChannelState, mask
+from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import format_reasoning, render_plain, split_sms
+from bot.formatting import FormatMode, format_reasoning, render_plain, split_sms
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # twilio is imported only once the channel is on
     from channels._twilio import HttpClient
 
 log = logging.getLogger(__name__)
+
+# Plain text only: reasoning is not shown by default (it costs segments).
+TRAITS = ChannelTraits(limit=1600, tool_format=FormatMode.PLAIN, shows_reasoning=False)
 
 PATH = "/twilio/sms"
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
@@ -67,17 +70,19 @@ def classify(exc: BaseException) -> Retry | None:
     return None
 
 
-class SmsSink:
+class SmsSink(Sink):
     name = "sms"
+    traits = TRAITS
 
     def __init__(self, from_number: str) -> None:
         self.client: Client | None = None  # made in SmsChannel.start(), inside the event loop
         self.from_number = from_number
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        text = render_plain(markdown) if markdown.strip() else ""
-        if reasoning:
-            text = f"{format_reasoning(reasoning, 'plain')}\n\n{text}".strip()
+    def render(self, reply: Reply) -> list[Any]:
+        markdown = reply.markdown
+        text = render_plain(markdown) if markdown else ""
+        if reply.reasoning:
+            text = f"{format_reasoning(reply.reasoning, 'plain')}\n\n{text}".strip()
         return list(split_sms(text))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
@@ -111,6 +116,7 @@ class SmsSink:
 
 class SmsChannel:
     name: ClassVar[str] = "sms"
+    traits: ClassVar[ChannelTraits] = TRAITS
 
     def __init__(
         self, host: ChannelHost, sid: str, token: str, from_number: str, env: Mapping[str, str]

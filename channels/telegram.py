@@ -35,15 +35,18 @@ from telegram.error import (
     TimedOut,
 )
 
-from bot.channel import ChannelHost, ChannelState, mask
+from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
 from bot.dispatch import Outcome
-from bot.formatting import render_telegram
+from bot.formatting import FormatMode, render_telegram
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries, webhook_answer
 from channels.telegram_http import AiohttpRequest
 
 log = logging.getLogger(__name__)
+logging.getLogger("telegram").setLevel(logging.WARNING)  # python-telegram-bot logs every request
+
+TRAITS = ChannelTraits(limit=4096, tool_format=FormatMode.MARKDOWN, shows_reasoning=True)
 
 DEFAULT_BASE = "https://api.telegram.org"
 WEBHOOK_PATH = "/telegram/webhook"
@@ -72,14 +75,15 @@ def is_formatting_error(error: BadRequest) -> bool:
     return "entit" in text or "parse" in text
 
 
-class TelegramSink:
+class TelegramSink(Sink):
     name = "telegram"
+    traits = TRAITS
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        parts: list[Any] = render_telegram(markdown, reasoning=reasoning)
+    def render(self, reply: Reply) -> list[Any]:
+        parts: list[Any] = render_telegram(reply.markdown, reasoning=reply.reasoning)
         if parts:
             parts[0]["first"] = True
         return parts
@@ -137,6 +141,7 @@ class TelegramSink:
 
 class TelegramChannel:
     name: ClassVar[str] = "telegram"
+    traits: ClassVar[ChannelTraits] = TRAITS
 
     def __init__(self, host: ChannelHost, bot: Bot, secret: str | None, mode: str) -> None:
         self.host = host

@@ -1,7 +1,8 @@
 """``chatlane chat``: talk to the bot in the terminal, with the same runtime as every channel.
 
-Replies stream as they arrive; reasoning (``/think stream``) is dimmed; tool
-results print as plain text. Chat commands work here too. Ctrl-D or
+Each line goes through the dispatcher like any channel's message (commands,
+the inbox, the chat's lane). Replies stream as they arrive; reasoning
+(``/think stream``) is dimmed; tool results print as plain text. Ctrl-D or
 ``/quit`` leaves.
 """
 
@@ -9,21 +10,112 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, TextIO
+from typing import ClassVar, TextIO
 
-from bot.channel import ChannelHost, ChannelState
-from bot.commands import handle_command
+from bot.channel import (
+    ChannelHost,
+    ChannelState,
+    ChannelTraits,
+    Reply,
+    ReplyKind,
+    ReplyStream,
+    Sink,
+)
 from bot.config import Config
-from bot.events import EventType
+from bot.dispatch import Dispatcher, Outcome
+from bot.events import AgentEvent, EventType
+from bot.formatting import FormatMode
+from bot.inbound import InboundMessage, JSONPart
 from bot.runtime import AgentRuntime
 
 DIM, RESET, RED = "\x1b[2m", "\x1b[0m", "\x1b[31m"
-SESSION = "terminal:local"
+CHAT = "local"
+
+TRAITS = ChannelTraits(
+    tool_format=FormatMode.PLAIN, shows_reasoning=True, streams=True, queue_mode="followup"
+)
+
+
+class TerminalSink(Sink):
+    """Prints a reply as it streams; tells the prompt loop when a message is settled."""
+
+    name = "terminal"
+    traits = TRAITS
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.color = out.isatty()
+        self.settled_ids: asyncio.Queue[str] = asyncio.Queue()
+        self.streamed: set[str] = set()  # messages whose answer was printed as it came
+
+    def style(self, code: str, value: str) -> str:
+        return f"{code}{value}{RESET}" if self.color else value
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def render(self, reply: Reply) -> list[JSONPart]:
+        return [{"kind": reply.kind.value, "text": reply.markdown, "reasoning": reply.reasoning}]
+
+    async def send_part(self, message: InboundMessage, part: JSONPart) -> None:
+        key = message.dedupe_key
+        if key in self.streamed:  # shown as it came; the reply only ends the line
+            self.streamed.discard(key)
+            self.write("\n")
+            return
+        if part.get("reasoning"):
+            self.write(self.style(DIM, "[reasoning] " + part["reasoning"]) + "\n")
+        text = part["text"]
+        self.write(
+            (self.style(RED, text) if part["kind"] == ReplyKind.ERROR.value else text) + "\n"
+        )
+
+    async def notify(self, message: InboundMessage, text: str) -> None:
+        self.write(self.style(RED, text) + "\n")
+
+    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
+        return _TerminalStream(self, message, show_reasoning)
+
+    async def settled(self, message: InboundMessage) -> None:
+        self.settled_ids.put_nowait(message.message_id)
+
+
+class _TerminalStream:
+    def __init__(self, sink: TerminalSink, message: InboundMessage, show_reasoning: bool) -> None:
+        self.sink = sink
+        self.key = message.dedupe_key
+        self.show_reasoning = show_reasoning
+        self.in_reasoning = False
+
+    async def feed(self, event: AgentEvent) -> None:
+        sink, data = self.sink, event.data
+        if event.type is EventType.THINKING and self.show_reasoning:
+            if not self.in_reasoning:
+                sink.write(sink.style(DIM, "[reasoning] "))
+                self.in_reasoning = True
+            sink.write(sink.style(DIM, data["content"]))
+            return
+        if self.in_reasoning and event.type is EventType.TEXT:
+            sink.write("\n")
+            self.in_reasoning = False
+        if event.type is EventType.TEXT:
+            sink.write(data["delta"])
+            sink.streamed.add(self.key)
+        elif event.type is EventType.TOOL_RESULT and data.get("display"):
+            sink.write("\n" + sink.style(DIM, data["display"]) + "\n")
+        elif event.type is EventType.FAILOVER:
+            sink.write(sink.style(DIM, f"\n[switched from {data['from']} to {data['to']}]\n"))
+
+    async def close(self) -> None:
+        return None
 
 
 class TerminalChannel:
     name: ClassVar[str] = "terminal"
+    traits: ClassVar[ChannelTraits] = TRAITS
 
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> None:
@@ -43,60 +135,38 @@ class TerminalChannel:
         stdout: TextIO | None = None,
     ) -> int:
         stdin = stdin or sys.stdin
-        out = stdout or sys.stdout
-        color = out.isatty()
+        sink = TerminalSink(stdout or sys.stdout)
         runtime = runtime or AgentRuntime(config=config, demo_when_unconfigured=True)
-        async with runtime:
-            out.write(
+        dispatcher = Dispatcher(runtime)
+        dispatcher.register(sink)
+        await dispatcher.start()
+        try:
+            sink.write(
                 f"chatlane chat: model {runtime.model}. /help for commands, Ctrl-D to quit.\n"
             )
             if runtime.models.demo_reason:
-                out.write(f"Note: {runtime.models.demo_reason}.\n")
-            out.flush()
-            while True:
-                if stdin.isatty():
-                    out.write("> ")
-                    out.flush()
-                line = await asyncio.to_thread(stdin.readline)
-                if not line:
-                    break
-                text = line.strip()
-                if not text:
-                    continue
-                if text in ("/quit", "/exit"):
-                    break
-                answer = await handle_command(runtime, SESSION, text)
-                if answer is not None:
-                    out.write(answer + "\n")
-                    out.flush()
-                    continue
-                await _turn(runtime, text, out, color)
+                sink.write(f"Note: {runtime.models.demo_reason}.\n")
+            await _prompt_loop(dispatcher, sink, stdin)
+        finally:
+            await dispatcher.drain(config.server.shutdown_grace)
+            await runtime.close()
         return 0
 
 
-async def _turn(runtime: AgentRuntime, text: str, out: TextIO, color: bool) -> None:
-    def style(code: str, value: str) -> str:
-        return f"{code}{value}{RESET}" if color else value
-
-    in_thinking = False
-    async for event in runtime.run(SESSION, text, channel="terminal"):
-        data: dict[str, Any] = event.data
-        if event.type is EventType.THINKING:
-            if not in_thinking:
-                out.write(style(DIM, "[reasoning] "))
-                in_thinking = True
-            out.write(style(DIM, data["content"]))
-        elif event.type is EventType.TEXT:
-            if in_thinking:
-                out.write("\n")
-                in_thinking = False
-            out.write(data["delta"])
-        elif event.type is EventType.TOOL_RESULT and data.get("display"):
-            out.write("\n" + style(DIM, data["display"]) + "\n")
-        elif event.type is EventType.FAILOVER:
-            out.write(style(DIM, f"\n[switched from {data['from']} to {data['to']}]\n"))
-        elif event.type is EventType.ERROR:
-            out.write(style(RED, data["message"]))
-        elif event.type is EventType.DONE:
-            out.write("\n")
-        out.flush()
+async def _prompt_loop(dispatcher: Dispatcher, sink: TerminalSink, stdin: TextIO) -> None:
+    while True:
+        if stdin.isatty():
+            sink.write("> ")
+        line = await asyncio.to_thread(stdin.readline)
+        if not line:
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return
+        message = InboundMessage("terminal", CHAT, CHAT, text, message_id=f"{time.time_ns()}")
+        if await dispatcher.submit(message) in (Outcome.ACCEPTED, Outcome.REFUSED):
+            # Settled once answered (or refused): the next prompt waits for that.
+            while await sink.settled_ids.get() != message.message_id:
+                pass

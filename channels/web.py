@@ -1,42 +1,152 @@
 """The built-in web chat: ``GET /`` serves the page, ``POST /api/chat`` streams a turn as NDJSON.
 
-The page needs nothing from the internet. Each line of the stream is one
-``AgentEvent`` as ``{"type": ..., "data": ...}``; the ``done`` event also
-carries ``html``, the final answer rendered and sanitized server-side.
+A message goes through the dispatcher like any other channel's (access,
+commands, the inbox, the chat's lane); the turn's events stream back on the
+request that sent it. Each line of the stream is one ``AgentEvent`` as
+``{"type": ..., "data": ...}``; the ``done`` line also carries ``html``, the
+final answer rendered and sanitized server-side, and a chat command's answer
+comes as one ``command`` line. The page needs nothing from the internet.
+
+Events are queued per request, never written from the turn itself, so a slow
+browser does not slow the turn down; a browser that leaves stops nothing (the
+turn finishes and is kept in the transcript).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-from bot.access import Verdict
-from bot.channel import ChannelHost, ChannelState
-from bot.commands import handle_command
-from bot.config import Config
-from bot.events import EventType
-from bot.formatting import render_html
-from bot.inbound import InboundMessage
-from bot.storage.base import UNAVAILABLE
+from bot.channel import (
+    ChannelHost,
+    ChannelState,
+    ChannelTraits,
+    Reply,
+    ReplyKind,
+    ReplyStream,
+    Sink,
+)
+from bot.config import ChannelConfig, Config
+from bot.dispatch import Outcome
+from bot.events import AgentEvent, EventType
+from bot.formatting import FormatMode, render_html
+from bot.inbound import InboundMessage, JSONPart
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(files("bot") / "static"))
 MAX_TEXT = 20_000
+GRACE = 30.0  # seconds a request waits beyond the turn timeout before it gives up
+
+TRAITS = ChannelTraits(
+    tool_format=FormatMode.MARKDOWN, shows_reasoning=True, streams=True, queue_mode="followup"
+)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One open ``/api/chat`` request: the lines for it, then None when it is settled."""
+
+    lines: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    done: dict[str, Any] = field(default_factory=dict)  # the turn's done data, for the reply
+    wrote: bool = False
+    failed: bool = False
+
+    def put(self, kind: str, data: dict[str, Any]) -> None:
+        self.wrote = True
+        self.lines.put_nowait({"type": kind, "data": data})
+
+
+class WebSink(Sink):
+    name = "web"
+    traits = TRAITS
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, _Waiter] = {}
+
+    def expect(self, message: InboundMessage) -> _Waiter:
+        waiter = self.waiting[message.dedupe_key] = _Waiter()
+        return waiter
+
+    def forget(self, message: InboundMessage) -> None:
+        self.waiting.pop(message.dedupe_key, None)
+
+    def render(self, reply: Reply) -> list[JSONPart]:
+        return [{"kind": reply.kind.value, "text": reply.text, "reasoning": reply.reasoning}]
+
+    async def send_part(self, message: InboundMessage, part: JSONPart) -> None:
+        waiter = self.waiting.get(message.dedupe_key)
+        if waiter is None:  # the browser left, or this process restarted since
+            return
+        kind, text = part["kind"], part["text"]
+        if kind == ReplyKind.COMMAND.value:
+            waiter.put("command", {"text": text, "html": render_html(text)})
+        elif kind == ReplyKind.ERROR.value:
+            if not waiter.failed:  # the turn's error event was streamed already
+                waiter.put("error", {"message": text})
+        else:
+            data = {**waiter.done, "text": text, "html": render_html(text)}
+            if part.get("reasoning") and not data.get("thinking"):
+                data["thinking"] = part["reasoning"]
+            waiter.put("done", data)
+
+    async def notify(self, message: InboundMessage, text: str) -> None:
+        waiter = self.waiting.get(message.dedupe_key)
+        if waiter is not None:
+            waiter.put("error", {"message": text})
+
+    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
+        return _WebStream(self.waiting.get(message.dedupe_key))
+
+    async def settled(self, message: InboundMessage) -> None:
+        waiter = self.waiting.get(message.dedupe_key)
+        if waiter is None:
+            return
+        if not waiter.wrote:
+            waiter.put("error", {"message": "No answer was given to this message."})
+        waiter.lines.put_nowait(None)
+
+
+class _WebStream:
+    """Every event of the turn, as it comes, except ``done`` (sent with the rendered reply)."""
+
+    def __init__(self, waiter: _Waiter | None) -> None:
+        self.waiter = waiter
+
+    async def feed(self, event: AgentEvent) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            return
+        data = dict(event.data)
+        if event.type is EventType.DONE:
+            waiter.done = data
+            return
+        if event.type is EventType.ERROR:
+            data.pop("error", None)
+            waiter.failed = True
+        waiter.put(event.type.value, data)
+
+    async def close(self) -> None:
+        return None
 
 
 class WebChannel:
     name: ClassVar[str] = "web"
+    traits: ClassVar[ChannelTraits] = TRAITS
+    config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
 
     def __init__(self, host: ChannelHost) -> None:
         self.host = host
+        self.sink = WebSink()
 
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> WebChannel:
@@ -74,54 +184,64 @@ class WebChannel:
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text='send JSON: {"session_id": ..., "text": ...}') from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="send a JSON object")
-        session = body.get("session_id")
-        text = body.get("text")
-        if not isinstance(session, str) or not session or len(session) > 200:
-            raise web.HTTPBadRequest(text="session_id must be a non-empty string")
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-            raise web.HTTPBadRequest(text=f"text must be 1 to {MAX_TEXT} characters")
+        session, text = await _read_body(request)
         if self.host.draining:
             raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
         sender = request.remote or "unknown"
         inbound = InboundMessage("web", session, sender, text, message_id=f"{time.time_ns()}")
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"
-        await response.prepare(request)
-        verdict = self.host.dispatcher.access.check(inbound)
-        if verdict.verdict is not Verdict.ALLOWED:
-            await _send(response, "error", {"message": verdict.notice or "Not allowed."})
-            return response
-        runtime = self.host.runtime
-        session_id = inbound.session_id
-        answer = await handle_command(runtime, session_id, text)
-        if answer is not None:
-            await _send(response, "command", {"text": answer, "html": render_html(answer)})
-            return response
+        waiter = self.sink.expect(inbound)
         try:
-            async for event in runtime.run(session_id, text, channel="web"):
-                data = dict(event.data)
-                if event.type is EventType.DONE:
-                    data["html"] = render_html(data["text"])
-                elif event.type is EventType.ERROR:
-                    data.pop("error", None)
-                await _send(response, event.type.value, data)
-        except UNAVAILABLE as error:
-            log.warning("storage unreachable during a web chat turn (%s)", error)
+            # Stored before the stream starts: a store that is down answers 503.
+            outcome = await self.host.dispatcher.submit(inbound, answer_here=True)
+            if outcome is Outcome.DRAINING:
+                raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
+            response = await _open_stream(request)
+            if outcome is Outcome.DUPLICATE:
+                waiter.put("error", {"message": "This message was sent before."})
+                waiter.lines.put_nowait(None)
+            await self._pump(waiter, response)
+            return response
+        finally:
+            self.sink.forget(inbound)
+
+    async def _pump(self, waiter: _Waiter, response: web.StreamResponse) -> None:
+        limit = self.host.config.agent.queuing.turn_timeout + GRACE
+        try:
+            async with asyncio.timeout(limit):
+                while (line := await waiter.lines.get()) is not None:
+                    await _send(response, line)
+        except TimeoutError:
+            log.warning("a web chat turn gave no answer within %.0fs", limit)
             await _send(
                 response,
-                "error",
-                {"message": "The bot's storage is unreachable just now. Please try again shortly."},
+                {"type": "error", "data": {"message": "No answer came in time; try again."}},
             )
-        return response
 
 
-async def _send(response: web.StreamResponse, kind: str, data: dict[str, Any]) -> None:
-    line = json.dumps({"type": kind, "data": data}, ensure_ascii=False, default=str)
-    await response.write(line.encode() + b"\n")
+async def _read_body(request: web.Request) -> tuple[str, str]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text='send JSON: {"session_id": ..., "text": ...}') from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="send a JSON object")
+    session = body.get("session_id")
+    text = body.get("text")
+    if not isinstance(session, str) or not session or len(session) > 200:
+        raise web.HTTPBadRequest(text="session_id must be a non-empty string")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        raise web.HTTPBadRequest(text=f"text must be 1 to {MAX_TEXT} characters")
+    return session, text
+
+
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    await response.prepare(request)
+    return response
+
+
+async def _send(response: web.StreamResponse, line: dict[str, Any]) -> None:
+    encoded = json.dumps(line, ensure_ascii=False, default=str)
+    await response.write(encoded.encode() + b"\n")

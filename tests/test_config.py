@@ -115,7 +115,7 @@ providers:
         ("agent: {modle: x/y}\n", "agent.modle: unknown key"),
         ("agent: {model: claude}\n", "provider/model"),
         ("agent: {model: nowhere/model}\n", "declare it under 'providers:'"),
-        ("channels: {icq: {}}\n", "unknown channel 'icq'"),
+        ("channels: {icq: {}}\n", "channels.icq: unknown channel"),
         ("agent: [1, 2]\n", "agent"),
         ("agent:\n  model: [unclosed\n", "not valid YAML at line"),
         (

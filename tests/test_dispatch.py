@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from bot.access import AccessPolicy, Verdict
+from bot.channel import ChannelTraits, Reply
+from bot.channel import Sink as BaseSink
 from bot.config import load_config
 from bot.dispatch import MAX_ATTEMPTS, Dispatcher, Outcome
 from bot.inbound import InboundMessage
@@ -17,7 +19,7 @@ from bot.runtime import AgentRuntime
 from bot.storage import MemoryStorage, SQLiteStorage
 
 
-class Sink:
+class Sink(BaseSink):
     """The far side of the dispatcher: records what a channel would send."""
 
     name = "test"
@@ -29,9 +31,9 @@ class Sink:
         self.fail_after = fail_after
         self.changed = asyncio.Event()
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        parts = [f"[reasoning] {reasoning}"] if reasoning else []
-        return parts + [chunk for chunk in markdown.split("\n\n") if chunk]
+    def render(self, reply: Reply) -> list[Any]:
+        parts = [f"[reasoning] {reply.reasoning}"] if reply.reasoning else []
+        return parts + [chunk for chunk in reply.markdown.split("\n\n") if chunk]
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
@@ -423,5 +425,59 @@ async def test_a_fresh_claim_is_not_asked_about_again(tmp_path: Path) -> None:
     await dispatcher.submit(inbound("hello", "m1"))
     await until(lambda: sink.sent and not dispatcher.claims)
     assert renewals == []
+    await dispatcher.drain(1)
+    await runtime.close()
+
+
+class Quiet(Sink):
+    """A channel that, like SMS, does not show reasoning unless configured to."""
+
+    traits = ChannelTraits(shows_reasoning=False)
+
+
+@pytest.mark.parametrize(
+    ("sink_class", "configured", "shown"),
+    [(Sink, None, True), (Quiet, None, False), (Quiet, True, True), (Sink, False, False)],
+)
+async def test_reasoning_is_shown_as_each_channel_declares_unless_configured(
+    tmp_path: Path, sink_class: type[Sink], configured: bool | None, shown: bool
+) -> None:
+    channel = {} if configured is None else {"show_reasoning": configured}
+    config = load_config(data={"agent": {"thinking_mode": "on"}, "channels": {"web": channel}})
+    runtime = AgentRuntime(
+        config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "d.sqlite")
+    )
+    dispatcher = Dispatcher(runtime)
+    sink = sink_class()
+    sink.name = "web"
+    dispatcher.register(sink)
+    await dispatcher.start()
+    await dispatcher.submit(InboundMessage("web", "c1", "u1", "hello", "m1"))
+    await until(lambda: any("You said: hello" in part for part in sink.sent))
+    reasoning = [part for part in sink.sent if part.startswith("[reasoning]")]
+    assert bool(reasoning) is shown
+    await dispatcher.drain(1)
+    await runtime.close()
+
+
+async def test_streamed_reasoning_goes_ahead_of_the_answer_only_where_shown(
+    tmp_path: Path,
+) -> None:
+    config = load_config(data={"agent": {"thinking_mode": "stream"}})
+    runtime = AgentRuntime(
+        config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "d.sqlite")
+    )
+    dispatcher = Dispatcher(runtime)
+    loud, quiet = Sink(), Quiet()
+    quiet.name = "quiet"
+    dispatcher.register(loud)
+    dispatcher.register(quiet)
+    await dispatcher.start()
+    await dispatcher.submit(inbound("hello", "m1"))
+    await dispatcher.submit(InboundMessage("quiet", "c1", "u1", "hello", "m2"))
+    await until(lambda: any("You said" in p for p in loud.sent))
+    await until(lambda: any("You said" in p for p in quiet.sent))
+    assert loud.sent[0].startswith("[reasoning]") and "You said" in loud.sent[-1]
+    assert not any(p.startswith("[reasoning]") for p in quiet.sent)
     await dispatcher.drain(1)
     await runtime.close()
