@@ -1,7 +1,8 @@
 """From config to callable models: providers, auth profiles, rotation, the fallback chain.
 
-Model references are ``provider/model``. The provider part names a built-in
-(``anthropic``, ``openai``, ``demo``) or one declared under ``providers:``.
+Model references are ``provider/model``. The provider part names an installed
+provider kind (``anthropic``, ``openai``, ``demo``, or a third party's: see
+``bot.providers.kind``) or one declared under ``providers:``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from bot.auth.rotation import CooldownPolicy
 from bot.config import Config, ConfigError
 from bot.failover import FallbackChain
 from bot.failover.runner import ModelRouter
-from bot.providers import create_provider
+from bot.providers import create_provider, provider_kinds
 from bot.providers.base import Provider, ProviderInfo
 from bot.thinking import StreamingThinkingExtractor
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo/chatlane-demo"
-DEFAULT_MODELS = {"anthropic": "anthropic/claude-sonnet-4-6", "openai": "openai/gpt-4o"}
 
 
 @dataclass
@@ -80,10 +80,10 @@ def build_model_setup(
     env = os.environ if env is None else env
     agent = config.agent
     timeout = agent.request_timeout
+    kinds = provider_kinds()
     providers: dict[str, Provider] = {
-        "anthropic": create_provider(ProviderInfo("anthropic", "anthropic"), timeout=timeout),
-        "openai": create_provider(ProviderInfo("openai", "openai"), timeout=timeout),
-        "demo": create_provider(ProviderInfo("demo", "demo", needs_key=False), timeout=timeout),
+        name: kind.create(ProviderInfo(name, name, needs_key=kind.needs_key), timeout=timeout)
+        for name, kind in kinds.items()
     }
     entries = [p.model_dump() for p in agent.auth_profiles]
     for name, declared in config.providers.items():
@@ -95,12 +95,13 @@ def build_model_setup(
     if auth_profiles is not None:
         profiles = ProfileStore(list(auth_profiles))
     else:
-        profiles = ProfileStore.from_config(entries, env)
+        default_env = {name: kind.env_key for name, kind in kinds.items() if kind.env_key}
+        profiles = ProfileStore.from_config(entries, env, default_env=default_env)
     for ref in [model, *(fallbacks or ())]:
         if ref is not None and ref.partition("/")[0] not in providers:
             raise ConfigError(
                 f"model {ref!r}: unknown provider {ref.partition('/')[0]!r}; declare it under "
-                "'providers:' or use anthropic/..., openai/..."
+                f"'providers:' or use one of: {', '.join(kinds)}"
             )
     primary = model or agent.model or _default_model(profiles)
     chain = FallbackChain(
@@ -143,7 +144,8 @@ def _usable(ref: str, providers: Mapping[str, Provider], profiles: ProfileStore)
 
 
 def _default_model(profiles: ProfileStore) -> str:
-    for provider, ref in DEFAULT_MODELS.items():
-        if profiles.profiles_for(provider):
-            return ref
+    """The first kind (in name order) with a default model and a key, else the demo."""
+    for name, kind in provider_kinds().items():
+        if kind.default_model and profiles.profiles_for(name):
+            return f"{name}/{kind.default_model}"
     return DEMO_MODEL

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.auth import AuthProfile, CooldownPolicy, ProfileStore, RotationManager
-from bot.failover.errors import FailoverReason, ProviderError
+from bot.providers.errors import FailoverReason, ProviderError
 from bot.storage import MemoryStorage, SQLiteStorage
 
 
@@ -163,6 +163,9 @@ def test_repr_and_status_hide_keys(manager: RotationManager) -> None:
     assert "sk-ant" not in str(manager.status())
 
 
+DEFAULT_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
 def test_from_config_and_defaults() -> None:
     env = {"K1": "key-one-aaaa", "ANTHROPIC_API_KEY": "sk-default-bbbb"}
     configured = ProfileStore.from_config(
@@ -171,11 +174,13 @@ def test_from_config_and_defaults() -> None:
             {"id": "backup", "provider": "anthropic", "api_key_env": "K2"},
         ],
         env,
+        default_env=DEFAULT_ENV,
     )
     assert [p.id for p in configured.profiles_for("anthropic")] == ["main"]
     assert configured.missing == [("backup", "K2")]
-    defaults = ProfileStore.from_config([], env)
+    defaults = ProfileStore.from_config([], env, default_env=DEFAULT_ENV)
     assert [p.id for p in defaults] == ["anthropic-default"]
+    assert defaults.missing == []  # an unset default variable is no problem
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])

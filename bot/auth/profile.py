@@ -1,9 +1,9 @@
 """Auth profiles: one API key of one provider, and the set of them.
 
 Profiles come from ``agent.auth_profiles`` (each names the environment
-variable holding its key) or, when none are configured, from
-``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``. A profile whose variable is unset
-is absent (reported by ``chatlane check``), not an error.
+variable holding its key) or, when none are configured, from each provider
+kind's default variable (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ...). A
+profile whose variable is unset is absent (reported by ``chatlane check``), not an error.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-DEFAULT_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 @dataclass
@@ -89,15 +87,21 @@ class ProfileStore:
 
     @classmethod
     def from_config(
-        cls, entries: Iterable[Mapping[str, str]], env: Mapping[str, str]
+        cls,
+        entries: Iterable[Mapping[str, str]],
+        env: Mapping[str, str],
+        *,
+        default_env: Mapping[str, str],
     ) -> ProfileStore:
+        """Profiles from config ``entries``; with none, one per ``default_env`` item
+        (provider -> variable) whose variable is set."""
         entries = list(entries)
         profiles = []
         missing = []
         if not entries:
             entries = [
                 {"id": f"{provider}-default", "provider": provider, "api_key_env": var}
-                for provider, var in DEFAULT_ENV.items()
+                for provider, var in default_env.items()
             ]
             explicit = False
         else:

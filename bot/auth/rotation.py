@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.auth.profile import AuthProfile, ProfileStore
-from bot.failover.errors import FailoverReason, ProviderError
+from bot.providers.errors import FailoverReason, ProviderError
 from bot.storage.base import Storage
 
 REFRESH_EVERY = 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import warnings
 from collections.abc import AsyncGenerator, Container
 from functools import cache
@@ -22,7 +23,9 @@ from bot.providers.base import (
     ToolSpec,
     UsageDelta,
 )
-from bot.providers.classify import classify
+from bot.providers.classify import classify_http_error
+from bot.providers.errors import ProviderError
+from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
     import anthropic  # about 45 MB: imported by the first client, not for every process
@@ -202,9 +205,9 @@ class AnthropicProvider:
                     for delta in self._map(event, tool_blocks):
                         yield delta
         except anthropic.AnthropicError as exc:
-            raise classify(exc, provider=self.info.name, model=request.model) from exc
+            raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         except (OSError, ValueError) as exc:
-            raise classify(exc, provider=self.info.name, model=request.model) from exc
+            raise classify_error(exc, provider=self.info.name, model=request.model) from exc
 
     def _warn_once(self, model: str, message: str) -> None:
         # The SDK warns about retired models on every call; the operator needs it once.
@@ -257,3 +260,26 @@ class AnthropicProvider:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def classify_error(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+    """Classify an exception the anthropic SDK raised (or a stray network error)."""
+    sdk = sys.modules.get("anthropic")  # never imported here: its errors come only once it is
+    timeouts = (sdk.APITimeoutError,) if sdk else ()
+    connections = (sdk.APIConnectionError,) if sdk else ()
+    return classify_http_error(
+        exc,
+        provider=provider,
+        model=model,
+        timeout_errors=timeouts,
+        connection_errors=connections,
+    )
+
+
+KIND = ProviderKind(
+    "anthropic",
+    AnthropicProvider,
+    classify=classify_error,
+    env_key="ANTHROPIC_API_KEY",
+    default_model="claude-sonnet-4-6",
+)

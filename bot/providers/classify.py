@@ -1,21 +1,26 @@
-"""SDK exceptions -> one ``ProviderError`` taxonomy.
+"""What every provider's error classification shares: HTTP errors -> ``ProviderError``.
+
+Each provider kind classifies its own SDK's exceptions (``ProviderKind.classify``)
+and hands the generic part to ``classify_http_error``, with the SDK's timeout and
+connection exception classes: no SDK is imported here.
 
 Classification reads the status code, the error ``type``/``code`` from the
-body, and the wording only for context overflow (which both APIs report as a
-plain 400). Errors raised inside a stream arrive with ``status_code == 200``
-(Anthropic) or without a status (OpenAI), so the body decides there.
-Messages are built from the status and the server's own message; request
-headers (where the key lives) are never read.
+body, and the wording only for context overflow (which APIs report as a plain
+400). Errors raised inside a stream arrive with ``status_code == 200``
+(Anthropic) or without a status (OpenAI), so the body decides there. The body
+vocabulary below holds both APIs' words: OpenAI-compatible servers and proxies
+in front of Claude mix them. Messages are built from the status and the
+server's own message; request headers (where the key lives) are never read.
 """
 
 from __future__ import annotations
 
 import email.utils
-import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from bot.failover.errors import FailoverReason, ProviderError
+from bot.providers.errors import FailoverReason, ProviderError
 
 _OVERFLOW_WORDS = (
     "prompt is too long",
@@ -26,7 +31,7 @@ _OVERFLOW_WORDS = (
     "input is too long",
 )
 
-_BY_TYPE = {
+BODY_TYPES: Mapping[str, FailoverReason] = {
     "rate_limit_error": FailoverReason.RATE_LIMIT,
     "overloaded_error": FailoverReason.OVERLOADED,
     "api_error": FailoverReason.SERVER,
@@ -44,8 +49,10 @@ _BY_TYPE = {
     "timeout_error": FailoverReason.TIMEOUT,
 }
 
-# Body types that say more than the status code does.
-_DECISIVE_TYPES = frozenset({"billing_error", "overloaded_error", "request_too_large"})
+# Body types that say more than the status code does (a 429 for an exhausted quota).
+_DECISIVE_TYPES = frozenset(
+    {"billing_error", "insufficient_quota", "overloaded_error", "request_too_large"}
+)
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -70,7 +77,8 @@ def retry_after_seconds(headers: Any) -> float | None:
         return max(parsed.timestamp() - time.time(), 0.0)
 
 
-def _by_status(status: int, text: str) -> FailoverReason:
+def reason_for_status(status: int, text: str = "") -> FailoverReason:
+    """The reason an HTTP status gives; ``text`` tells context overflow from a bad request."""
     if status == 429:
         return FailoverReason.RATE_LIMIT
     if status == 402:
@@ -115,24 +123,46 @@ def _body_error(body: object) -> tuple[str | None, str | None, str]:
     return None, None, ""
 
 
-def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
-    """The SDKs' exception class ``name``, from the SDKs imported: an SDK's error comes only
-    from a provider that imported it, and neither SDK is imported for nothing (anthropic
-    holds about 45 MB, openai 12 MB)."""
-    return tuple(
-        getattr(sys.modules[sdk], name) for sdk in ("anthropic", "openai") if sdk in sys.modules
-    )
+def _reason(status: int | None, kind: str, code: str, message: str) -> FailoverReason:
+    """``kind`` and ``code`` are the body's error type and code ("" when absent)."""
+    if kind in _DECISIVE_TYPES:
+        return BODY_TYPES[kind]
+    if code in BODY_TYPES and code != "invalid_request_error":
+        return BODY_TYPES[code]
+    if status is not None and status != 200:
+        reason = reason_for_status(status, message)
+        if reason is FailoverReason.BAD_REQUEST and kind in BODY_TYPES:
+            reason = BODY_TYPES[kind]
+        return reason
+    if kind in BODY_TYPES:
+        reason = BODY_TYPES[kind]
+        if reason is FailoverReason.BAD_REQUEST and _overflow(message):
+            reason = FailoverReason.CONTEXT_OVERFLOW
+        return reason
+    if _overflow(message):
+        return FailoverReason.CONTEXT_OVERFLOW
+    return FailoverReason.SERVER
 
 
-def classify(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
-    """Classify an anthropic or openai SDK exception (or a stray network error)."""
+def classify_http_error(
+    exc: BaseException,
+    *,
+    provider: str = "",
+    model: str = "",
+    timeout_errors: tuple[type[BaseException], ...] = (),
+    connection_errors: tuple[type[BaseException], ...] = (),
+) -> ProviderError:
+    """Classify an SDK's HTTP error (``status_code``, ``body``, ``response`` attributes read
+    where present) or a stray network error. ``timeout_errors`` and ``connection_errors``
+    are the SDK's own classes for those (its timeout class first when it subclasses the
+    connection one)."""
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, (*_sdk_errors("APITimeoutError"), TimeoutError)):
+    if isinstance(exc, (*timeout_errors, TimeoutError)):
         return ProviderError(
             FailoverReason.TIMEOUT, "the request timed out", provider=provider, model=model
         )
-    if isinstance(exc, (*_sdk_errors("APIConnectionError"), OSError)):
+    if isinstance(exc, (*connection_errors, OSError)):
         return ProviderError(
             FailoverReason.CONNECTION,
             "could not connect to the provider",
@@ -140,32 +170,12 @@ def classify(exc: BaseException, *, provider: str = "", model: str = "") -> Prov
             model=model,
         )
     status: int | None = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    kind, code, server_message = _body_error(body)
+    kind, code, server_message = _body_error(getattr(exc, "body", None))
     kind = getattr(exc, "type", None) or kind
     code = getattr(exc, "code", None) or code
     message = server_message or str(getattr(exc, "message", "")) or type(exc).__name__
-    reason: FailoverReason
-    if code == "insufficient_quota" or kind == "insufficient_quota":
-        reason = FailoverReason.BILLING
-    elif kind in _DECISIVE_TYPES:
-        reason = _BY_TYPE[kind]
-    elif isinstance(code, str) and code in _BY_TYPE and code != "invalid_request_error":
-        reason = _BY_TYPE[code]
-    elif status is not None and status != 200:
-        reason = _by_status(status, message)
-        if reason is FailoverReason.BAD_REQUEST and kind in _BY_TYPE:
-            reason = _BY_TYPE[kind]
-    elif isinstance(kind, str) and kind in _BY_TYPE:
-        reason = _BY_TYPE[kind]
-        if reason is FailoverReason.BAD_REQUEST and _overflow(message):
-            reason = FailoverReason.CONTEXT_OVERFLOW
-    elif _overflow(message):
-        reason = FailoverReason.CONTEXT_OVERFLOW
-    else:
-        reason = FailoverReason.SERVER
+    reason = _reason(status, str(kind or ""), str(code or ""), message)
     response = getattr(exc, "response", None)
-    retry_after = retry_after_seconds(getattr(response, "headers", None))
     label = f"{status} " if status and status != 200 else ""
     return ProviderError(
         reason,
@@ -173,5 +183,10 @@ def classify(exc: BaseException, *, provider: str = "", model: str = "") -> Prov
         provider=provider,
         model=model,
         status_code=status if status != 200 else None,
-        retry_after=retry_after,
+        retry_after=retry_after_seconds(getattr(response, "headers", None)),
     )
+
+
+def classify(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+    """Classify without SDK knowledge: a provider kind's ``classify`` when it has none."""
+    return classify_http_error(exc, provider=provider, model=model)

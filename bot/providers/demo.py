@@ -22,6 +22,7 @@ from bot.providers.base import (
     ToolCallDelta,
     UsageDelta,
 )
+from bot.providers.kind import ProviderKind
 
 INTRO = (
     "I'm chatlane's offline demo model, not an AI: no API key is configured, so I "
@@ -72,3 +73,6 @@ def _tool_for(question: str, tools: set[str]) -> ToolCall | None:
     if "list_files" in tools and re.search(r"\b(files?|folder|workspace)\b", lowered):
         return ToolCall("demo_call_files", "list_files", {"path": "."})
     return None
+
+
+KIND = ProviderKind("demo", DemoProvider, needs_key=False)

@@ -9,6 +9,7 @@ Reasoning from compatible servers arrives as ``delta.reasoning_content``
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,9 @@ from bot.providers.base import (
     ToolCallDelta,
     UsageDelta,
 )
-from bot.providers.classify import classify
+from bot.providers.classify import classify_http_error
+from bot.providers.errors import ProviderError
+from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
     import openai  # about 12 MB: imported by the first client, not for every process
@@ -153,9 +156,9 @@ class OpenAIProvider:
                         if choice.finish_reason:
                             finish = choice.finish_reason
         except openai.OpenAIError as exc:
-            raise classify(exc, provider=self.info.name, model=request.model) from exc
+            raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         except (OSError, ValueError) as exc:
-            raise classify(exc, provider=self.info.name, model=request.model) from exc
+            raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         for index in sorted(calls):
             slot = calls[index]
             raw = "".join(slot["args"]).strip()
@@ -184,3 +187,26 @@ def _reasoning(delta: Any) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def classify_error(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+    """Classify an exception the openai SDK raised (or a stray network error)."""
+    sdk = sys.modules.get("openai")  # never imported here: its errors come only once it is
+    timeouts = (sdk.APITimeoutError,) if sdk else ()
+    connections = (sdk.APIConnectionError,) if sdk else ()
+    return classify_http_error(
+        exc,
+        provider=provider,
+        model=model,
+        timeout_errors=timeouts,
+        connection_errors=connections,
+    )
+
+
+KIND = ProviderKind(
+    "openai",
+    OpenAIProvider,
+    classify=classify_error,
+    env_key="OPENAI_API_KEY",
+    default_model="gpt-4o",
+)
