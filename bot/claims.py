@@ -16,7 +16,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.storage.base import InboxClaims
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class Claims:
     """This process's claims, by inbox id. ``storage`` is called for the store each time
     (the runtime opens it lazily)."""
 
-    def __init__(self, owner: str, storage: Callable[[], Any]) -> None:
+    def __init__(self, owner: str, storage: Callable[[], InboxClaims]) -> None:
         self.owner = owner
         self._storage = storage
         self._held: dict[int, Claim] = {}

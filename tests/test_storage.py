@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+import bot.registry
+import bot.storage.base
 from bot.messages import Message, Role, ToolCall
-from bot.storage import MemoryStorage, SQLiteStorage
+from bot.registry import load_entry_points
+from bot.storage import (
+    ConversationStore,
+    Inbox,
+    InboxClaims,
+    KeyValue,
+    Lifecycle,
+    MemoryStorage,
+    SettingsStore,
+    SQLiteStorage,
+    Storage,
+    TranscriptStore,
+)
 from bot.storage.batch import Batcher
-from bot.storage.factory import default_storage
+from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.redis import RedisStorage
 
 
@@ -375,3 +395,163 @@ async def test_sqlite_reads_see_loop_thread_writes_after_a_checkpoint(
         assert await storage.inbox_get(first) is None
     finally:
         await storage.close()
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [Storage, Lifecycle, TranscriptStore, SettingsStore, Inbox, InboxClaims, KeyValue],
+)
+async def test_backends_implement_every_protocol(storage: Any, protocol: type) -> None:
+    assert isinstance(storage, protocol)
+    assert isinstance(storage, ConversationStore)
+    assert not isinstance(object(), protocol)
+
+
+# A third-party backend, as a package would ship it: registered under ``chatlane.storage``.
+class FakeStoreDown(Exception):
+    """The fake backend's own "cannot reach the store just now"."""
+
+
+class FakeStore(MemoryStorage):
+    url_env: ClassVar[str | None] = "FAKESTORE_URL"
+    schemes: ClassVar[tuple[str, ...]] = ("fake",)
+    priority: ClassVar[int] = 5
+    default: ClassVar[bool] = False
+    unavailable: ClassVar[tuple[type[Exception], ...]] = (FakeStoreDown,)
+
+    def __init__(self, url: str = "") -> None:
+        super().__init__()
+        self.url = url
+
+    @classmethod
+    def from_env(cls, env: Any, *, max_connections: int | None = None) -> FakeStore:
+        return cls(env["FAKESTORE_URL"])
+
+
+class Undeclared:
+    """Forgets to say what it serves."""
+
+
+@pytest.fixture
+def third_party(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fake backends join the installed ones where the registry reads entry points."""
+    real = bot.registry.entry_points
+    extra = [
+        EntryPoint("fake", f"{__name__}:FakeStore", "chatlane.storage"),
+        EntryPoint("undeclared", f"{__name__}:Undeclared", "chatlane.storage"),
+    ]
+
+    def entry_points(*, group: str) -> EntryPoints:
+        found = list(real(group=group))
+        return EntryPoints(found + extra if group == "chatlane.storage" else found)
+
+    def forget() -> None:
+        load_entry_points.cache_clear()
+        backends.cache_clear()
+        unavailable.cache_clear()
+
+    monkeypatch.setattr(bot.registry, "entry_points", entry_points)
+    forget()
+    yield
+    monkeypatch.undo()
+    forget()
+
+
+def test_a_third_party_backend_is_chosen_by_its_url(
+    third_party: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="bot.storage.factory"):
+        installed = backends()
+    assert list(installed) == ["redis", "fake", "memory", "sqlite"]  # by priority, then name
+    assert "storage backend undeclared does not declare url_env" in caplog.text
+    store = default_storage({"FAKESTORE_URL": "fake://here", "CHATLANE_DATA_DIR": str(tmp_path)})
+    assert isinstance(store, FakeStore) and store.url == "fake://here"
+    both = {"FAKESTORE_URL": "fake://here", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert isinstance(default_storage(both), RedisStorage)  # the higher priority
+    assert isinstance(default_storage({"CHATLANE_DATA_DIR": str(tmp_path)}), SQLiteStorage)
+
+
+def test_a_third_party_backends_errors_count_as_unavailable(third_party: None) -> None:
+    errors = bot.storage.base.UNAVAILABLE
+    assert FakeStoreDown in errors and sqlite3.OperationalError in errors
+    assert ValueError not in errors
+    with pytest.raises(ValueError):  # anything else still propagates
+        try:
+            raise ValueError("a bug")
+        except bot.storage.base.UNAVAILABLE:
+            pytest.fail("a bug was taken for an outage")
+    try:
+        raise FakeStoreDown("connection refused")
+    except bot.storage.base.UNAVAILABLE as error:
+        assert isinstance(error, FakeStoreDown)
+
+
+def test_unavailable_is_the_union_of_the_installed_backends() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    assert set(bot.storage.base.UNAVAILABLE) == {
+        RedisConnectionError,
+        RedisTimeoutError,
+        sqlite3.OperationalError,
+    }
+    with pytest.raises(AttributeError, match="NOT_THERE"):
+        bot.storage.base.NOT_THERE  # noqa: B018 (the module's own lookup must still refuse)
+
+
+def test_a_url_no_backend_serves_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="REDIS_URL") as refused:
+        default_storage({"REDIS_URL": "http://user:s3cret@example.com:6379"})
+    assert "http:// URLs" in str(refused.value) and "rediss://" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(ValueError, match="without a scheme"):
+        default_storage({"REDIS_URL": "/no/scheme"})
+
+
+def test_an_installed_package_adds_a_backend_that_consumers_see(tmp_path: Path) -> None:
+    """Through real package metadata in a fresh process: ``except UNAVAILABLE`` in the
+    dispatcher (bound when it is imported) catches the new backend's errors too."""
+    (tmp_path / "fakestore.py").write_text(
+        textwrap.dedent(
+            """
+            from bot.storage.memory import MemoryStorage
+
+            class Down(Exception):
+                pass
+
+            class Store(MemoryStorage):
+                url_env = "FAKESTORE_URL"
+                schemes = ("fake",)
+                priority = 5
+                default = False
+                unavailable = (Down,)
+
+                @classmethod
+                def from_env(cls, env, *, max_connections=None):
+                    return cls()
+            """
+        )
+    )
+    info = tmp_path / "fakestore-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakestore\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[chatlane.storage]\nfake = fakestore:Store\n")
+    script = textwrap.dedent(
+        """
+        import bot.dispatch, fakestore
+        from bot.storage.factory import default_storage
+        assert fakestore.Down in bot.dispatch.UNAVAILABLE, bot.dispatch.UNAVAILABLE
+        store = default_storage({"FAKESTORE_URL": "fake://x"})
+        assert type(store) is fakestore.Store, store
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[1]}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

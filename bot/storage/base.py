@@ -1,9 +1,13 @@
-"""The storage contract: transcripts, per-session settings, small shared state.
+"""The storage contract: transcripts, per-session settings, the inbox, small shared state.
 
-Two backends implement it: SQLite (the default, under ``CHATLANE_DATA_DIR``)
-and Redis (when ``REDIS_URL`` is set, shared by every process). ``MemoryStorage``
-keeps everything in the process, for the terminal chat and tests of code
-that only needs a store.
+Each consumer is typed against the narrow protocol it uses (``TranscriptStore``,
+``SettingsStore``, ``Inbox``, ``InboxClaims``, ``KeyValue``, ``Lifecycle``);
+``Storage`` is all of them, what a backend implements and the runtime holds.
+
+Backends are found through the ``chatlane.storage`` entry points (see
+``bot.storage.factory``): SQLite (the default, under ``CHATLANE_DATA_DIR``),
+Redis (when ``REDIS_URL`` is set, shared by every process) and ``MemoryStorage``
+(everything in the process, for the terminal chat and tests).
 
 Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
 ``cooldown`` (auth profile state) or ``summary`` (compaction summaries).
@@ -13,14 +17,10 @@ Key-value state (``kv_*``) holds JSON-able values in namespaces, e.g.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.messages import Message
 
@@ -30,14 +30,21 @@ Updater = Callable[[JSON | None], JSON | None]
 # One encoder for every stored message: ``json.dumps`` with options builds a new one per call.
 to_json: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False).encode
 
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    sqlite3.OperationalError,
-)
-"""Errors meaning the store cannot be reached or written just now (Redis down or
-restarting, SQLite locked or its disk full): try again later, never give up on
-a message because of them."""
+if TYPE_CHECKING:
+    UNAVAILABLE: tuple[type[Exception], ...]
+    """Errors meaning the store cannot be reached or written just now (Redis down or
+    restarting, SQLite locked or its disk full): try again later, never give up on
+    a message because of them. The union of every installed backend's ``unavailable``,
+    collected on first use (``bot.storage.factory.unavailable``)."""
+else:
+
+    def __getattr__(name: str) -> Any:
+        # Lazily: the backends import this module, so the union cannot be built while it loads.
+        if name == "UNAVAILABLE":
+            from bot.storage.factory import unavailable
+
+            return unavailable()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(slots=True)
@@ -92,7 +99,7 @@ class LocalClaims:
 
 
 @runtime_checkable
-class Storage(Protocol):
+class Lifecycle(Protocol):
     #: True when other processes write to the same store (Redis): readers must
     #: not trust what they cached. False: this process is the only writer.
     shared: bool
@@ -105,7 +112,13 @@ class Storage(Protocol):
         """True when the backend answers; used by ``/healthz``."""
         ...
 
-    # Transcripts: everything is kept; ``reset`` starts a new conversation.
+
+@runtime_checkable
+class TranscriptStore(Protocol):
+    """Conversations: everything is kept; ``reset`` starts a new one."""
+
+    shared: bool  # (as in ``Lifecycle``) whether a cached transcript may be stale
+
     async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
         """Store messages in order; returns them with their ``id`` set."""
         ...
@@ -120,25 +133,21 @@ class Storage(Protocol):
 
     async def reset_session(self, session_id: str) -> None: ...
 
-    # Per-session settings (``/think``, ``/model``).
+
+@runtime_checkable
+class SettingsStore(Protocol):
+    """Per-session settings (``/think``, ``/model``)."""
+
+    shared: bool  # (as in ``Lifecycle``) whether cached settings may be stale
+
     async def get_settings(self, session_id: str) -> dict[str, JSON]: ...
 
     async def set_setting(self, session_id: str, key: str, value: JSON | None) -> None: ...
 
-    # The inbox: accepted inbound messages, stored before the platform is acknowledged.
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        """Store a message; None when ``dedupe_key`` was seen before (a redelivery)."""
-        ...
 
-    async def inbox_pending(self) -> list[InboxItem]:
-        """Messages not yet fully answered, oldest first."""
-        ...
-
-    async def inbox_get(self, item_id: int) -> InboxItem | None: ...
-
-    async def inbox_pending_ids(self) -> list[int]:
-        """The ids of messages not yet fully answered, oldest first (cheap: no data)."""
-        ...
+@runtime_checkable
+class InboxClaims(Protocol):
+    """Leases on inbox items: who may answer one just now."""
 
     async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
         """Take the right to answer an item for ``ttl`` seconds; True when ``token`` holds it.
@@ -165,6 +174,27 @@ class Storage(Protocol):
 
     async def inbox_release(self, item_id: int, token: str) -> None: ...
 
+
+@runtime_checkable
+class Inbox(InboxClaims, Protocol):
+    """Accepted inbound messages, stored before the platform is acknowledged."""
+
+    shared: bool  # (as in ``Lifecycle``) whether other processes answer from it too
+
+    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+        """Store a message; None when ``dedupe_key`` was seen before (a redelivery)."""
+        ...
+
+    async def inbox_pending(self) -> list[InboxItem]:
+        """Messages not yet fully answered, oldest first."""
+        ...
+
+    async def inbox_get(self, item_id: int) -> InboxItem | None: ...
+
+    async def inbox_pending_ids(self) -> list[int]:
+        """The ids of messages not yet fully answered, oldest first (cheap: no data)."""
+        ...
+
     async def inbox_begin(self, item_id: int) -> int:
         """Count one more processing attempt; returns the count."""
         ...
@@ -175,7 +205,13 @@ class Storage(Protocol):
 
     async def inbox_done(self, item_id: int) -> None: ...
 
-    # Small shared state.
+
+@runtime_checkable
+class KeyValue(Protocol):
+    """Small shared state in namespaces: auth key cooldowns, compaction summaries."""
+
+    shared: bool  # (as in ``Lifecycle``) whether another process may change a value
+
     async def kv_get(self, namespace: str, key: str) -> JSON | None: ...
 
     async def kv_get_all(self, namespace: str) -> dict[str, JSON]: ...
@@ -187,3 +223,13 @@ class Storage(Protocol):
     async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
         """Atomically replace the value with ``update(old)`` (None deletes); return the new one."""
         ...
+
+
+@runtime_checkable
+class ConversationStore(TranscriptStore, KeyValue, Protocol):
+    """What building a model's context reads and writes: transcripts and their summaries."""
+
+
+@runtime_checkable
+class Storage(Lifecycle, TranscriptStore, SettingsStore, Inbox, KeyValue, Protocol):
+    """Everything: what a backend implements and the runtime holds."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
@@ -12,6 +13,12 @@ from bot.storage.base import JSON, InboxItem, LocalClaims, Updater
 
 class MemoryStorage(LocalClaims):
     shared = False
+    # Never chosen from the environment: built by hand (the terminal chat, tests).
+    url_env: ClassVar[str | None] = None
+    schemes: ClassVar[tuple[str, ...]] = ()
+    priority: ClassVar[int] = 0
+    default: ClassVar[bool] = False
+    unavailable: ClassVar[tuple[type[Exception], ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -22,6 +29,12 @@ class MemoryStorage(LocalClaims):
         self._inbox: dict[int, InboxItem] = {}
         self._seen: set[str] = set()
         self._next_inbox = 1
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, max_connections: int | None = None
+    ) -> MemoryStorage:
+        return cls()
 
     async def open(self) -> None:
         return None

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -146,6 +146,12 @@ def redis_client(url: str, *, max_connections: int | None = None) -> aioredis.Re
 
 class RedisStorage:
     shared = True
+    url_env: ClassVar[str | None] = "REDIS_URL"
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
+    priority: ClassVar[int] = 10
+    default: ClassVar[bool] = False
+    # Down, restarting or failing over (after the client's own retries), or too slow.
+    unavailable: ClassVar[tuple[type[Exception], ...]] = (RedisConnectionError, RedisTimeoutError)
 
     def __init__(
         self, url: str, *, prefix: str = "chatlane:", max_connections: int | None = None
@@ -155,6 +161,12 @@ class RedisStorage:
         self.max_connections = max_connections
         self._client: aioredis.Redis | None = None
         self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, max_connections: int | None = None
+    ) -> RedisStorage:
+        return cls(env["REDIS_URL"], max_connections=max_connections)
 
     @property
     def client(self) -> aioredis.Redis:

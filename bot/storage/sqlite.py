@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 
+from bot.config import data_dir
 from bot.messages import Message
 from bot.storage.base import JSON, InboxItem, LocalClaims, Updater, to_json
 from bot.storage.batch import Batcher
@@ -80,6 +81,13 @@ class SQLiteStorage(LocalClaims):
     """One process owns the file (``shared`` is False); use Redis to scale out."""
 
     shared = False
+    # The default backend: ``chatlane.sqlite3`` under ``CHATLANE_DATA_DIR``.
+    url_env: ClassVar[str | None] = None
+    schemes: ClassVar[tuple[str, ...]] = ()
+    priority: ClassVar[int] = 0
+    default: ClassVar[bool] = True
+    # Locked past the busy timeout, disk full, file unreadable just now.
+    unavailable: ClassVar[tuple[type[Exception], ...]] = (sqlite3.OperationalError,)
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -91,6 +99,12 @@ class SQLiteStorage(LocalClaims):
         self._fast_writes = 0
         self._checkpoint: asyncio.Future[Any] | None = None
         self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, max_connections: int | None = None
+    ) -> SQLiteStorage:
+        return cls(data_dir(env) / "chatlane.sqlite3")
 
     @property
     def db(self) -> aiosqlite.Connection:
