@@ -1,6 +1,7 @@
 """Tools the model may call: a registry, the ``@tool`` decorator and the built-ins."""
 
 from bot.tools.builtin import Workspace, builtin_tools
+from bot.tools.plugins import default_tools
 from bot.tools.registry import Tool, ToolError, ToolRegistry, make_tool
 from bot.tools.result import ToolResult
 
@@ -11,5 +12,6 @@ __all__ = [
     "ToolResult",
     "Workspace",
     "builtin_tools",
+    "default_tools",
     "make_tool",
 ]
