@@ -38,7 +38,7 @@ from typing import Any
 
 from bot.auth.profile import AuthProfile, ProfileStore
 from bot.providers.errors import FailoverReason, ProviderError
-from bot.storage.base import Storage
+from bot.storage.base import KeyValue
 
 REFRESH_EVERY = 1.0
 
@@ -81,7 +81,7 @@ class RotationManager:
         self,
         store: ProfileStore,
         *,
-        state: Storage | None = None,
+        state: KeyValue | None = None,
         clock: Callable[[], datetime] = utc_now,
         policy: CooldownPolicy | None = None,
         sticky: bool = False,
@@ -209,7 +209,7 @@ class RotationManager:
 
     # -- async, persisted --------------------------------------------------------
 
-    async def load(self, state: Storage | None = None) -> None:
+    async def load(self, state: KeyValue | None = None) -> None:
         if state is not None:
             self.state = state
         self._loaded = False
