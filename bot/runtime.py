@@ -108,6 +108,7 @@ class _Turn:
     display: FormatMode  # how tool results are shown
     unsaved: list[Message]  # written to the transcript when the turn ends, however it ends
     model: str  # the model that answered
+    channel: str | None = None  # for the logs
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=lambda: Usage(input_tokens=0, output_tokens=0))
     thinking: list[str] = field(default_factory=list)  # each round's reasoning
@@ -323,6 +324,7 @@ class AgentRuntime:
             display=self._tool_format(channel, tool_format),
             unsaved=unsaved,
             model=chain.primary,
+            channel=channel,
         )
         limit = self.config.agent.max_tool_rounds
         index = 0
@@ -553,8 +555,9 @@ class AgentRuntime:
             data = ThinkingData(content=reasoning, mode=turn.mode.value)
             events.append(AgentEvent(EventType.THINKING, data))
         log.info(
-            "turn done session=%s model=%s in=%d out=%d seconds=%.2f stop=%s",
+            "turn done session=%s channel=%s model=%s in=%d out=%d seconds=%.2f stop=%s",
             turn.session_id,
+            turn.channel or "-",
             turn.model,
             turn.usage["input_tokens"],
             turn.usage["output_tokens"],

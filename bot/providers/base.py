@@ -56,6 +56,9 @@ class UsageDelta:
 
 @dataclass(frozen=True, slots=True)
 class StopDelta:
+    """Why the model stopped; the last delta of a call. The runtime tells the person when
+    a reply ends early ("max_tokens", "refusal") and puts the reason in ``done``."""
+
     reason: str  # "end", "tool_use", "max_tokens", "refusal", or provider-specific
 
 
