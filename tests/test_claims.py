@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from bot.claims import Claims
-from bot.storage import MemoryStorage
+from bot.storage import Inbox, InboxClaims, MemoryStorage
+from bot.storage.base import LocalClaims
 
 
 class Counting(MemoryStorage):
@@ -89,3 +90,16 @@ async def test_a_renewal_while_a_claim_is_being_taken_leaves_it_alone() -> None:
     release.set()
     assert await taking == [item]
     assert await claims.check([item]) == {item}
+
+
+async def test_claims_need_only_a_claims_store() -> None:
+    """Typed against ``InboxClaims``: a store with leases and nothing else will do."""
+    store = LocalClaims()
+    assert isinstance(store, InboxClaims) and not isinstance(store, Inbox)
+    mine, theirs = Claims("a", lambda: store), Claims("b", lambda: store)
+    assert await mine.take_many([1, 2]) == [1, 2]
+    assert not await theirs.take(1)
+    assert await mine.check([1, 2]) == {1, 2}
+    await mine.release(1)
+    assert await theirs.take(1)
+    assert 1 not in mine and 1 in theirs
