@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pytest
 
-from bot.failover.errors import FailoverReason, ProviderError
+from bot import AgentRuntime, registry
+from bot.config import ConfigError, load_config
+from bot.failover import FailoverReason, ProviderError
 from bot.messages import Message, Role, ToolCall
-from bot.providers import create_provider
+from bot.providers import ProviderKind, create_provider, provider_kinds
 from bot.providers.base import (
+    Delta,
     ModelRequest,
     ProviderInfo,
     StopDelta,
@@ -21,6 +25,8 @@ from bot.providers.base import (
     ToolSpec,
     UsageDelta,
 )
+from bot.providers.classify import classify_http_error
+from bot.storage import MemoryStorage
 from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Hang, Reply
 
 KEY = "sk-secret-key-0123456789"
@@ -205,8 +211,109 @@ async def test_demo_provider_says_what_it_is_and_calls_tools() -> None:
 
 
 def test_unknown_provider_kind() -> None:
-    with pytest.raises(ValueError, match="unknown provider type"):
+    with pytest.raises(ValueError, match="unknown provider type 'grok'; installed: anthropic"):
         create_provider(ProviderInfo("x", "grok"))
+
+
+def test_the_built_in_kinds_come_from_entry_points() -> None:
+    kinds = provider_kinds()
+    assert list(kinds) == ["anthropic", "demo", "openai"]
+    assert kinds["anthropic"].env_key == "ANTHROPIC_API_KEY"
+    assert kinds["openai"].env_key == "OPENAI_API_KEY"
+    assert not kinds["demo"].needs_key and kinds["demo"].env_key is None
+
+
+def test_an_unknown_provider_type_in_config_names_key_value_and_kinds() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(data={"providers": {"local": {"type": "grok", "base_url": "http://x"}}})
+    message = str(info.value)
+    assert "providers.local.type" in message and "'grok'" in message
+    assert "anthropic, demo, openai" in message
+
+
+# A third-party provider kind, installed the way a package would be: an entry point in the
+# chatlane.providers group naming ECHO_KIND below. It has an "SDK" of its own, whose errors
+# only its own classification understands.
+
+
+class EchoOutOfCredits(Exception):
+    """The echo SDK's way to say the account is empty: no status code, no body."""
+
+
+class EchoProvider:
+    def __init__(self, info: ProviderInfo, *, timeout: float = 120.0) -> None:
+        self.info = info
+
+    async def stream(
+        self, request: ModelRequest, api_key: str | None
+    ) -> AsyncGenerator[Delta, None]:
+        try:
+            if request.model == "broke":
+                raise EchoOutOfCredits("no credits left")
+        except EchoOutOfCredits as exc:
+            raise classify_echo(exc, provider=self.info.name, model=request.model) from exc
+        said = request.messages[-1].content
+        yield TextDelta(f"echo {said} via {self.info.base_url} with {api_key}")
+        yield StopDelta("end")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def classify_echo(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+    if isinstance(exc, EchoOutOfCredits):
+        return ProviderError(FailoverReason.BILLING, "out of credits", provider=provider)
+    return classify_http_error(exc, provider=provider, model=model)
+
+
+ECHO_KIND = ProviderKind("echo", EchoProvider, classify=classify_echo, env_key="ECHO_API_KEY")
+
+
+@pytest.fixture
+def echo_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def installed(*, group: str) -> list[EntryPoint]:
+        found = list(entry_points(group=group))
+        if group == "chatlane.providers":
+            found += [
+                EntryPoint("echo", f"{__name__}:ECHO_KIND", group),
+                EntryPoint("broken", "tests.no_such_module:KIND", group),
+                EntryPoint("notakind", f"{__name__}:EchoProvider", group),
+            ]
+        return found
+
+    monkeypatch.setattr(registry, "entry_points", installed)
+    registry.load_entry_points.cache_clear()
+    yield
+    registry.load_entry_points.cache_clear()
+
+
+async def test_a_third_party_provider_answers_a_turn(
+    echo_installed: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("X_KEY", "sk-echo-0123456789")
+    config = load_config(
+        data={
+            "agent": {"model": "x/echo-1", "fallback_models": ["demo/chatlane-demo"]},
+            "providers": {"x": {"type": "echo", "base_url": "http://echo", "api_key_env": "X_KEY"}},
+        }
+    )
+    async with AgentRuntime(config=config, storage=MemoryStorage()) as runtime:
+        reply = await runtime.ask("s1", "hello")
+    assert reply == "echo hello via http://echo with sk-echo-0123456789"
+    async with AgentRuntime("x/broke", config=config, storage=MemoryStorage()) as runtime:
+        seen = [event async for event in runtime.run("s2", "hi")]
+    failover = [e.data for e in seen if e.type.value == "failover"]
+    # Only the echo kind's own classification knows this error means billing.
+    assert failover == [{"from": "x/broke", "to": "demo/chatlane-demo", "reason": "billing"}]
+    assert "offline demo model" in seen[-1].data["text"]
+    assert sorted(provider_kinds()) == ["anthropic", "demo", "echo", "openai"]
+    assert "tests.no_such_module" in caplog.text and "not a ProviderKind" in caplog.text
+
+
+def test_config_lists_a_third_party_kind(echo_installed: None) -> None:
+    assert load_config(data={"providers": {"x": {"type": "echo"}}}).provider_kind("x") == "echo"
+    with pytest.raises(ConfigError, match="anthropic, demo, echo, openai"):
+        load_config(data={"providers": {"x": {"type": "ech0"}}})
 
 
 async def test_a_retired_claude_model_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
