@@ -1,8 +1,9 @@
 """The storage contract: transcripts, per-session settings, the inbox, small shared state.
 
 Each consumer is typed against the narrow protocol it uses (``TranscriptStore``,
-``SettingsStore``, ``Inbox``, ``InboxClaims``, ``KeyValue``, ``Lifecycle``);
-``Storage`` is all of them, what a backend implements and the runtime holds.
+``SettingsStore``, ``Inbox``, ``InboxClaims``, ``KeyValue``, ``Lifecycle``, or
+``ConversationStore`` for transcripts with their summaries); ``Storage`` is all
+of them, what a backend implements and the runtime holds.
 
 Backends are found through the ``chatlane.storage`` entry points (see
 ``bot.storage.factory``): SQLite (the default, under ``CHATLANE_DATA_DIR``),
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     """Errors meaning the store cannot be reached or written just now (Redis down or
     restarting, SQLite locked or its disk full): try again later, never give up on
     a message because of them. The union of every installed backend's ``unavailable``,
-    collected on first use (``bot.storage.factory.unavailable``)."""
+    collected once, on first use (``bot.storage.factory.unavailable``)."""
 else:
 
     def __getattr__(name: str) -> Any:
