@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("chat", help="chat in the terminal"))
     with_config(sub.add_parser("check", help="validate config; show channels and providers"))
     webhooks = with_config(sub.add_parser("webhooks", help="manage platform webhooks"))
-    webhooks.add_argument("action", choices=["set"], help="set: register the Telegram webhook")
+    webhooks.add_argument(
+        "action", choices=["set"], help="set: register each channel's webhook at $PUBLIC_URL"
+    )
     return parser
 
 
@@ -108,10 +110,11 @@ def _worker(config: Config, args: Any) -> int:
 
 
 def _chat(config: Config, args: Any) -> int:
+    """The installed channel that offers ``run_terminal`` runs the chat."""
     for cls in adapter_classes():
-        if cls.name == "terminal":
+        if hasattr(cls, "run_terminal"):
             return int(asyncio.run(cls.run_terminal(config)))
-    print("chatlane: the terminal channel is not installed", file=sys.stderr)
+    print("chatlane: no installed channel offers a terminal chat", file=sys.stderr)
     return 1
 
 
@@ -122,11 +125,16 @@ def _check(config: Config, args: Any) -> int:
 
 
 def _webhooks(config: Config, args: Any) -> int:
-    for cls in adapter_classes():
-        if cls.name == "telegram":
-            return int(asyncio.run(cls.set_webhook(config, os.environ)))
-    print("chatlane: the telegram channel is not installed", file=sys.stderr)
-    return 1
+    """Every installed channel that offers ``set_webhook`` registers its webhook."""
+    setters = [cls for cls in adapter_classes() if hasattr(cls, "set_webhook")]
+    if not setters:
+        print("chatlane: no installed channel registers webhooks", file=sys.stderr)
+        return 1
+
+    async def set_all() -> int:
+        return max([int(await cls.set_webhook(config, os.environ)) for cls in setters])
+
+    return asyncio.run(set_all())
 
 
 if __name__ == "__main__":  # pragma: no cover

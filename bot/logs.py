@@ -101,5 +101,6 @@ def setup_logging(
     # file and line (a frame walk), thread and process (the logging HOWTO's "Optimization").
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    for noisy in ("httpx", "httpx2", "aiohttp.access", "discord", "telegram", "hpack"):
+    # Channels quiet their own SDKs' loggers.
+    for noisy in ("httpx", "httpx2", "aiohttp.access", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,9 +1,10 @@
 """``chatlane serve``: one aiohttp process serving every configured channel.
 
-Start-up and shutdown are one ``cleanup_ctx`` generator: open storage, start
-the dispatcher and each channel; on the way out (SIGTERM included) stop
-taking new turns, let running ones finish within ``server.shutdown_grace``,
-stop channels, close storage.
+The process is built by ``bot.wiring.wire``; start-up and shutdown are one
+``cleanup_ctx`` generator around ``Wiring.start`` and ``Wiring.stop``: open
+storage, start each channel and the dispatcher; on the way out (SIGTERM
+included) stop taking new turns, let running ones finish within
+``server.shutdown_grace``, stop channels, close storage.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from bot.channel import ChannelHost, adapter_classes
+from bot.channel import ChannelHost
 from bot.config import Config
-from bot.dispatch import Dispatcher
 from bot.logs import request_id
 from bot.runtime import AgentRuntime
 from bot.storage.base import UNAVAILABLE
+from bot.wiring import Wiring, wire
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ _request_count = itertools.count(1)
 
 YOUNG_OBJECTS = 10_000  # allocations (net) that start a young collection; CPython's default is 700
 
+WIRING_KEY = web.AppKey("wiring", Wiring)
 HOST_KEY = web.AppKey("host", ChannelHost)
-ADAPTERS_KEY = web.AppKey("adapters", list)
 
 
 def create_app(
@@ -44,30 +44,11 @@ def create_app(
     config: Config | None = None,
     env: Mapping[str, str] | None = None,
 ) -> web.Application:
-    env = os.environ if env is None else env
-    if runtime is None:
-        runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
-    dispatcher = Dispatcher(runtime, process=runtime.config.server.process_inbox)
-    host = ChannelHost(runtime, dispatcher, runtime.config, public_url=env.get("PUBLIC_URL"))
+    wiring = wire(config, env, runtime=runtime)
     app = web.Application(client_max_size=1024**2, middlewares=[request_ids, storage_unavailable])
-    app[HOST_KEY] = host
-    adapters: list[Any] = []
-    for cls in adapter_classes():
-        if not runtime.config.channel(cls.name).enabled:
-            continue
-        try:
-            adapter = cls.from_env(host, env)
-        except Exception:
-            log.exception("channel %s could not be set up; it stays off", cls.name)
-            continue
-        if adapter is None:
-            continue
-        adapter.add_routes(app)
-        adapters.append(adapter)
-        sink = getattr(adapter, "sink", None)
-        if sink is not None:
-            dispatcher.register(sink)
-    app[ADAPTERS_KEY] = adapters
+    app[WIRING_KEY] = wiring
+    app[HOST_KEY] = wiring.host
+    wiring.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_lifecycle)
     return app
@@ -112,23 +93,14 @@ async def storage_unavailable(request: web.Request, handler: Any) -> web.StreamR
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    host = app[HOST_KEY]
-    runtime = host.runtime
-    await runtime.start()
-    if runtime.models.demo_reason:
-        log.warning("chatlane is running on the offline demo model: %s", runtime.models.demo_reason)
-    started = []
-    for adapter in app[ADAPTERS_KEY]:
-        try:
-            await adapter.start()
-            started.append(adapter)
-        except Exception:
-            log.exception("channel %s failed to start; it stays off", adapter.name)
-    await host.dispatcher.start()
+    wiring = app[WIRING_KEY]
+    await wiring.start()
+    if wiring.models.demo_reason:
+        log.warning("chatlane is running on the offline demo model: %s", wiring.models.demo_reason)
     log.info(
         "chatlane serving channels: %s; model %s",
-        ", ".join(a.name for a in started) or "none",
-        runtime.model,
+        ", ".join(a.name for a in wiring.started) or "none",
+        wiring.runtime.model,
     )
     # What start-up built lives as long as the server: the cyclic collector need not walk
     # it again on every full collection (under webhook load those cost ~10 us a request).
@@ -141,14 +113,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     gc.set_threshold(*thresholds)
     gc.unfreeze()
-    host.draining = True
-    await host.dispatcher.drain(runtime.config.server.shutdown_grace)
-    for adapter in reversed(started):
-        try:
-            await adapter.stop()
-        except Exception:
-            log.exception("channel %s failed to stop cleanly", adapter.name)
-    await runtime.close()
+    await wiring.stop()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Mapping
-from typing import Any
 
-from bot.channel import ChannelHost, adapter_classes
 from bot.config import Config
-from bot.dispatch import Dispatcher
-from bot.runtime import AgentRuntime
+from bot.wiring import wire
 
 log = logging.getLogger(__name__)
 
@@ -30,37 +26,18 @@ log = logging.getLogger(__name__)
 async def run_worker(
     config: Config, env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None
 ) -> int:
-    env = os.environ if env is None else env
     stop = stop or asyncio.Event()
-    runtime = AgentRuntime(config=config, demo_when_unconfigured=True, env=env)
-    dispatcher = Dispatcher(runtime, sweep_every=1.0)
-    host = ChannelHost(runtime, dispatcher, config, public_url=env.get("PUBLIC_URL"))
-    adapters: list[Any] = []
-    for cls in adapter_classes():
-        if not config.channel(cls.name).enabled:
-            continue
-        try:
-            adapter = cls.from_env(host, env)
-            if adapter is None or getattr(adapter, "sink", None) is None:
-                continue
-            await adapter.start()
-        except Exception:
-            log.exception("channel %s could not start; it stays off", cls.name)
-            continue
-        dispatcher.register(adapter.sink)
-        adapters.append(adapter)
+    wiring = wire(config, env, process=True, sweep_every=1.0, sinks_only=True)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             break
-    await dispatcher.start()
-    log.info("chatlane worker answering for: %s", ", ".join(a.name for a in adapters) or "none")
+    await wiring.start()
+    log.info(
+        "chatlane worker answering for: %s", ", ".join(a.name for a in wiring.started) or "none"
+    )
     await stop.wait()
-    host.draining = True
-    await dispatcher.drain(config.server.shutdown_grace)
-    for adapter in reversed(adapters):
-        await adapter.stop()
-    await runtime.close()
+    await wiring.stop()
     return 0

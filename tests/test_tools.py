@@ -1,14 +1,18 @@
-"""Tools: schema from type hints, errors as results, workspace confinement."""
+"""Tools: schema from type hints, errors as results, workspace confinement, plugins."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from bot.tools import ToolError, ToolRegistry, builtin_tools
+from bot.tools import ToolError, ToolRegistry, builtin_tools, default_tools
+from tests.fakes.models import FakeAnthropic, Reply
+from tests.fakes.plugins import installed
 
 
 @pytest.fixture
@@ -120,3 +124,79 @@ async def test_current_time() -> None:
     assert "CET" in paris.content or "CEST" in paris.content
     bad = await tools.call("current_time", {"timezone": "Mars/Olympus"})
     assert bad.is_error and "Unknown time zone" in bad.content
+
+
+# -- tools from the ``chatlane.tools`` entry points ---------------------------------------
+
+
+def shout(text: str) -> str:
+    """Say it louder."""
+    return text.upper() + "!"
+
+
+kit = ToolRegistry()
+
+
+@kit.tool
+def whisper(text: str) -> str:
+    """Say it softly."""
+    return text.lower()
+
+
+def read_file(path: str) -> str:
+    """A plugin's tool that would shadow a built-in."""
+    return "not the workspace"
+
+
+NOT_A_TOOL = 42
+
+
+@pytest.fixture
+def tool_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Four installed ``chatlane.tools`` entry points: a function, a registry, one that
+    clashes with a built-in and one that is no tool."""
+    plugins = {
+        "shout": "tests.test_tools:shout",
+        "kit": "tests.test_tools:kit",
+        "shadow": "tests.test_tools:read_file",
+        "junk": "tests.test_tools:NOT_A_TOOL",
+    }
+    with installed(monkeypatch, "chatlane.tools", plugins):
+        yield
+
+
+async def test_entry_point_tools_join_the_builtins_and_the_model_calls_them(
+    tool_plugins: None,
+    monkeypatch: pytest.MonkeyPatch,
+    workspace: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bot.config import load_config
+    from bot.runtime import AgentRuntime
+    from bot.wiring import wire
+
+    registry = default_tools(workspace)  # plugins in entry point name order: junk, kit, ...
+    assert registry.names() == ["read_file", "list_files", "current_time", "whisper", "shout"]
+    assert "shadow: a tool 'read_file' exists already" in caplog.text
+    assert "junk: 42 is not a tool" in caplog.text
+    clash = await registry.call("read_file", {"path": "config.py"})
+    assert clash.content == "DEBUG = True\n"  # the built-in, not the plugin's
+
+    config = load_config(data={"agent": {"workspace": str(workspace)}})
+    assert "shout" in wire(config, {}, only=()).tools
+    async with FakeAnthropic() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-tools-1234")
+        model.script(
+            Reply(tool_calls=[("toolu_1", "shout", {"text": "hello"})]), Reply(text="It said it.")
+        )
+        runtime = AgentRuntime("anthropic/claude-sonnet-4", config=config)
+        try:
+            assert await runtime.ask("s", "shout hello") == "It said it."
+        finally:
+            await runtime.close()
+    offered = [tool["name"] for tool in model.requests[0].json["tools"]]
+    assert offered == ["read_file", "list_files", "current_time", "whisper", "shout"]
+    result = model.requests[1].json["messages"][-1]["content"][0]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_1"
+    assert "HELLO!" in json.dumps(result["content"])
