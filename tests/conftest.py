@@ -1,14 +1,16 @@
-"""Shared fixtures: a clean environment per test, and real redis-server access."""
+"""Shared fixtures: a clean environment per test, teardown that runs when a test fails,
+and real redis-server access."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,14 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("CHATLANE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[contextlib.AsyncExitStack]:
+    """Closers registered as things are made (``cleanup.push_async_callback(x.close)``),
+    run last-first after the test, passed or failed: a failing assert leaks no task."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield stack
 
 
 def _port_open(port: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bot.inbound import InboundMessage
 from bot.messages import Role
 from bot.runtime import AgentRuntime
 from bot.storage import MemoryStorage, SQLiteStorage
+from tests.helpers import wait_for
 
 
 class Sink(BaseSink):
@@ -53,47 +55,50 @@ def inbound(text: str, message_id: str, sender: str = "u1", chat: str = "c1") ->
     return InboundMessage("test", chat, sender, text, message_id)
 
 
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.005)
+def owned(cleanup: contextlib.AsyncExitStack, dispatcher: Dispatcher) -> Dispatcher:
+    """The dispatcher, drained and its runtime closed after the test, passed or failed."""
+    cleanup.push_async_callback(dispatcher.runtime.close)
+    cleanup.push_async_callback(dispatcher.drain, 1)
+    return dispatcher
 
 
-def make(tmp_path: Path, **channel: Any) -> tuple[Dispatcher, Sink, SQLiteStorage]:
+def make(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, **channel: Any
+) -> tuple[Dispatcher, Sink, SQLiteStorage]:
     config = load_config(data={"channels": {"web": channel}} if channel else {})
     storage = SQLiteStorage(tmp_path / "d.sqlite")
     runtime = AgentRuntime(config=config, demo_when_unconfigured=True, storage=storage)
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = Sink()
     dispatcher.register(sink)
     return dispatcher, sink, storage
 
 
-async def test_accepts_answers_and_dedupes(tmp_path: Path) -> None:
-    dispatcher, sink, storage = make(tmp_path)
+async def test_accepts_answers_and_dedupes(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
+    dispatcher, sink, storage = make(tmp_path, cleanup)
     await dispatcher.start()
     assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.ACCEPTED
     assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.DUPLICATE
-    await until(lambda: sink.sent)
-    await until(lambda: not dispatcher.claims)
+    await wait_for(lambda: sink.sent, "the reply to m1 to be sent", changed=sink.changed)
+    await wait_for(lambda: not dispatcher.claims, "m1's claim to be released")
     assert any("You said: hello" in part for part in sink.sent)
     assert await storage.inbox_pending() == []
-    await dispatcher.drain(1)
-    await dispatcher.runtime.close()
 
 
-async def test_commands_skip_the_model(tmp_path: Path) -> None:
-    dispatcher, sink, _ = make(tmp_path)
+async def test_commands_skip_the_model(tmp_path: Path, cleanup: contextlib.AsyncExitStack) -> None:
+    dispatcher, sink, _ = make(tmp_path, cleanup)
     await dispatcher.start()
     await dispatcher.submit(inbound("/think on", "m1"))
-    await until(lambda: sink.sent)
+    await wait_for(lambda: sink.sent, "the command's reply to be sent", changed=sink.changed)
     assert sink.sent == ["Thinking mode set to on."]
-    await dispatcher.drain(1)
-    await dispatcher.runtime.close()
 
 
-async def test_replay_after_a_crash_resumes_without_repeating(tmp_path: Path) -> None:
-    dispatcher, sink, storage = make(tmp_path)
+async def test_replay_after_a_crash_resumes_without_repeating(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
+    dispatcher, sink, storage = make(tmp_path, cleanup)
     await dispatcher.runtime.start()
     # A previous process stored two messages; it had answered the first half-way.
     first = await storage.inbox_add("test:old1", inbound("first", "old1").to_dict())
@@ -102,34 +107,35 @@ async def test_replay_after_a_crash_resumes_without_repeating(tmp_path: Path) ->
     await storage.inbox_set_reply(first, ["part A", "part B", "part C"])
     await storage.inbox_mark_sent(first, 1)
     await dispatcher.start()
-    await until(lambda: len(sink.sent) >= 3)
-    await until(lambda: not dispatcher.claims)
-    assert sink.sent[:2] == ["part B", "part C"] or "part A" not in sink.sent
-    assert "part A" not in sink.sent
+    await wait_for(lambda: len(sink.sent) >= 3, "three parts to be sent", changed=sink.changed)
+    await wait_for(lambda: not dispatcher.claims, "both replayed messages' claims to be released")
+    # The two chats answer concurrently: old1's own parts are the rest, in order.
+    assert [part for part in sink.sent if part.startswith("part ")] == ["part B", "part C"]
     assert any("You said: second" in part for part in sink.sent)
     assert await storage.inbox_pending() == []
-    await dispatcher.drain(1)
-    await dispatcher.runtime.close()
 
 
-async def test_a_failed_send_is_retried_from_where_it_stopped(tmp_path: Path) -> None:
-    dispatcher, _, storage = make(tmp_path)
+async def test_a_failed_send_is_retried_from_where_it_stopped(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
+    dispatcher, _, storage = make(tmp_path, cleanup)
     flaky = Sink(fail_after=0)
     dispatcher.register(flaky)
     await dispatcher.start()
     await dispatcher.submit(inbound("one\n\ntwo", "m1"))
-    await until(lambda: dispatcher.mailbox._boxes == {})
+    await wait_for(lambda: dispatcher.mailbox._boxes == {}, "the failed turn to end")
     pending = await storage.inbox_pending()
     assert len(pending) == 1 and pending[0].reply and pending[0].sent == 0
     await dispatcher.drain(1)
     fixed = Sink()
     again = Dispatcher(dispatcher.runtime)
+    cleanup.push_async_callback(again.drain, 1)
     again.register(fixed)
     await again.start()
-    await until(lambda: not again.claims and fixed.sent)
+    await wait_for(
+        lambda: not again.claims and fixed.sent, "the stored reply to be sent by the next start"
+    )
     assert fixed.sent == pending[0].reply
-    await again.drain(1)
-    await dispatcher.runtime.close()
 
 
 class FlakySink(Sink):
@@ -149,19 +155,21 @@ class FlakySink(Sink):
 
 @pytest.mark.parametrize(("failures", "delivered"), [(2, True), (50, False)])
 async def test_a_failed_turn_is_tried_again_then_given_up(
-    tmp_path: Path, failures: int, delivered: bool
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, failures: int, delivered: bool
 ) -> None:
     storage = SQLiteStorage(tmp_path / "d.sqlite")
     runtime = AgentRuntime(
         config=load_config(data={}), demo_when_unconfigured=True, storage=storage
     )
-    dispatcher = Dispatcher(runtime, sweep_every=0.02)
+    dispatcher = owned(cleanup, Dispatcher(runtime, sweep_every=0.02))
     sink = FlakySink(failures)
     dispatcher.register(sink)
     await dispatcher.start()
     await dispatcher.submit(inbound("again", "m1"))
-    await until(lambda: sink.sent or sink.notices)
-    await until(lambda: not dispatcher.claims)
+    await wait_for(
+        lambda: sink.sent or sink.notices, "a reply or a notice to be sent", changed=sink.changed
+    )
+    await wait_for(lambda: not dispatcher.claims, "m1's claim to be released")
     if delivered:  # the same process picked it up again and the platform was back
         assert sink.attempts == failures + len(sink.sent)
         assert any("You said: again" in p for p in sink.sent)
@@ -170,8 +178,6 @@ async def test_a_failed_turn_is_tried_again_then_given_up(
         assert sink.attempts == MAX_ATTEMPTS and sink.sent == []
         assert sink.notices == ["Sorry, something went wrong answering that."]
     assert await storage.inbox_pending() == []
-    await dispatcher.drain(1)
-    await runtime.close()
 
 
 class RoundTripClaims(MemoryStorage):
@@ -182,10 +188,12 @@ class RoundTripClaims(MemoryStorage):
         return await super().inbox_claim(item_id, owner, ttl)
 
 
-async def test_a_sweep_during_submits_never_queues_a_message_twice(tmp_path: Path) -> None:
+async def test_a_sweep_during_submits_never_queues_a_message_twice(
+    cleanup: contextlib.AsyncExitStack,
+) -> None:
     config = load_config(data={"agent": {"queuing": {"mode": "followup"}}})
     runtime = AgentRuntime(config=config, demo_when_unconfigured=True, storage=RoundTripClaims())
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = Sink()
     dispatcher.register(sink)
     await dispatcher.start()
@@ -193,20 +201,23 @@ async def test_a_sweep_during_submits_never_queues_a_message_twice(tmp_path: Pat
         await asyncio.gather(
             dispatcher.submit(inbound(f"message {n}", f"m{n}", chat=f"c{n}")), dispatcher.sweep()
         )
-    await until(lambda: not dispatcher.claims and len(sink.sent) >= 20)
+    await wait_for(
+        lambda: not dispatcher.claims and len(sink.sent) >= 20,
+        "the 20 replies to be sent and their claims released",
+    )
     for n in range(20):  # the model saw each message once, in one turn
         transcript = await runtime.storage.load_messages(f"test:c{n}")
         assert [m.content for m in transcript if m.role is Role.USER] == [f"message {n}"]
-    await dispatcher.drain(1)
-    await runtime.close()
 
 
-async def test_refused_senders_never_reach_the_model(tmp_path: Path) -> None:
+async def test_refused_senders_never_reach_the_model(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
     config = load_config(data={"channels": {"telegram": {"allow_from": ["42"]}}})
     runtime = AgentRuntime(
         config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "x.sqlite")
     )
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = Sink()
     sink.name = "telegram"
     dispatcher.register(sink)
@@ -216,21 +227,20 @@ async def test_refused_senders_never_reach_the_model(tmp_path: Path) -> None:
     assert (
         await dispatcher.submit(InboundMessage("telegram", "7", "7", "hi", "u2")) is Outcome.REFUSED
     )
-    await until(lambda: sink.notices)
+    await wait_for(lambda: sink.notices, "the stranger to be told", changed=sink.changed)
     assert sink.notices == ["Sorry, this bot is private."]
     assert await runtime.storage.load_messages("telegram:7") == []
-    await dispatcher.drain(1)
-    await runtime.close()
 
 
-async def test_draining_refuses_new_work(tmp_path: Path) -> None:
-    dispatcher, _, storage = make(tmp_path)
+async def test_draining_refuses_new_work(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
+    dispatcher, _, storage = make(tmp_path, cleanup)
     await dispatcher.start()
     await dispatcher.drain(0.1)
     assert await dispatcher.submit(inbound("late", "m9")) is Outcome.DRAINING
     assert await dispatcher.submit(inbound("sms", "m10"), when_draining=True) is Outcome.ACCEPTED
     assert len(await storage.inbox_pending()) == 1
-    await dispatcher.runtime.close()
 
 
 def test_access_policy_rate_limit_and_allow_list() -> None:
@@ -259,7 +269,9 @@ def test_access_policy_rate_limit_and_allow_list() -> None:
 
 
 @pytest.mark.parametrize("text", ["/status", "/model", "/help", "/think", "/model nowhere/x"])
-async def test_command_replies(tmp_path: Path, text: str) -> None:
+async def test_command_replies(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, text: str
+) -> None:
     from bot.commands import handle_command
 
     runtime = AgentRuntime(
@@ -267,14 +279,14 @@ async def test_command_replies(tmp_path: Path, text: str) -> None:
         demo_when_unconfigured=True,
         storage=SQLiteStorage(tmp_path / "c.sqlite"),
     )
+    cleanup.push_async_callback(runtime.close)
     reply = await handle_command(runtime, "s", text)
     assert reply
     assert await handle_command(runtime, "s", "not a command") is None
-    await runtime.close()
 
 
 async def test_a_turn_that_runs_too_long_is_stopped_and_said_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: contextlib.AsyncExitStack
 ) -> None:
     from tests.fakes.models import FakeAnthropic, Hang
 
@@ -288,23 +300,25 @@ async def test_a_turn_that_runs_too_long_is_stopped_and_said_so(
             }
         )
         runtime = AgentRuntime(config=config, storage=SQLiteStorage(tmp_path / "t.sqlite"))
-        dispatcher = Dispatcher(runtime)
+        dispatcher = owned(cleanup, Dispatcher(runtime))
         sink = Sink()
         dispatcher.register(sink)
         await dispatcher.start()
         await dispatcher.submit(inbound("slow question", "m1"))
-        await until(lambda: sink.sent)
+        await wait_for(lambda: sink.sent, "the timeout notice to be sent", changed=sink.changed)
         assert sink.sent == ["Sorry, that took too long and I had to stop. Please try again."]
-        await until(lambda: not dispatcher.claims)
+        await wait_for(lambda: not dispatcher.claims, "m1's claim to be released")
         assert await runtime.storage.inbox_pending() == []
         transcript = await runtime.storage.load_messages("test:c1")
         assert [m.content for m in transcript] == ["slow question"]
-        await dispatcher.drain(1)
-        await runtime.close()
 
 
 async def slow_dispatcher(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Any, **queuing: Any
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cleanup: contextlib.AsyncExitStack,
+    model: Any,
+    **queuing: Any,
 ) -> tuple[Dispatcher, Sink]:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-overload-0000")
@@ -312,14 +326,14 @@ async def slow_dispatcher(
         data={"agent": {"model": "anthropic/claude-sonnet-4-6", "queuing": queuing}}
     )
     runtime = AgentRuntime(config=config, storage=SQLiteStorage(tmp_path / "o.sqlite"))
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = Sink()
     dispatcher.register(sink)
     return dispatcher, sink
 
 
 async def test_typing_only_for_turns_that_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: contextlib.AsyncExitStack
 ) -> None:
     """Under overload, waiting chats cost no typing signals: at most the cap of chats
     show typing at any moment, each once per short turn."""
@@ -328,7 +342,7 @@ async def test_typing_only_for_turns_that_run(
     async with FakeAnthropic() as model:
         model.default = lambda request: Reply(text="ok", delay=0.1)
         dispatcher, sink = await slow_dispatcher(
-            tmp_path, monkeypatch, model, max_concurrent_global=2
+            tmp_path, monkeypatch, cleanup, model, max_concurrent_global=2
         )
         typing: set[str] = set()
         most = 0
@@ -347,22 +361,20 @@ async def test_typing_only_for_turns_that_run(
         await dispatcher.start()
         for n in range(12):
             await dispatcher.submit(inbound(f"question {n}", f"m{n}", chat=f"c{n}"))
-        await until(lambda: len(sink.sent) == 12)
+        await wait_for(lambda: len(sink.sent) == 12, "the 12 replies to be sent")
         assert most <= 2
         assert len(model.requests) == 12
-        await dispatcher.drain(1)
-        await dispatcher.runtime.close()
 
 
 async def test_a_busy_notice_once_per_waiting_group_chat_and_none_in_direct_chats(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: contextlib.AsyncExitStack
 ) -> None:
     from tests.fakes.models import FakeAnthropic, Reply
 
     async with FakeAnthropic() as model:
         model.default = lambda request: Reply(text=f"answer: {request.last_user_text}", delay=0.05)
         dispatcher, sink = await slow_dispatcher(
-            tmp_path, monkeypatch, model, max_concurrent_global=1, max_backlog=2
+            tmp_path, monkeypatch, cleanup, model, max_concurrent_global=1, max_backlog=2
         )
         await dispatcher.start()
         for n in range(6):
@@ -371,18 +383,18 @@ async def test_a_busy_notice_once_per_waiting_group_chat_and_none_in_direct_chat
         for n in range(3):  # one group chat, three messages: one notice
             group = InboundMessage("test", "g1", f"u{n}", f"group {n}", f"g{n}", group=True)
             await dispatcher.submit(group)
-        await until(lambda: len(sink.sent) >= 9)  # the group's reply is three parts
+        await wait_for(  # the group's reply is three parts
+            lambda: len(sink.sent) >= 9, "the 9 reply parts to be sent", changed=sink.changed
+        )
         assert len(sink.notices) == 1
         assert "in the queue" in sink.notices[0]
         assert sorted(sink.sent) == sorted(
             [f"answer: direct {n}" for n in range(6)] + ["answer: group 0", "group 1", "group 2"]
         )
-        await dispatcher.drain(1)
-        await dispatcher.runtime.close()
 
 
 async def test_a_turn_that_lost_its_claim_sends_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: contextlib.AsyncExitStack
 ) -> None:
     """A process paused past its lease: another took the message over; the first one's
     late answer is never sent, and its late release leaves the new claim alone."""
@@ -391,21 +403,24 @@ async def test_a_turn_that_lost_its_claim_sends_nothing(
     monkeypatch.setattr("bot.claims.CLAIM_TTL", 0.05)
     async with FakeAnthropic() as model:
         model.default = lambda request: Reply(text="late answer", delay=0.4)
-        dispatcher, sink = await slow_dispatcher(tmp_path, monkeypatch, model)
+        dispatcher, sink = await slow_dispatcher(tmp_path, monkeypatch, cleanup, model)
         await dispatcher.runtime.start()  # no background renewals: the lease lapses
         storage = dispatcher.runtime.storage
         await dispatcher.submit(inbound("question", "m1"))
         (item,) = await storage.inbox_pending_ids()
-        while not await storage.inbox_claim(item, "other-process#1", 30):
-            await asyncio.sleep(0.01)
-        await until(lambda: not dispatcher.claims)
+        await wait_for(
+            lambda: storage.inbox_claim(item, "other-process#1", 30),
+            "the first process's lease to lapse and another to claim m1",
+        )
+        await wait_for(lambda: not dispatcher.claims, "the late turn to let go of m1")
         await dispatcher.drain(1)
         assert sink.sent == []
         assert await storage.inbox_renew({item: "other-process#1"}, 30) == set()
-        await dispatcher.runtime.close()
 
 
-async def test_a_fresh_claim_is_not_asked_about_again(tmp_path: Path) -> None:
+async def test_a_fresh_claim_is_not_asked_about_again(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+) -> None:
     """Checking a claim renewed under half a lease ago costs no storage trip."""
     renewals: list[dict[int, str]] = []
 
@@ -418,15 +433,16 @@ async def test_a_fresh_claim_is_not_asked_about_again(tmp_path: Path) -> None:
     runtime = AgentRuntime(
         config=config, demo_when_unconfigured=True, storage=Counting(tmp_path / "f.sqlite")
     )
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = Sink()
     dispatcher.register(sink)
     await runtime.start()
     await dispatcher.submit(inbound("hello", "m1"))
-    await until(lambda: sink.sent and not dispatcher.claims)
+    await wait_for(
+        lambda: sink.sent and not dispatcher.claims,
+        "the reply to m1 to be sent and its claim released",
+    )
     assert renewals == []
-    await dispatcher.drain(1)
-    await runtime.close()
 
 
 class Quiet(Sink):
@@ -440,34 +456,40 @@ class Quiet(Sink):
     [(Sink, None, True), (Quiet, None, False), (Quiet, True, True), (Sink, False, False)],
 )
 async def test_reasoning_is_shown_as_each_channel_declares_unless_configured(
-    tmp_path: Path, sink_class: type[Sink], configured: bool | None, shown: bool
+    tmp_path: Path,
+    cleanup: contextlib.AsyncExitStack,
+    sink_class: type[Sink],
+    configured: bool | None,
+    shown: bool,
 ) -> None:
     channel = {} if configured is None else {"show_reasoning": configured}
     config = load_config(data={"agent": {"thinking_mode": "on"}, "channels": {"web": channel}})
     runtime = AgentRuntime(
         config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "d.sqlite")
     )
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     sink = sink_class()
     sink.name = "web"
     dispatcher.register(sink)
     await dispatcher.start()
     await dispatcher.submit(InboundMessage("web", "c1", "u1", "hello", "m1"))
-    await until(lambda: any("You said: hello" in part for part in sink.sent))
+    await wait_for(
+        lambda: any("You said: hello" in part for part in sink.sent),
+        "the answer to m1 to be sent",
+        changed=sink.changed,
+    )
     reasoning = [part for part in sink.sent if part.startswith("[reasoning]")]
     assert bool(reasoning) is shown
-    await dispatcher.drain(1)
-    await runtime.close()
 
 
 async def test_streamed_reasoning_goes_ahead_of_the_answer_only_where_shown(
-    tmp_path: Path,
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
 ) -> None:
     config = load_config(data={"agent": {"thinking_mode": "stream"}})
     runtime = AgentRuntime(
         config=config, demo_when_unconfigured=True, storage=SQLiteStorage(tmp_path / "d.sqlite")
     )
-    dispatcher = Dispatcher(runtime)
+    dispatcher = owned(cleanup, Dispatcher(runtime))
     loud, quiet = Sink(), Quiet()
     quiet.name = "quiet"
     dispatcher.register(loud)
@@ -475,9 +497,7 @@ async def test_streamed_reasoning_goes_ahead_of_the_answer_only_where_shown(
     await dispatcher.start()
     await dispatcher.submit(inbound("hello", "m1"))
     await dispatcher.submit(InboundMessage("quiet", "c1", "u1", "hello", "m2"))
-    await until(lambda: any("You said" in p for p in loud.sent))
-    await until(lambda: any("You said" in p for p in quiet.sent))
+    await wait_for(lambda: any("You said" in p for p in loud.sent), "the shown channel's answer")
+    await wait_for(lambda: any("You said" in p for p in quiet.sent), "the quiet channel's answer")
     assert loud.sent[0].startswith("[reasoning]") and "You said" in loud.sent[-1]
     assert not any(p.startswith("[reasoning]") for p in quiet.sent)
-    await dispatcher.drain(1)
-    await runtime.close()
