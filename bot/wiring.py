@@ -68,6 +68,14 @@ class Wiring:
     def tools(self) -> ToolRegistry:
         return self.runtime.tools
 
+    def add(self, channel: Any) -> None:
+        """Serve one more channel (built by hand, as ``chatlane chat`` builds the terminal's);
+        before ``start``."""
+        sink = getattr(channel, "sink", None)
+        if sink is not None:
+            self.dispatcher.register(sink)
+        self.channels.append(channel)
+
     def add_routes(self, app: web.Application) -> None:
         for channel in self.channels:
             channel.add_routes(app)
@@ -128,7 +136,7 @@ def wire(
         **options,
     )
     host = ChannelHost(runtime, dispatcher, config, public_url=env.get("PUBLIC_URL"))
-    channels: list[Any] = []
+    wiring = Wiring(runtime, dispatcher, host, [])
     for cls in adapter_classes():
         if (only is not None and cls.name not in only) or not config.channel(cls.name).enabled:
             continue
@@ -137,12 +145,6 @@ def wire(
         except Exception:
             log.exception("channel %s could not be set up; it stays off", cls.name)
             continue
-        if channel is None:
-            continue
-        sink = getattr(channel, "sink", None)
-        if sink is None and sinks_only:
-            continue
-        if sink is not None:
-            dispatcher.register(sink)
-        channels.append(channel)
-    return Wiring(runtime, dispatcher, host, channels)
+        if channel is not None and (getattr(channel, "sink", None) is not None or not sinks_only):
+            wiring.add(channel)
+    return wiring

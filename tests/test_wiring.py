@@ -121,6 +121,10 @@ async def test_wire_uses_the_given_runtime_and_its_config() -> None:
     assert wiring.runtime is runtime and wiring.config is config
     assert not wiring.dispatcher.process and wiring.dispatcher.sweep_every == 2.5
     assert wire(config, {}, process=True).dispatcher.process
+    by_hand = wire(config, {}, only=())  # as chatlane chat wires its terminal
+    assert by_hand.channels == []
+    by_hand.add(Broken())
+    assert names(by_hand.channels) == ["broken"] and "broken" in by_hand.dispatcher.sinks
 
 
 async def test_serve_is_wired_and_a_channel_that_fails_stays_off(
