@@ -253,3 +253,25 @@ def test_no_secret_reaches_the_logs(tmp_path: Path) -> None:
     assert "turn failed" in logged or "model call failed" in logged
     for name, value in secrets.items():
         assert value not in logged, name
+
+
+async def test_webhooks_set_registers_through_the_channel_that_offers_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from tests.fakes.telegram import FakeTelegram
+
+    async with FakeTelegram() as telegram:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", telegram.token)
+        monkeypatch.setenv("TELEGRAM_API_BASE_URL", telegram.base_url)
+        monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "hook-secret-1234")
+        monkeypatch.setenv("PUBLIC_URL", "https://bot.example.com")
+        # main() runs its own event loop: in a thread, while this one serves the fake
+        assert await asyncio.to_thread(main, ["webhooks", "set"]) == 0
+        [registered] = telegram.sent("setWebhook")
+    assert registered["url"] == "https://bot.example.com/telegram/webhook"
+    assert registered["secret_token"] == "hook-secret-1234"
+    assert "webhook set to https://bot.example.com/telegram/webhook" in capsys.readouterr().out
+    monkeypatch.delenv("PUBLIC_URL")
+    assert await asyncio.to_thread(main, ["webhooks", "set"]) == 1  # the channel says why
