@@ -25,8 +25,9 @@ from aiohttp import web
 
 from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import FormatMode, format_reasoning, render_discord, split_message
+from bot.formatting import FormatMode, split_message
 from bot.inbound import InboundMessage
+from channels.discord_format import DISCORD
 
 if TYPE_CHECKING:
     import discord  # about 8 MB: imported by from_env, only when the channel has a token
@@ -64,10 +65,7 @@ class DiscordSink(Sink):
         self.client = client
 
     def render(self, reply: Reply) -> list[Any]:
-        markdown = reply.markdown
-        text = render_discord(markdown) if markdown else ""
-        if reply.reasoning:
-            text = f"{format_reasoning(reply.reasoning, 'discord')}\n\n{text}".strip()
+        text = DISCORD.compose(reply.markdown, reply.reasoning)
         parts: list[Any] = [{"text": p} for p in split_message(text, LIMIT)]
         if parts:
             parts[0]["first"] = True

@@ -22,9 +22,10 @@ from aiohttp import web
 
 from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import FormatMode, format_reasoning, render_slack, split_message
+from bot.formatting import FormatMode, split_message
 from bot.inbound import InboundMessage
 from channels.common import webhook_answer
+from channels.slack_format import SLACK
 
 if TYPE_CHECKING:  # slack_sdk (about 3 MB) is imported only once the channel is on
     from slack_sdk.web.async_client import AsyncWebClient
@@ -55,11 +56,7 @@ class SlackSink(Sink):
         self.client = client
 
     def render(self, reply: Reply) -> list[Any]:
-        markdown = reply.markdown
-        text = render_slack(markdown) if markdown else ""
-        if reply.reasoning:
-            text = f"{format_reasoning(reply.reasoning, 'slack')}\n\n{text}".strip()
-        return list(split_message(text, PART_LIMIT))
+        return list(split_message(SLACK.compose(reply.markdown, reply.reasoning), PART_LIMIT))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
         await self.client.chat_postMessage(

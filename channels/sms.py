@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
-from bot.formatting import FormatMode, format_reasoning, render_plain, split_sms
+from bot.formatting import PLAIN, FormatMode, split_sms
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries
 
@@ -79,11 +79,7 @@ class SmsSink(Sink):
         self.from_number = from_number
 
     def render(self, reply: Reply) -> list[Any]:
-        markdown = reply.markdown
-        text = render_plain(markdown) if markdown else ""
-        if reply.reasoning:
-            text = f"{format_reasoning(reply.reasoning, 'plain')}\n\n{text}".strip()
-        return list(split_sms(text))
+        return list(split_sms(PLAIN.compose(reply.markdown, reply.reasoning)))
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
         from twilio.base.exceptions import TwilioRestException

@@ -38,9 +38,10 @@ from telegram.error import (
 from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
 from bot.config import Config
 from bot.dispatch import Outcome
-from bot.formatting import FormatMode, render_telegram
+from bot.formatting import FormatMode
 from bot.inbound import InboundMessage
 from channels.common import Retry, send_with_retries, webhook_answer
+from channels.telegram_format import render_telegram
 from channels.telegram_http import AiohttpRequest
 
 log = logging.getLogger(__name__)

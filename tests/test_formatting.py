@@ -9,20 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.formatting import (
+    PLAIN,
     FormatMode,
+    MarkdownStyle,
     ToolFormatter,
-    format_reasoning,
-    render_discord,
     render_html,
     render_plain,
-    render_slack,
-    render_telegram,
     sms_segments,
     split_message,
     split_sms,
     utf16_len,
 )
 from bot.tools.result import ToolResult
+from channels.discord_format import DISCORD, render_discord
+from channels.slack_format import SLACK, render_slack
+from channels.telegram_format import render_telegram
 
 formatter = ToolFormatter()
 READ = ToolResult("read_file", "DEBUG = True", {"path": "config.py"}, details={"path": "config.py"})
@@ -174,9 +175,37 @@ def test_telegram_parts_within_limit() -> None:
 
 
 def test_reasoning_styles() -> None:
-    assert format_reasoning("x **y**", "slack") == "> *Reasoning*\n> x *y*"
-    assert format_reasoning("x", "plain") == "Reasoning:\nx"
-    assert format_reasoning("   ", "plain") == ""
+    assert SLACK.reasoning("x **y**") == "> *Reasoning*\n> x *y*"
+    assert PLAIN.reasoning("x") == "Reasoning:\nx"
+    assert PLAIN.reasoning("   ") == ""
+    assert DISCORD.reasoning("x\n\n**y**") == "> **Reasoning**\n> x\n> \n> **y**"
+    assert SLACK.reasoning(" \n ") == "" and DISCORD.reasoning("") == ""
+
+
+def test_compose_puts_reasoning_before_the_answer() -> None:
+    assert PLAIN.compose("**The answer.**", "I thought") == "Reasoning:\nI thought\n\nThe answer."
+    assert PLAIN.compose("", "I thought") == "Reasoning:\nI thought"
+    assert PLAIN.compose("The answer.", "  ") == "The answer."
+    assert SLACK.compose("ping <@U1>", None) == "ping <@U1>"
+    assert DISCORD.compose("", None) == ""
+
+
+class ForumStyle(MarkdownStyle):
+    """A third-party channel's style: only what differs from plain text."""
+
+    bullet = "*"
+
+    def bold(self, text: str) -> str:
+        return f"[b]{text}[/b]"
+
+    def link(self, text: str, url: str) -> str:
+        return f"[url={url}]{text}[/url]"
+
+
+def test_a_channel_style_overrides_only_what_differs() -> None:
+    out = ForumStyle().render("Hi **you**, see [docs](https://x.example).\n\n- one\n- `two`")
+    assert out == "Hi [b]you[/b], see [url=https://x.example]docs[/url].\n\n* one\n* two"
+    assert ForumStyle().reasoning("**why**") == "Reasoning:\n[b]why[/b]"
 
 
 def _words(parts: list[str]) -> str:

@@ -1,125 +1,96 @@
-"""From the model's Markdown to each channel's own form.
+"""From the model's Markdown to a channel's own text form, and to HTML.
 
 The Markdown is parsed once by markdown-it-py (CommonMark plus tables and
-strikethrough) and the syntax tree is written out per target:
+strikethrough) and the syntax tree is written out through a ``MarkdownStyle``:
+how bold, links, headings, code, lists, quotes and tables look. The base
+style writes plain text with no markup left (links as ``text (url)``, lists
+as ``- item`` lines, code as its lines), for SMS and the terminal; a channel
+with its own markup subclasses it and overrides the pieces that differ::
 
-- ``render_slack``: mrkdwn (``*bold*``, ``_italic_``, ``~strike~``,
-  ``<url|text>``, headings as bold lines, ``•`` lists, tables as code);
-  ``&``, ``<``, ``>`` escaped; Slack's own ``<@U…>``, ``<#C…|…>``, ``<!here>``
-  tokens kept as they are.
-- ``render_discord``: Discord Markdown (tables become code blocks, images
-  links, raw HTML dropped).
-- ``render_plain``: text with no markup left, for SMS and the terminal:
-  links as ``text (url)``, lists as ``- item`` lines, code as its lines.
-- ``render_html``: sanitized HTML for the web chat (raw HTML in the input is
-  not passed through; the output goes through nh3).
+    class ForumStyle(MarkdownStyle):
+        bullet = "*"
 
-Telegram has its own module (entities, counted in UTF-16).
+        def bold(self, text: str) -> str:
+            return f"[b]{text}[/b]"
+
+    ForumStyle().compose(reply.markdown, reply.reasoning)  # in the sink's render
+
+``render_html`` is separate: sanitized HTML for the web chat (raw HTML in
+the input is not passed through; the output goes through nh3).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
 _md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
-SLACK_TOKEN = re.compile(r"<(?:[@#!][^<>\s]+|https?://[^<>\s|]+(?:\|[^<>]*)?)>")
 _TAGS = re.compile(r"<[^>]*>")
 
 
-@dataclass(frozen=True)
-class Style:
-    bold: Callable[[str], str]
-    italic: Callable[[str], str]
-    strike: Callable[[str], str]
-    code: Callable[[str], str]
-    link: Callable[[str, str], str]
-    heading: Callable[[str, int], str]
-    fence: Callable[[str, str], str]
-    bullet: str
-    quote: Callable[[str], str]
-    escape: Callable[[str], str]
-    table_as_code: bool
-    drop_html: bool = True
+class MarkdownStyle:
+    """How one channel writes Markdown; this base writes plain text.
 
+    Each hook gets text already written in the style (``escape`` has been
+    applied to the source text). ``table_as_code`` writes a table as an
+    aligned code block instead of ``a | b`` lines.
+    """
 
-def _ticks(text: str) -> str:
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    return "`" * (longest + 1)
+    bullet = "-"
+    table_as_code = False
 
+    def escape(self, text: str) -> str:
+        return text
 
-def _inline_code_md(text: str) -> str:
-    fence = _ticks(text)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    def bold(self, text: str) -> str:
+        return text
 
+    def italic(self, text: str) -> str:
+        return text
 
-def _fence_md(code: str, lang: str) -> str:
-    longest = max((len(m) for m in re.findall(r"`{3,}", code)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{lang}\n{code.rstrip(chr(10))}\n{fence}"
+    def strike(self, text: str) -> str:
+        return text
 
+    def code(self, text: str) -> str:
+        return text
 
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    def link(self, text: str, url: str) -> str:
+        if not url or text == url or text == url.removeprefix("mailto:"):
+            return url or text
+        return f"{text} ({url})"
 
+    def heading(self, text: str, level: int) -> str:
+        return text
 
-def _plain_link(text: str, url: str) -> str:
-    if not url or text == url or text == url.removeprefix("mailto:"):
-        return url or text
-    return f"{text} ({url})"
+    def fence(self, code: str, lang: str) -> str:
+        return code.rstrip("\n")
 
+    def quote(self, text: str) -> str:
+        return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
 
-SLACK = Style(
-    bold=lambda t: f"*{t}*",
-    italic=lambda t: f"_{t}_",
-    strike=lambda t: f"~{t}~",
-    code=lambda t: f"`{t}`",
-    link=lambda t, u: f"<{u}|{t}>" if t and t != u else f"<{u}>",
-    heading=lambda t, level: f"*{t}*",
-    fence=lambda code, lang: f"```\n{code.rstrip(chr(10))}\n```",
-    bullet="•",
-    quote=lambda t: "\n".join(f"> {line}" if line else ">" for line in t.split("\n")),
-    escape=_slack_escape,
-    table_as_code=True,
-)
+    def render(self, markdown: str) -> str:
+        """The Markdown written in this style."""
+        tree = SyntaxTreeNode(_md.parse(markdown))
+        return "\n\n".join(p for p in _Writer(self).blocks(tree) if p != "").strip()
 
-DISCORD = Style(
-    bold=lambda t: f"**{t}**",
-    italic=lambda t: f"*{t}*",
-    strike=lambda t: f"~~{t}~~",
-    code=_inline_code_md,
-    link=lambda t, u: f"[{t}](<{u}>)" if t and t != u else u,
-    heading=lambda t, level: f"{'#' * min(level, 3)} {t}",
-    fence=_fence_md,
-    bullet="-",
-    quote=lambda t: "\n".join(f"> {line}" for line in t.split("\n")),
-    escape=lambda t: t,
-    table_as_code=True,
-)
+    def reasoning(self, text: str) -> str:
+        """Reasoning shown with a reply (thinking mode ``on``); "" when there is none."""
+        text = text.strip()
+        return "Reasoning:\n" + self.render(text) if text else ""
 
-PLAIN = Style(
-    bold=lambda t: t,
-    italic=lambda t: t,
-    strike=lambda t: t,
-    code=lambda t: t,
-    link=_plain_link,
-    heading=lambda t, level: t,
-    fence=lambda code, lang: code.rstrip("\n"),
-    bullet="-",
-    quote=lambda t: "\n".join(f"> {line}" if line else ">" for line in t.split("\n")),
-    escape=lambda t: t,
-    table_as_code=False,
-)
+    def compose(self, markdown: str, reasoning: str | None = None) -> str:
+        """A whole reply: the reasoning (when shown) first, then the answer."""
+        text = self.render(markdown) if markdown else ""
+        if reasoning:
+            text = f"{self.reasoning(reasoning)}\n\n{text}".strip()
+        return text
 
 
 class _Writer:
-    def __init__(self, style: Style) -> None:
+    def __init__(self, style: MarkdownStyle) -> None:
         self.style = style
 
     def inline(self, node: SyntaxTreeNode) -> str:
@@ -145,8 +116,7 @@ class _Writer:
                 alt = self.style.escape(child.content or "image")
                 out.append(self.style.link(alt, str(child.attrs.get("src", ""))))
             elif kind == "html_inline":
-                if not self.style.drop_html:
-                    out.append(child.content)
+                pass  # raw HTML is never passed through
             else:
                 out.append(self.inline(child) if child.children else child.content)
         return "".join(out)
@@ -220,28 +190,12 @@ class _Writer:
         return self.style.fence("\n".join(lines), "")
 
 
-def _render(markdown: str, style: Style) -> str:
-    tree = SyntaxTreeNode(_md.parse(markdown))
-    return "\n\n".join(p for p in _Writer(style).blocks(tree) if p != "").strip()
-
-
-def render_slack(markdown: str) -> str:
-    kept: list[str] = []
-
-    def protect(match: re.Match[str]) -> str:
-        kept.append(match.group(0))
-        return f"\ue000{len(kept) - 1}\ue001"
-
-    text = _render(SLACK_TOKEN.sub(protect, markdown), SLACK)
-    return re.sub("\ue000(\\d+)\ue001", lambda m: kept[int(m.group(1))], text)
-
-
-def render_discord(markdown: str) -> str:
-    return _render(markdown, DISCORD)
+PLAIN = MarkdownStyle()
 
 
 def render_plain(markdown: str) -> str:
-    return _render(markdown, PLAIN)
+    """Text with no markup left, for SMS and the terminal."""
+    return PLAIN.render(markdown)
 
 
 def render_html(markdown: str) -> str:

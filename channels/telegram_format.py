@@ -1,4 +1,4 @@
-"""Telegram: Markdown to text plus entities, split at 4096 UTF-16 units.
+"""Telegram's look: Markdown to text plus entities, split at 4096 UTF-16 units.
 
 telegramify-markdown does the conversion: it emits plain text and
 ``MessageEntity`` offsets in UTF-16 units, so there is no escaping to get
@@ -14,7 +14,7 @@ from typing import Any
 
 import telegramify_markdown
 
-from bot.formatting.split import utf16_len
+from bot.formatting import utf16_len
 
 TELEGRAM_LIMIT = 4096
 
