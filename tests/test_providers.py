@@ -13,7 +13,7 @@ from bot import AgentRuntime, registry
 from bot.config import ConfigError, load_config
 from bot.failover import FailoverReason, ProviderError
 from bot.messages import Message, Role, ToolCall
-from bot.providers import ProviderKind, create_provider, provider_kinds
+from bot.providers import ProviderKind, classify, create_provider, provider_kinds
 from bot.providers.base import (
     Delta,
     ModelRequest,
@@ -331,3 +331,68 @@ async def test_a_retired_claude_model_is_logged_once(caplog: pytest.LogCaptureFi
         await provider.aclose()
     notices = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert len(notices) == 1 and "claude-opus-4-5" in notices[0]
+
+
+class _HttpError(Exception):
+    """Shaped like an SDK's HTTP error: what the shared classification reads."""
+
+    def __init__(self, status: int | None, body: object, headers: dict[str, str]) -> None:
+        super().__init__("boom")
+        self.status_code = status
+        self.body = body
+        self.response = type("Response", (), {"headers": headers})()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (None, {"error": {"message": "maximum context length is 8192"}}, "context_overflow"),
+        (
+            None,
+            {"error": {"type": "invalid_request_error", "message": "too many tokens"}},
+            "context_overflow",
+        ),
+        (None, {"error": {"message": "something odd"}}, "server"),
+        (None, "not json", "server"),
+        (422, {"error": {"message": "input is too long"}}, "context_overflow"),
+        (413, {}, "context_overflow"),
+        (408, {}, "timeout"),
+        (502, {}, "server"),
+        (409, {}, "bad_request"),
+        (302, {}, "unknown"),
+        (400, {"error": {"type": "not_found_error"}}, "not_found"),
+        (400, {"error": {"code": "model_not_found"}}, "not_found"),
+    ],
+)
+def test_shared_http_classification(status: int | None, body: object, reason: str) -> None:
+    error = classify_http_error(_HttpError(status, body, {}), provider="p", model="m")
+    assert error.reason.value == reason and error.provider == "p" and error.model == "m"
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+        ({"retry-after": "-5"}, 0.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past: now
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}, "future"),
+        ({}, None),
+    ],
+)
+def test_retry_after(headers: dict[str, str], seconds: float | str | None) -> None:
+    error = classify_http_error(_HttpError(429, {}, headers))
+    assert error.reason is FailoverReason.RATE_LIMIT
+    if seconds == "future":
+        assert error.retry_after is not None and error.retry_after > 365 * 86400
+    else:
+        assert error.retry_after == seconds
+
+
+def test_stray_network_errors_and_our_own() -> None:
+    assert classify(_HttpError(402, {}, {})).reason is FailoverReason.BILLING
+    assert classify_http_error(TimeoutError()).reason is FailoverReason.TIMEOUT
+    assert classify_http_error(ConnectionResetError()).reason is FailoverReason.CONNECTION
+    ours = ProviderError(FailoverReason.REFUSAL)
+    assert classify_http_error(ours) is ours

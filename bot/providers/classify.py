@@ -71,10 +71,12 @@ def retry_after_seconds(headers: Any) -> float | None:
     try:
         return max(float(raw), 0.0)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(parsed.timestamp() - time.time(), 0.0)
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):  # neither seconds nor a date: no hint
+        return None
+    return max(parsed.timestamp() - time.time(), 0.0)
 
 
 def reason_for_status(status: int, text: str = "") -> FailoverReason:
