@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from bot.queuing import Lane, LaneFull, Mailbox, QueueManager, QueueMode
+from tests.helpers import wait_for
+
+MakeMailbox = Callable[..., Mailbox]
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[MakeMailbox]:
+    """Makes mailboxes, closed after the test, passed or failed: a turn left waiting on
+    a gate is cancelled, not destroyed pending."""
+    made: list[Mailbox] = []
+
+    def make(handler: Any, **options: Any) -> Mailbox:
+        made.append(Mailbox(handler, **options))
+        return made[-1]
+
+    yield make
+    for box in made:
+        await box.close(0)
 
 
 async def test_lane_runs_in_order_one_at_a_time() -> None:
@@ -46,9 +65,8 @@ async def test_global_cap_holds_exactly_under_load() -> None:
             running -= 1
 
     tasks = [asyncio.create_task(turn(f"chat-{i % 5}")) for i in range(20)]
-    while running < 3:
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
+    await wait_for(lambda: running >= 3, "three turns to hold the global slots")
+    await asyncio.sleep(0.01)  # a window for a fourth to get in, were the cap not held
     assert running == 3
     release.set()
     await asyncio.gather(*tasks)
@@ -72,8 +90,7 @@ async def test_per_session_cap_keeps_chats_apart() -> None:
             inside[session] -= 1
 
     tasks = [asyncio.create_task(turn(s)) for s in ["a", "a", "b", "b"]]
-    while sum(inside.values()) < 2:
-        await asyncio.sleep(0)
+    await wait_for(lambda: sum(inside.values()) >= 2, "a turn of chat a and one of chat b")
     assert inside == {"a": 1, "b": 1}
     release.set()
     await asyncio.gather(*tasks)
@@ -125,7 +142,9 @@ async def test_cancel_while_waiting_and_while_running_releases() -> None:
     running = asyncio.create_task(holder())
     await started.wait()
     waiter = asyncio.create_task(holder())
-    await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: manager.get_session_lane("a").queue, "the second turn to wait in chat a's lane"
+    )
     waiter.cancel()
     running.cancel()
     await asyncio.gather(running, waiter, return_exceptions=True)
@@ -173,12 +192,6 @@ class Recorder:
             raise
 
 
-async def wait_for(condition: Any) -> None:
-    async with asyncio.timeout(2):
-        while not condition():
-            await asyncio.sleep(0.001)
-
-
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
@@ -186,68 +199,70 @@ async def wait_for(condition: Any) -> None:
         (QueueMode.FOLLOWUP, [([1], []), ([2], []), ([3], [])]),
     ],
 )
-async def test_collect_and_followup(mode: QueueMode, expected: list[Any]) -> None:
+async def test_collect_and_followup(
+    mailbox: MakeMailbox, mode: QueueMode, expected: list[Any]
+) -> None:
     handler = Recorder()
-    box = Mailbox(handler, mode=mode)
+    box = mailbox(handler, mode=mode)
     assert box.submit("s", 1).position == 0
     await handler.entered.wait()
     assert box.submit("s", 2).position == 1
     assert box.submit("s", 3).position == 2
     handler.gate.set()
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "the mailbox to empty")
     assert handler.calls == expected
 
 
-async def test_interrupt_cancels_and_tells_the_next_turn() -> None:
+async def test_interrupt_cancels_and_tells_the_next_turn(mailbox: MakeMailbox) -> None:
     handler = Recorder()
-    box = Mailbox(handler, mode=QueueMode.INTERRUPT)
+    box = mailbox(handler, mode=QueueMode.INTERRUPT)
     box.submit("s", "first")
     await handler.entered.wait()
     box.submit("s", "second")
-    await wait_for(lambda: len(handler.calls) == 2)
+    await wait_for(lambda: len(handler.calls) == 2, "the second message's turn to start")
     assert handler.cancelled == 1
     assert handler.calls[1] == (["second"], ["first"])
     handler.gate.set()
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "the mailbox to empty")
 
 
-async def test_overflow_is_refused_and_reported_to_the_next_turn() -> None:
+async def test_overflow_is_refused_and_reported_to_the_next_turn(mailbox: MakeMailbox) -> None:
     handler = Recorder()
-    box = Mailbox(handler, max_pending=2)
+    box = mailbox(handler, max_pending=2)
     box.submit("s", 1)
     await handler.entered.wait()
     assert box.submit("s", 2).accepted and box.submit("s", 3).accepted
     refused = box.submit("s", 4)
     assert not refused.accepted
     handler.gate.set()
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "the mailbox to empty")
     assert handler.calls[1] == ([2, 3], [4])
 
 
-async def test_mailboxes_are_evicted() -> None:
+async def test_mailboxes_are_evicted(mailbox: MakeMailbox) -> None:
     done = 0
 
     async def quick(session: str, items: list[Any], dropped: list[Any]) -> None:
         nonlocal done
         done += 1
 
-    box = Mailbox(quick)
+    box = mailbox(quick)
     for index in range(2000):
         box.submit(f"chat-{index}", index)
-    await wait_for(lambda: done == 2000)
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: done == 2000, "the 2000 chats' turns to run")
+    await wait_for(lambda: len(box) == 0, "the 2000 mailboxes to be evicted")
 
 
-async def test_close_waits_for_grace_then_cancels() -> None:
+async def test_close_waits_for_grace_then_cancels(mailbox: MakeMailbox) -> None:
     handler = Recorder()
-    box = Mailbox(handler)
+    box = mailbox(handler)
     box.submit("s", 1)
     await handler.entered.wait()
     await box.close(0.01)
     assert handler.cancelled == 1
 
 
-async def test_failing_handler_does_not_block_the_chat() -> None:
+async def test_failing_handler_does_not_block_the_chat(mailbox: MakeMailbox) -> None:
     calls: list[list[Any]] = []
 
     async def flaky(session: str, items: list[Any], dropped: list[Any]) -> None:
@@ -255,14 +270,16 @@ async def test_failing_handler_does_not_block_the_chat() -> None:
         if items == [1]:
             raise RuntimeError("turn failed")
 
-    box = Mailbox(flaky)
+    box = mailbox(flaky)
     box.submit("s", 1)
     box.submit("s", 2)
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "both turns to run")
     assert calls == [[1], [2]]
 
 
-async def test_admission_runs_at_most_the_cap_and_waiting_chats_have_no_task() -> None:
+async def test_admission_runs_at_most_the_cap_and_waiting_chats_have_no_task(
+    mailbox: MakeMailbox,
+) -> None:
     running: set[str] = set()
     most = 0
     order: list[str] = []
@@ -276,21 +293,23 @@ async def test_admission_runs_at_most_the_cap_and_waiting_chats_have_no_task() -
         await gate.wait()
         running.discard(session)
 
-    box = Mailbox(turn, max_running=3)
+    box = mailbox(turn, max_running=3)
     for index in range(10):
         box.submit(f"chat-{index}", index)
     box.submit("chat-0", "again")  # its second message goes behind the chats in line
-    await wait_for(lambda: len(running) == 3)
+    await wait_for(lambda: len(running) == 3, "three turns to run")
     assert box.running == 3  # tasks: one per running turn, none per waiting chat
     assert box.waiting == 8
     gate.set()
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "all eleven turns to run")
     assert most == 3
     assert order == [f"chat-{n}" for n in range(10)] + ["chat-0"]
     assert box.waiting == 0
 
 
-async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode() -> None:
+async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode(
+    mailbox: MakeMailbox,
+) -> None:
     calls: list[tuple[str, list[Any]]] = []
     gate = asyncio.Event()
 
@@ -298,13 +317,13 @@ async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode() -> None
         calls.append((session, items))
         await gate.wait()
 
-    box = Mailbox(turn, max_running=1)
+    box = mailbox(turn, max_running=1)
     box.submit("busy", 0)
     for n in (1, 2):
         box.submit("follow", n, mode=QueueMode.FOLLOWUP)
         box.submit("collect", n)
     gate.set()
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "every chat's turns to run")
     assert calls == [
         ("busy", [0]),
         ("follow", [1]),
@@ -313,7 +332,9 @@ async def test_a_chat_in_line_takes_its_messages_by_its_own_queue_mode() -> None
     ]
 
 
-async def test_an_interrupted_task_is_not_left_cancelling_for_the_next_turn() -> None:
+async def test_an_interrupted_task_is_not_left_cancelling_for_the_next_turn(
+    mailbox: MakeMailbox,
+) -> None:
     seen: list[int] = []
     gate = asyncio.Event()
 
@@ -324,9 +345,9 @@ async def test_an_interrupted_task_is_not_left_cancelling_for_the_next_turn() ->
         if items == ["first"]:
             await gate.wait()
 
-    box = Mailbox(turn, mode=QueueMode.INTERRUPT)
+    box = mailbox(turn, mode=QueueMode.INTERRUPT)
     box.submit("s", "first")
-    await wait_for(lambda: seen == [0])
+    await wait_for(lambda: seen == [0], "the first turn to start")
     box.submit("s", "second")
-    await wait_for(lambda: len(box) == 0)
+    await wait_for(lambda: len(box) == 0, "the interrupting turn to run")
     assert seen == [0, 0]

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from bot.queuing import QueueManager
 from bot.queuing.redis_backend import RedisLanes
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,9 +48,7 @@ async def cleanup(url: str, prefix: str) -> None:
 
 
 async def wait_process(proc: subprocess.Popen[bytes], seconds: float = 60) -> int:
-    async with asyncio.timeout(seconds):
-        while proc.poll() is None:
-            await asyncio.sleep(0.05)
+    await wait_for(lambda: proc.poll() is not None, f"contender {proc.args[4]} to exit", seconds)
     return proc.returncode
 
 
@@ -80,10 +79,12 @@ async def test_two_processes_never_overlap_on_one_chat(
 async def test_a_killed_holder_loses_its_lease(redis_server: str, redis_prefix: str) -> None:
     holder = spawn(redis_server, redis_prefix, "dies", 1, -1, 1.0)
     other = None
+
+    async def holding() -> bool:
+        return "holding dies" in await log_of(redis_server, redis_prefix)
+
     try:
-        async with asyncio.timeout(30):
-            while "holding dies" not in await log_of(redis_server, redis_prefix):
-                await asyncio.sleep(0.05)
+        await wait_for(holding, "the first contender to hold the chat's lane", 30)
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         other = spawn(redis_server, redis_prefix, "next", 1, 0.01, 1.0)
@@ -114,10 +115,8 @@ async def test_global_cap_across_managers(redis_server: str, redis_prefix: str) 
 
     tasks = [asyncio.create_task(turn(managers[i % 2], f"chat-{i}")) for i in range(6)]
     try:
-        async with asyncio.timeout(10):
-            while inside < 2:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: inside >= 2, "two turns to hold the shared global slots", 10)
+        await asyncio.sleep(0.3)  # a window for a third to get in, were the cap not held
         assert inside == 2
         release.set()
         await asyncio.gather(*tasks)
