@@ -132,6 +132,7 @@ def signed_raw(body: bytes, headers: dict[str, str]) -> str:
     return "v0=" + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
 
 
+@pytest.mark.slow
 async def test_retries_are_deduplicated_and_429_waited_out(slack: FakeSlack) -> None:
     slack.rate_limits["chat.postMessage"] = 1
     client = await client_for(slack)

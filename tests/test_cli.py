@@ -175,6 +175,7 @@ def test_setup_logging_picks_format() -> None:
         root.setLevel(saved[1])
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_the_logs(tmp_path: Path) -> None:
     """Every channel configured, its API unreachable, forged requests sent: no secret is logged."""
     port, dead = free_port(), free_port()

@@ -31,6 +31,8 @@ CHATS = 20
 MESSAGES = 200
 CONCURRENCY = 10  # agent.queuing.max_concurrent_global
 
+pytestmark = pytest.mark.slow
+
 
 def telegram_env(
     model: FakeAnthropic, telegram: FakeTelegram, via: str = "", **extra: str

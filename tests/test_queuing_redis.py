@@ -52,6 +52,7 @@ async def wait_process(proc: subprocess.Popen[bytes], seconds: float = 60) -> in
     return proc.returncode
 
 
+@pytest.mark.slow
 async def test_two_processes_never_overlap_on_one_chat(
     redis_server: str, redis_prefix: str
 ) -> None:
@@ -76,6 +77,7 @@ async def test_two_processes_never_overlap_on_one_chat(
         await cleanup(redis_server, redis_prefix)
 
 
+@pytest.mark.slow
 async def test_a_killed_holder_loses_its_lease(redis_server: str, redis_prefix: str) -> None:
     holder = spawn(redis_server, redis_prefix, "dies", 1, -1, 1.0)
     other = None

@@ -22,7 +22,7 @@ from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
 from tests.procs import Serve, base_env, start_serve
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 async def test_alternating_processes_never_overlap_or_repeat(
@@ -143,7 +143,6 @@ async def post_until_taken(http: ClientSession, serve: Serve, body: dict[str, An
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("processes", [2, 3])
 @pytest.mark.xfail(
     raises=OutOfOrder,

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession
 
 from tests.fakes.models import FakeAnthropic, Reply
@@ -13,6 +14,7 @@ from tests.fakes.telegram import FakeTelegram, update
 from tests.procs import base_env, start_serve
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_the_running_turn_finish(tmp_path: Path) -> None:
     async with FakeAnthropic() as model, FakeTelegram() as telegram:
         model.script(Reply(text="Answer after a long think.", delay=1.5))

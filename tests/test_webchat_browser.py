@@ -18,6 +18,7 @@ from tests.fakes.models import FakeAnthropic, Reply
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(chromium_binary() is None, reason="no chromium (apt-get install chromium)"),
 ]
 
