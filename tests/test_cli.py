@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from bot.cli import main
 from bot.config import load_config
 from bot.logs import JSONFormatter, RedactSecrets, request_id, secret_values, setup_logging
 from tests.procs import free_port
+
+
+@pytest.fixture(autouse=True)
+def own_logging() -> Iterator[None]:
+    """main() sets up logging on the root logger (its handler writes to this test's
+    captured stderr): put the root logger back as it was for the tests after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 def test_check_reports_channels_and_masks_keys(

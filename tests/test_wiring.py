@@ -95,6 +95,11 @@ def names(channels: list[Any]) -> list[str]:
     return [c.name for c in channels]
 
 
+def said(logged: list[str], line: str) -> bool:
+    """``line`` was logged (a redacting handler may have appended the traceback)."""
+    return any(message.startswith(line) for message in logged)
+
+
 async def test_wire_builds_enabled_channels_with_credentials(fake_channels: None) -> None:
     wiring = wire(load_config(), {})
     assert isinstance(wiring, Wiring)
@@ -145,8 +150,8 @@ async def test_serve_is_wired_and_a_channel_that_fails_stays_off(
     assert wiring.started == []
     assert wiring.host.draining and wiring.dispatcher.draining
     logged = [r.getMessage() for r in caplog.records]
-    assert "channel broken failed to start; it stays off" in logged
-    assert "channel unbuildable could not be set up; it stays off" in logged
+    assert said(logged, "channel broken failed to start; it stays off")
+    assert said(logged, "channel unbuildable could not be set up; it stays off")
     assert any(m.startswith("chatlane serving channels: quiet, web;") for m in logged)
 
 
@@ -166,7 +171,7 @@ async def test_worker_is_wired_and_answers_with_the_channels_that_started(
             stop.set()
             assert await worker == 0
     logged = [r.getMessage() for r in caplog.records]
-    assert "channel broken failed to start; it stays off" in logged
+    assert said(logged, "channel broken failed to start; it stays off")
     # the worker keeps only channels that send replies: quiet has no sink
     answering = [m for m in logged if m.startswith("chatlane worker answering for:")]
     assert answering and "telegram" in answering[0] and "quiet" not in answering[0]
