@@ -365,7 +365,6 @@ class Dispatcher:
         def start_typing() -> None:  # once the turn holds its lanes: not while it waits
             typing.append(asyncio.ensure_future(self._keep_typing(sink, message)))
 
-        channel = self.config.channel(message.channel)
         try:
             # Closed here, not by the garbage collector: the turn's transcript write
             # (in the generator's finally) is done, or has failed, before we go on.
@@ -373,7 +372,7 @@ class Dispatcher:
                 session_id,
                 text,
                 channel=message.channel,
-                tool_format=channel.tool_format or sink.traits.tool_format,
+                tool_format=sink.traits.tool_format,
                 on_start=start_typing,
             )
             async with contextlib.aclosing(turn) as events:

@@ -280,7 +280,8 @@ class AgentRuntime:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
 
         ``channel`` names the channel (its config section, the logs); ``tool_format`` is
-        how it shows tool results, which wins over the runtime's and the config's.
+        the channel's own way to show tool results, used where the runtime and the
+        config set none.
         ``on_start`` is called once the turn holds its lanes and is about to call the
         model (a channel shows "typing" from then on, not while the turn waits)."""
         await self.start()
@@ -575,12 +576,11 @@ class AgentRuntime:
         return events
 
     def _tool_format(self, channel: str | None, given: FormatMode | str | None) -> FormatMode:
-        """run(tool_format=) > AgentRuntime(tool_format=) > agent.tool_format >
-        channels.<channel>.tool_format > Markdown."""
-        configured = self.config.agent.tool_format
-        if configured is None and channel is not None:
-            configured = self.config.channel(channel).tool_format
-        return FormatMode(given or self.tool_format or configured or FormatMode.MARKDOWN)
+        """AgentRuntime(tool_format=) > channels.<channel>.tool_format > agent.tool_format
+        > run(tool_format=) (the channel's own) > Markdown: the most specific setting wins."""
+        configured = self.config.channel(channel).tool_format if channel is not None else None
+        configured = configured or self.config.agent.tool_format
+        return FormatMode(self.tool_format or configured or given or FormatMode.MARKDOWN)
 
     def _new_context(self) -> ContextBuilder:
         return ContextBuilder(

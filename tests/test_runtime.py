@@ -237,7 +237,8 @@ async def test_everything_failing_gives_one_plain_sentence(
     assert [m.content for m in transcript] == ["are you there?"]
     with pytest.raises(FailoverError) as info:
         await runtime.ask("s", "again?")
-    assert info.value.reason is FailoverReason.NO_PROFILE or info.value.attempts
+    assert info.value.reason is FailoverReason.NO_PROFILE  # both keys are resting
+    assert [a.reason for a in info.value.attempts] == [FailoverReason.NO_PROFILE] * 2
     await runtime.close()
 
 
@@ -460,23 +461,23 @@ async def test_queue_events_when_a_chat_is_busy(fakes: tuple[FakeAnthropic, Fake
 @pytest.mark.parametrize(
     ("configured", "runtime_format", "run_format", "expected"),
     [
-        ({}, None, None, "markdown"),  # no channel section: Markdown
-        ({"channels": {"sms": {"tool_format": "plain"}}}, None, None, "plain"),
+        ({}, None, None, "markdown"),  # nothing set: Markdown
+        ({}, None, "plain", "plain"),  # the channel's own format
+        ({"agent": {"tool_format": "markdown"}}, None, "plain", "markdown"),
         (
             {"agent": {"tool_format": "markdown"}, "channels": {"sms": {"tool_format": "plain"}}},
             None,
-            None,
             "markdown",
+            "plain",
         ),
-        ({"agent": {"tool_format": "markdown"}}, "plain", None, "plain"),
-        ({"channels": {"sms": {"tool_format": "plain"}}}, "plain", "markdown", "markdown"),
+        ({"channels": {"sms": {"tool_format": "markdown"}}}, "plain", "markdown", "plain"),
     ],
 )
 async def test_tool_format_resolution(
     configured: dict[str, Any], runtime_format: str | None, run_format: str | None, expected: str
 ) -> None:
-    # run(tool_format=) > AgentRuntime(tool_format=) > agent.tool_format
-    # > channels.<channel>.tool_format > Markdown
+    # AgentRuntime(tool_format=) > channels.<channel>.tool_format > agent.tool_format
+    # > run(tool_format=) (the channel's own) > Markdown
     agent = {"show_tool_results": "full", **configured.get("agent", {})}
     config = load_config(data={**configured, "agent": agent})
     runtime = AgentRuntime(
