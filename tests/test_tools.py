@@ -121,7 +121,11 @@ async def test_current_time() -> None:
     utc = await tools.call("current_time", {})
     assert "UTC" in utc.content and not utc.is_error
     paris = await tools.call("current_time", {"timezone": "Europe/Paris"})
-    assert "CET" in paris.content or "CEST" in paris.content
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    # CET in winter, CEST in summer: the one Paris is on now, with its offset
+    assert dt.datetime.now(ZoneInfo("Europe/Paris")).strftime("%Z (UTC%z)") in paris.content
     bad = await tools.call("current_time", {"timezone": "Mars/Olympus"})
     assert bad.is_error and "Unknown time zone" in bad.content
 
