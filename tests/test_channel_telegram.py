@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,6 +18,7 @@ from bot.server import HOST_KEY, create_app
 from channels.telegram import TelegramChannel
 from tests.fakes.models import FakeAnthropic, Reply
 from tests.fakes.telegram import BOT_ID, FakeTelegram, update
+from tests.helpers import wait_for
 
 SECRET = "s3cret-token_value"
 
@@ -171,9 +171,11 @@ async def test_blocked_user_is_not_retried(telegram: FakeTelegram) -> None:
     try:
         await post(client, update(32, "bye"))
         storage = client.app[HOST_KEY].runtime.storage
-        async with asyncio.timeout(10):
-            while await storage.inbox_pending():
-                await asyncio.sleep(0.02)
+
+        async def closed() -> bool:
+            return not await storage.inbox_pending()
+
+        await wait_for(closed, "the blocked user's message to be closed", 10)
         assert [c.method for c in telegram.calls].count("sendMessage!failed") == 1
         assert telegram.sent("sendMessage") == []
     finally:

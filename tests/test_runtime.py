@@ -18,6 +18,7 @@ from bot.failover import FallbackChain, FallbackManager
 from bot.failover.errors import FailoverError, FailoverReason
 from bot.storage import MemoryStorage, SQLiteStorage
 from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Reply
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -445,8 +446,9 @@ async def test_queue_events_when_a_chat_is_busy(fakes: tuple[FakeAnthropic, Fake
                 await gate.wait()
 
     task = asyncio.create_task(consume_first())
-    while not any(e.type.value == "text" for e in first_events):
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: any(e.type.value == "text" for e in first_events), "the first turn's text"
+    )
     second = runtime.run("busy", "two")
     queued = await second.__anext__()
     assert queued.type.value == "queue"
