@@ -35,6 +35,7 @@ from bot.storage import (
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.redis import RedisStorage
+from tests.helpers import wait_for
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -306,10 +307,9 @@ async def test_inbox_claims_are_exclusive_and_lapse(storage: Any) -> None:
     assert not await storage.inbox_claim(item, "proc-b", 0.2)
     await storage.inbox_release(item, "proc-a")
     assert await storage.inbox_claim(item, "proc-b", 0.05)
-    deadline = asyncio.get_running_loop().time() + 5
-    while not await storage.inbox_claim(item, "proc-c", 0.05):
-        assert asyncio.get_running_loop().time() < deadline, "claim never lapsed"
-        await asyncio.sleep(0.02)
+    await wait_for(
+        lambda: storage.inbox_claim(item, "proc-c", 0.05), "proc-b's claim to lapse for proc-c"
+    )
 
 
 async def test_claims_are_fenced_by_token(storage: Any) -> None:
@@ -317,10 +317,7 @@ async def test_claims_are_fenced_by_token(storage: Any) -> None:
     first = await storage.inbox_add("telegram:1", {"text": "x"})
     second = await storage.inbox_add("telegram:2", {"text": "y"})
     assert await storage.inbox_claim(first, "a#1", 0.05)
-    deadline = asyncio.get_running_loop().time() + 5
-    while not await storage.inbox_claim(first, "b#1", 30):  # a's lease lapses, b takes it
-        assert asyncio.get_running_loop().time() < deadline, "claim never lapsed"
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: storage.inbox_claim(first, "b#1", 30), "a's lease to lapse for b")
     await storage.inbox_release(first, "a#1")  # late release by the old holder
     assert not await storage.inbox_claim(first, "c#1", 30), "the old holder freed b's claim"
     assert await storage.inbox_renew({first: "a#1"}, 30) == {first}
