@@ -29,6 +29,7 @@ from bot.events import AgentEvent, EventType
 from bot.formatting import FormatMode
 from bot.inbound import InboundMessage, JSONPart
 from bot.runtime import AgentRuntime
+from bot.wiring import wire
 
 DIM, RESET, RED = "\x1b[2m", "\x1b[0m", "\x1b[31m"
 CHAT = "local"
@@ -114,16 +115,30 @@ class _TerminalStream:
 
 
 class TerminalChannel:
+    """Served by ``chatlane chat`` alone: no routes, nothing to start."""
+
     name: ClassVar[str] = "terminal"
     traits: ClassVar[ChannelTraits] = TRAITS
 
+    def __init__(self, out: TextIO) -> None:
+        self.sink = TerminalSink(out)
+
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> None:
-        return None  # not served over HTTP; `chatlane chat` runs it
+        return None  # not served by `chatlane serve`; `chatlane chat` runs it
 
     @classmethod
     def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
         return ChannelState("terminal", True, "run `chatlane chat`")
+
+    def add_routes(self, app: object) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     @classmethod
     async def run_terminal(
@@ -134,22 +149,21 @@ class TerminalChannel:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
     ) -> int:
-        stdin = stdin or sys.stdin
-        sink = TerminalSink(stdout or sys.stdout)
-        runtime = runtime or AgentRuntime(config=config, demo_when_unconfigured=True)
-        dispatcher = Dispatcher(runtime)
-        dispatcher.register(sink)
-        await dispatcher.start()
+        """Wire the process with this channel alone and chat until Ctrl-D or /quit."""
+        terminal = cls(stdout or sys.stdout)
+        wiring = wire(config, runtime=runtime, process=True, only=())
+        wiring.add(terminal)
+        await wiring.start()
+        sink, runtime = terminal.sink, wiring.runtime
         try:
             sink.write(
                 f"chatlane chat: model {runtime.model}. /help for commands, Ctrl-D to quit.\n"
             )
             if runtime.models.demo_reason:
                 sink.write(f"Note: {runtime.models.demo_reason}.\n")
-            await _prompt_loop(dispatcher, sink, stdin)
+            await _prompt_loop(wiring.dispatcher, sink, stdin or sys.stdin)
         finally:
-            await dispatcher.drain(config.server.shutdown_grace)
-            await runtime.close()
+            await wiring.stop()
         return 0
 
 
