@@ -501,3 +501,53 @@ async def test_streamed_reasoning_goes_ahead_of_the_answer_only_where_shown(
     await wait_for(lambda: any("You said" in p for p in quiet.sent), "the quiet channel's answer")
     assert loud.sent[0].startswith("[reasoning]") and "You said" in loud.sent[-1]
     assert not any(p.startswith("[reasoning]") for p in quiet.sent)
+
+
+class Gated(Sink):
+    """Holds the first reply's delivery until the test lets it go, so later
+    messages arrive while the chat's first turn is still running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send_part(self, message: InboundMessage, part: Any) -> None:
+        await self.gate.wait()
+        await super().send_part(message, part)
+
+
+class Followup(Gated):
+    traits = ChannelTraits(queue_mode="followup")
+
+
+@pytest.mark.parametrize(
+    ("sink_class", "configured", "together"),
+    [
+        (Gated, None, True),  # agent.queuing.mode: collect
+        (Followup, None, False),  # the channel's own default
+        (Followup, "collect", True),  # channels.<name>.queue_mode wins
+        (Gated, "followup", False),
+    ],
+)
+async def test_the_queue_mode_is_the_channels_unless_configured(
+    tmp_path: Path,
+    cleanup: contextlib.AsyncExitStack,
+    sink_class: type[Gated],
+    configured: str | None,
+    together: bool,
+) -> None:
+    channel = {} if configured is None else {"queue_mode": configured}
+    config = load_config(data={"channels": {"web": channel}})
+    runtime = AgentRuntime(config=config, demo_when_unconfigured=True, storage=MemoryStorage())
+    dispatcher = owned(cleanup, Dispatcher(runtime))
+    sink = sink_class()
+    sink.name = "web"
+    dispatcher.register(sink)
+    await dispatcher.start()
+    for n, text in enumerate(["one", "two", "three"]):
+        await dispatcher.submit(InboundMessage("web", "c1", "u1", text, f"m{n}"))
+    sink.gate.set()
+    await wait_for(lambda: any("three" in part for part in sink.sent), "the reply to 'three'")
+    answers = [part for part in sink.sent if part.startswith("You said")]
+    assert answers[0] == "You said: one"
+    assert len(answers) == (2 if together else 3)  # "two" and "three" in one turn, or each its own
