@@ -13,6 +13,7 @@ rather than hides it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,7 @@ from aiohttp import ClientConnectionError, ClientSession
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
+from tests.helpers import wait_for, wait_for_event
 from tests.procs import RedisProcess, Serve, base_env, free_port, start_serve
 
 SECRET = "crash-s3cret"
@@ -73,11 +75,12 @@ def answer(request: Recorded) -> Reply:
 
 
 async def test_kill_9_during_a_burst_then_restart_answers_everything_once(
-    tmp_path: Path,
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack
 ) -> None:
     async with FakeAnthropic() as model, FakeTelegram() as telegram:
         model.default = answer
         first = await start_serve(tmp_path, telegram_env(model, telegram, "first"), name="first")
+        cleanup.push_async_callback(first.stop)  # killed below, unless an assert fails first
         async with ClientSession() as http:
             await first.wait_ready(http)
             posts = [asyncio.ensure_future(deliver(http, first, n)) for n in range(MESSAGES)]
@@ -98,10 +101,12 @@ async def test_kill_9_during_a_burst_then_restart_answers_everything_once(
                 again = await asyncio.gather(*(deliver(http, second, n) for n in range(MESSAGES)))
                 assert set(again) == {200}, second.log()
                 expected = {f"answer to message {n}" for n in range(MESSAGES)}
-                async with asyncio.timeout(60):
-                    while not expected <= {m["text"] for m in telegram.sent()}:
-                        telegram.changed.clear()
-                        await telegram.changed.wait()
+                await wait_for(
+                    lambda: expected <= {m["text"] for m in telegram.sent()},
+                    "every message to be answered after the restart",
+                    60,
+                    changed=telegram.changed,
+                )
             finally:
                 await second.stop()
         assert second.proc.returncode == 0, second.log()
@@ -161,7 +166,7 @@ async def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
                     delay["seconds"] = 1.0
                     arrived.clear()
                     assert {await deliver(http, serve, n) for n in range(4, 8)} == {200}
-                    await asyncio.wait_for(arrived.wait(), 10)
+                    await wait_for_event(arrived, "a turn to reach the model", 10)
                     await redis.stop()
                     status, health = await serve.healthz(http)
                     assert (status, health["status"], health["redis"]) == (
@@ -171,18 +176,20 @@ async def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
                     )
                     # A platform's delivery now cannot be stored: 503, so it comes again.
                     assert await deliver(http, serve, 8) == 503
-                    async with asyncio.timeout(30):  # the outage outlasts the client's retries
-                        while "will retry" not in serve.log():
-                            await asyncio.sleep(0.1)
+                    await wait_for(  # the outage outlasts the client's retries
+                        lambda: "will retry" in serve.log(), "a turn to fail and be retried", 30
+                    )
                     delay["seconds"] = 0.02
                     await redis.start()
                     assert await deliver(http, serve, 8) == 200  # the redelivery
                     assert await deliver(http, serve, 5) == 200  # a duplicate, ignored
                     expected = {f"answer to message {n}" for n in range(9)}
-                    async with asyncio.timeout(60):
-                        while not expected <= {m["text"] for m in telegram.sent()}:
-                            telegram.changed.clear()
-                            await telegram.changed.wait()
+                    await wait_for(
+                        lambda: expected <= {m["text"] for m in telegram.sent()},
+                        "every message to be answered once Redis is back",
+                        60,
+                        changed=telegram.changed,
+                    )
                     status, health = await serve.healthz(http)
                     assert (status, health["redis"]) == (200, "ok")
             finally:

@@ -20,13 +20,14 @@ from aiohttp import ClientSession
 
 from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
+from tests.helpers import wait_for
 from tests.procs import Serve, base_env, start_serve
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 async def test_alternating_processes_never_overlap_or_repeat(
-    tmp_path: Path, redis_server: str
+    tmp_path: Path, redis_server: str, cleanup: contextlib.AsyncExitStack
 ) -> None:
     spans: list[tuple[float, float]] = []
 
@@ -37,6 +38,8 @@ async def test_alternating_processes_never_overlap_or_repeat(
 
     prefix_db = redis_server.rsplit("/", 1)[0] + "/5"  # a database of its own
     flush = aioredis.Redis.from_url(prefix_db)
+    cleanup.push_async_callback(flush.aclose)
+    cleanup.push_async_callback(flush.flushdb)
     await flush.flushdb()
     async with FakeAnthropic() as model, FakeTelegram() as telegram:
         model.default = slow
@@ -53,6 +56,7 @@ async def test_alternating_processes_never_overlap_or_repeat(
                 CHATLANE__AGENT__QUEUING__MODE="followup",
             )
             servers.append(await start_serve(tmp_path, env, name=f"serve{index}"))
+            cleanup.push_async_callback(servers[-1].stop)
         ports = [server.port for server in servers]
         try:
             async with ClientSession() as http:
@@ -73,9 +77,11 @@ async def test_alternating_processes_never_overlap_or_repeat(
                     assert response.status == 200
                     response.release()
             sent = await telegram.wait_for("sendMessage", 6, seconds=30)
-            async with asyncio.timeout(10):  # every stored message closed: nothing more to send
-                while await flush.zcard("chatlane:inbox:pending"):
-                    await asyncio.sleep(0.05)
+
+            async def closed() -> bool:
+                return not await flush.zcard("chatlane:inbox:pending")
+
+            await wait_for(closed, "every stored message to be closed: nothing more to send", 10)
             texts = sorted(m["text"] for m in telegram.sent())
             assert texts == sorted(f"answer to message {n}" for n in range(1, 7)), texts
             assert len(sent) == 6
@@ -84,8 +90,6 @@ async def test_alternating_processes_never_overlap_or_repeat(
                 assert start >= end - 0.01, "two turns of one chat overlapped"
         finally:
             await asyncio.gather(*(server.stop() for server in servers))
-            await flush.flushdb()
-            await flush.aclose()
 
 
 SECRET = "scale-s3cret"
@@ -151,7 +155,7 @@ async def post_until_taken(http: ClientSession, serve: Serve, body: dict[str, An
     "the chat's Redis lane, so its next message, taken by another process, overtakes it",
 )
 async def test_processes_under_overload_answer_every_message_once_in_order(
-    tmp_path: Path, redis_server: str, processes: int
+    tmp_path: Path, redis_server: str, cleanup: contextlib.AsyncExitStack, processes: int
 ) -> None:
     calls: list[float] = []
 
@@ -187,6 +191,7 @@ async def test_processes_under_overload_answer_every_message_once_in_order(
                 CHATLANE__CHANNELS__TELEGRAM__RATE_LIMIT_PER_MINUTE="0",
             )
             servers.append(await start_serve(tmp_path, env, name=f"p{index}"))
+            cleanup.push_async_callback(servers[-1].stop)
 
         async def one_chat(http: ClientSession, chat: int) -> list[int]:
             """A chat's messages in order, each sent once its predecessor was taken; about
@@ -211,12 +216,14 @@ async def test_processes_under_overload_answer_every_message_once_in_order(
                 statuses = await asyncio.gather(*(one_chat(http, c) for c in range(CHATS)))
                 offered = time.monotonic() - started
             assert all(200 <= s < 300 for chat in statuses for s in chat), statuses
-            with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
-                async with asyncio.timeout(60):
-                    while not wanted <= {m["text"] for m in telegram.sent()} or await redis.zcard(
-                        PENDING
-                    ):
-                        await asyncio.sleep(0.1)
+
+            async def all_answered() -> bool:
+                answered = wanted <= {m["text"] for m in telegram.sent()}
+                return answered and not await redis.zcard(PENDING)
+
+            # A timeout passes on: the assertions below say what is missing.
+            with contextlib.suppress(AssertionError):
+                await wait_for(all_answered, "every message answered, none pending", 60)
             answered = time.monotonic() - started
             left = await redis.zcard(PENDING)
             in_time = {m["text"] for m in telegram.sent()}  # not what goes out while stopping
