@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from tests.helpers import wait_for
+
 BOT_ID = 900000000000000001
 TOKEN = "discord-bot-token.0123456789"
 _ids = itertools.count(1_000_000_000_000_000_000)
@@ -220,8 +222,10 @@ class FakeDiscord:
         return message_id
 
     async def wait_for(self, count: int, seconds: float = 10) -> list[dict[str, Any]]:
-        async with asyncio.timeout(seconds):
-            while len(self.sent) < count:
-                self.changed.clear()
-                await self.changed.wait()
+        await wait_for(
+            lambda: len(self.sent) >= count,
+            f"{count} message(s) sent to the fake Discord",
+            seconds,
+            changed=self.changed,
+        )
         return self.sent

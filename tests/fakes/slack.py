@@ -12,6 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.helpers import wait_for
+
 BOT_USER = "UBOT0001"
 SIGNING_SECRET = "slack-signing-secret-0123"
 TOKEN = "xoxb-test-token-0123456789"
@@ -41,10 +43,12 @@ class FakeSlack:
         return [params for method, params in self.calls if method == "chat.postMessage"]
 
     async def wait_for(self, count: int, seconds: float = 10) -> list[dict[str, Any]]:
-        async with asyncio.timeout(seconds):
-            while len(self.posted()) < count:
-                self.changed.clear()
-                await self.changed.wait()
+        await wait_for(
+            lambda: len(self.posted()) >= count,
+            f"{count} message(s) posted to the fake Slack",
+            seconds,
+            changed=self.changed,
+        )
         return self.posted()
 
     async def _handle(self, request: web.Request) -> web.Response:

@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.helpers import wait_for
+
 BOT_ID = 777000
 BOT_USERNAME = "lane_bot"
 
@@ -77,10 +79,12 @@ class FakeTelegram:
     async def wait_for(
         self, method: str, count: int = 1, seconds: float = 10
     ) -> list[dict[str, Any]]:
-        async with asyncio.timeout(seconds):
-            while len(self.sent(method)) < count:
-                self.changed.clear()
-                await self.changed.wait()
+        await wait_for(
+            lambda: len(self.sent(method)) >= count,
+            f"{count} {method} call(s) to the fake Telegram",
+            seconds,
+            changed=self.changed,
+        )
         return self.sent(method)
 
     async def _params(self, request: web.Request) -> dict[str, Any]:

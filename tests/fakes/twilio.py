@@ -12,6 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.helpers import wait_for
+
 SID = "AC" + "1" * 32
 TOKEN = "twilio-auth-token-0123456789"
 FROM = "+15550009999"
@@ -42,10 +44,12 @@ class FakeTwilio:
         self.failures.append((status, code))
 
     async def wait_for(self, count: int, seconds: float = 10) -> list[dict[str, str]]:
-        async with asyncio.timeout(seconds):
-            while len(self.messages) < count:
-                self.changed.clear()
-                await self.changed.wait()
+        await wait_for(
+            lambda: len(self.messages) >= count,
+            f"{count} SMS sent through the fake Twilio",
+            seconds,
+            changed=self.changed,
+        )
         return self.messages
 
     async def _create(self, request: web.Request) -> web.Response:
