@@ -58,9 +58,9 @@ async def test_demo_chat_in_the_browser(demo_server: TestServer, tmp_path: Path)
         user = await browser.evaluate("document.querySelector('.msg.user').textContent")
         assert "<img" in user  # shown as text
         await type_and_send(browser, "what time is it?")
-        card = await browser.wait_for(
+        card = await browser.wait_for(  # the card, once its result is in it
             "(() => { const c = document.querySelectorAll('details.tool');"
-            " return c.length && c[0].textContent; })()"
+            " return c.length && c[0].querySelector('pre') && c[0].textContent; })()"
         )
         assert "current_time" in card and "Checked the time" in card
 
