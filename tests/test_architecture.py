@@ -128,6 +128,22 @@ def test_no_import_cycles_between_folders() -> None:
     assert cycles(graph) == []
 
 
+# The root of bot/ holds the leaves every folder may use, and the modules that put the
+# folders together (runtime, dispatch, wiring...), which no folder imports.
+ROOT_LEAVES = {"bot", "bot.messages", "bot.registry", "bot.config", "bot.events"}
+
+
+def _root_module(name: str) -> bool:
+    return name.count(".") == 1 and name.startswith("bot.") and MODULES[name].name != "__init__.py"
+
+
+def test_folders_import_only_the_leaves_of_the_root() -> None:
+    for module, targets in import_graph().items():
+        if module.startswith("bot.") and not _root_module(module):
+            up = {t for t in targets if _root_module(t)}
+            assert up <= ROOT_LEAVES, f"{module} imports {sorted(up - ROOT_LEAVES)}"
+
+
 def test_the_core_never_imports_a_channel() -> None:
     for module, targets in import_graph().items():
         if module.startswith("bot"):
