@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import warnings
 from collections.abc import AsyncGenerator, Container
 from functools import cache
@@ -23,8 +22,7 @@ from bot.providers.base import (
     ToolSpec,
     UsageDelta,
 )
-from bot.providers.classify import classify_http_error
-from bot.providers.errors import ProviderError
+from bot.providers.classify import sdk_classifier
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -262,18 +260,7 @@ class AnthropicProvider:
         self._clients.clear()
 
 
-def classify_error(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
-    """Classify an exception the anthropic SDK raised (or a stray network error)."""
-    sdk = sys.modules.get("anthropic")  # never imported here: its errors come only once it is
-    timeouts = (sdk.APITimeoutError,) if sdk else ()
-    connections = (sdk.APIConnectionError,) if sdk else ()
-    return classify_http_error(
-        exc,
-        provider=provider,
-        model=model,
-        timeout_errors=timeouts,
-        connection_errors=connections,
-    )
+classify_error = sdk_classifier("anthropic")
 
 
 KIND = ProviderKind(

@@ -16,8 +16,9 @@ server's own message; request headers (where the key lives) are never read.
 from __future__ import annotations
 
 import email.utils
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.providers.errors import FailoverReason, ProviderError
@@ -192,3 +193,22 @@ def classify_http_error(
 def classify(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
     """Classify without SDK knowledge: a provider kind's ``classify`` when it has none."""
     return classify_http_error(exc, provider=provider, model=model)
+
+
+def sdk_classifier(module: str) -> Callable[..., ProviderError]:
+    """A kind's ``classify`` for an SDK built like the official ones (anthropic, openai):
+    its ``APITimeoutError`` and ``APIConnectionError`` are known once the SDK is imported;
+    it is never imported here."""
+
+    def classify_error(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
+        sdk = sys.modules.get(module)
+        return classify_http_error(
+            exc,
+            provider=provider,
+            model=model,
+            timeout_errors=(sdk.APITimeoutError,) if sdk else (),
+            connection_errors=(sdk.APIConnectionError,) if sdk else (),
+        )
+
+    classify_error.__doc__ = f"Classify an exception the {module} SDK raised (or a network error)."
+    return classify_error

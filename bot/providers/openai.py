@@ -9,7 +9,6 @@ Reasoning from compatible servers arrives as ``delta.reasoning_content``
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,7 @@ from bot.providers.base import (
     ToolCallDelta,
     UsageDelta,
 )
-from bot.providers.classify import classify_http_error
-from bot.providers.errors import ProviderError
+from bot.providers.classify import sdk_classifier
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -189,18 +187,7 @@ def _reasoning(delta: Any) -> str | None:
     return None
 
 
-def classify_error(exc: BaseException, *, provider: str = "", model: str = "") -> ProviderError:
-    """Classify an exception the openai SDK raised (or a stray network error)."""
-    sdk = sys.modules.get("openai")  # never imported here: its errors come only once it is
-    timeouts = (sdk.APITimeoutError,) if sdk else ()
-    connections = (sdk.APIConnectionError,) if sdk else ()
-    return classify_http_error(
-        exc,
-        provider=provider,
-        model=model,
-        timeout_errors=timeouts,
-        connection_errors=connections,
-    )
+classify_error = sdk_classifier("openai")
 
 
 KIND = ProviderKind(
