@@ -101,6 +101,7 @@ class AgentConfig(_Model):
     thinking_mode: Literal["off", "on", "stream"] = "off"
     thinking_budget: int = Field(default=2048, ge=1024)
     fallback_models: tuple[str, ...] = ()
+    allowed_models: tuple[str, ...] = ()  # what /model may pick besides model and fallbacks
     auth_profiles: tuple[AuthProfileConfig, ...] = ()
     sticky_profiles: bool = False
     cooldown: CooldownConfig = CooldownConfig()
@@ -123,7 +124,7 @@ class AgentConfig(_Model):
             return "on"
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("model", "fallback_models", mode="after")
+    @field_validator("model", "fallback_models", "allowed_models", mode="after")
     @classmethod
     def _model_refs(cls, value: Any) -> Any:
         refs = [value] if isinstance(value, str) else list(value or ())
@@ -158,6 +159,7 @@ class ChannelConfig(_Model):
 
     enabled: bool = True
     allow_from: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()  # who may use /new, /model and /think in group chats
     rate_limit_per_minute: int = Field(default=30, ge=0)
     tool_format: Literal["markdown", "plain"] | None = None
     queue_mode: QueueModeName | None = None
@@ -165,7 +167,7 @@ class ChannelConfig(_Model):
     mode: Literal["webhook", "polling"] | None = None
     busy_notice: bool | None = None  # None: in group chats only
 
-    @field_validator("allow_from", mode="before")
+    @field_validator("allow_from", "admins", mode="before")
     @classmethod
     def _as_strings(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from bot.access import AccessPolicy, Verdict
+from bot.access import AccessPolicy, RedisRateCounter, Verdict
 from bot.channel import DEFAULT_TRAITS, ChannelTraits, Reply, ReplyKind, ReplySink, ReplyStream
 from bot.claims import CLAIM_TTL, Claims
 from bot.commands import handle_command
@@ -113,6 +113,9 @@ class Dispatcher:
         """Pick up what was accepted but not answered before (a crash, a restart), then keep
         sweeping for messages nobody holds and renewing the claims this process holds."""
         await self.runtime.start()
+        lanes = self.runtime.queue.redis
+        if self.access.counter is None and lanes is not None:  # REDIS_URL: one shared count
+            self.access.counter = RedisRateCounter(lanes.client, prefix=lanes.prefix + "rate:")
         # Claims are renewed even where nothing is swept: a channel may answer its own
         # messages here (``submit(answer_here=True)``) in a process that only stores.
         self._background = [asyncio.ensure_future(self._every(CLAIM_TTL / 3, self.claims.renew))]
@@ -165,19 +168,22 @@ class Dispatcher:
         even when it only stores (a channel that streams the reply on the request)."""
         if self.draining and not when_draining:
             return Outcome.DRAINING
-        verdict = self.access.check(message)
-        if verdict.verdict is not Verdict.ALLOWED:
-            log.info(
-                "refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict
-            )
-            self._spawn(self._refuse(message, verdict.notice))
-            return Outcome.REFUSED
         item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
         if item_id is None:
             log.info(
                 "%s message %s was stored before; ignored", message.channel, message.message_id
             )
             return Outcome.DUPLICATE
+        # Checked after deduplication: a platform's redelivery is not a second message.
+        verdict = await self.access.admit(message)
+        if verdict.verdict is not Verdict.ALLOWED:
+            log.info(
+                "refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict
+            )
+            await self.storage.inbox_done(item_id)
+            # A sender waiting on its request is told every time; others once.
+            self._spawn(self._refuse(message, verdict.reason if answer_here else verdict.notice))
+            return Outcome.REFUSED
         log.info("stored %s message as inbox-%d", message.channel, item_id)
         here = self.process or answer_here
         if here and not self.draining and await self.claims.take(item_id):
