@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bot.config import Config
     from bot.dispatch import Dispatcher
     from bot.runtime import AgentRuntime
+    from bot.streaming import LiveMemory
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ class ChannelTraits:
     - ``tool_format``: how tool results are formatted when shown in full.
     - ``shows_reasoning``: whether reasoning is shown when the thinking mode asks
       for it (``channels.<name>.show_reasoning`` overrides).
-    - ``streams``: whether the channel can show a reply while it is written.
+    - ``streams``: whether the channel can show a reply while it is written
+      (``channels.<name>.streaming: false`` turns it off).
+    - ``stream_every``: seconds between visible updates while streaming, inside the
+      platform's rate limits (``channels.<name>.stream_every`` overrides).
     - ``queue_mode``: the channel's default queue mode (None: ``agent.queuing.mode``;
       ``channels.<name>.queue_mode`` overrides).
     """
@@ -62,6 +66,7 @@ class ChannelTraits:
     tool_format: FormatMode = FormatMode.MARKDOWN
     shows_reasoning: bool = True
     streams: bool = False
+    stream_every: float = 1.0
     queue_mode: str | None = None
 
 
@@ -88,6 +93,10 @@ class Reply:
     reasoning: str | None = None
     tools: tuple[str, ...] = ()
     kind: ReplyKind = ReplyKind.ANSWER
+    #: What the channel's stream left on the platform (``ReplyStream.close``), e.g. the
+    #: id of the message it kept editing: ``render`` turns it into parts that finish
+    #: that message instead of sending the reply again. JSON-able: it is stored.
+    live: dict[str, Any] | None = None
 
     @property
     def markdown(self) -> str:
@@ -98,17 +107,36 @@ class Reply:
         return bool(self.text.strip() or self.reasoning or self.tools)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How the dispatcher wants a turn's reply streamed on a channel.
+
+    ``live``: show the reply while it is written (the channel streams and
+    ``channels.<name>.streaming`` is not false); ``every``: seconds between visible
+    updates; ``memory``: where a stream keeps what it left on the platform, so the
+    next attempt after a crash (``resumed``) finishes that message instead of
+    starting another.
+    """
+
+    show_reasoning: bool = True
+    live: bool = False
+    every: float = 1.0
+    memory: LiveMemory | None = None
+    resumed: bool = False  # an earlier attempt at this reply may have left something
+
+
 class ReplyStream(Protocol):
     """A reply while its turn runs: every ``AgentEvent`` of the turn, in order, then ``close``.
 
     A channel that streams shows the text so far, reasoning and tool results as
     they come; one that does not may still send streamed reasoning ahead of
     the answer. The finished reply is delivered afterwards through ``render``
-    and ``send_part`` (stored first, so a restart completes it)."""
+    and ``send_part`` (stored first, so a restart completes it). ``close``
+    returns what the stream left on the platform (``Reply.live``), or None."""
 
     async def feed(self, event: AgentEvent) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> dict[str, Any] | None: ...
 
 
 class ReplySink(Protocol):
@@ -133,7 +161,7 @@ class ReplySink(Protocol):
         """Show that the bot is working, where the platform can."""
         ...
 
-    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
+    def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
         """A consumer for the events of the turn that answers ``message``."""
         ...
 
@@ -165,8 +193,8 @@ class Sink:
     async def typing(self, message: InboundMessage) -> None:
         return None
 
-    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
-        return ReasoningFirst(self, message, show_reasoning=show_reasoning)
+    def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
+        return ReasoningFirst(self, message, show_reasoning=options.show_reasoning)
 
     async def settled(self, message: InboundMessage) -> None:
         return None
@@ -190,9 +218,10 @@ class ReasoningFirst:
         elif event.type is EventType.TEXT and self._reasoning:
             await self._flush()
 
-    async def close(self) -> None:
+    async def close(self) -> dict[str, Any] | None:
         if self._reasoning:
             await self._flush()
+        return None
 
     async def _flush(self) -> None:
         text = "".join(self._reasoning).strip()

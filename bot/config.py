@@ -3,8 +3,9 @@
 Where it comes from, by precedence: ``--config FILE``, ``$CHATLANE_CONFIG``,
 ``config/config.yaml`` (none of them: the defaults). Any key can also be set
 from the environment as ``CHATLANE__SECTION__KEY`` (for example
-``CHATLANE__AGENT__MODEL=openai/gpt-4o``); the value is read as YAML, so
-``CHATLANE__AGENT__FALLBACK_MODELS='[a/b, c/d]'`` works. Secrets never sit
+``CHATLANE__AGENT__MODEL=openai/gpt-4o``); the value is read by the key's type
+(``bot.envconfig``): text stays text, lists and sections are JSON, so
+``CHATLANE__AGENT__FALLBACK_MODELS='["a/b", "c/d"]'`` works. Secrets never sit
 in the file: it names environment variables (``*_env``).
 
 A bad file or value raises ``ConfigError`` with one message naming the key,
@@ -20,7 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.providers.registry import provider_kinds
 
@@ -92,12 +100,21 @@ class CooldownConfig(_Model):
     billing_max_seconds: float = Field(default=24 * 3600.0, gt=0)
 
 
+class MediaConfig(_Model):
+    """``agent.media``: photos, voice notes and files sent to the bot (docs/media.md)."""
+
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)  # larger files are refused
+    transcription_model: str = "gpt-4o-mini-transcribe"  # voice and audio, via openai
+    fetch_timeout: float = Field(default=30.0, gt=0)  # seconds a download may stall
+
+
 class AgentConfig(_Model):
     model: str | None = None
     system_prompt: str = (
         "You are a helpful assistant that chats with people over messaging apps. "
         "Answer clearly and concisely."
     )
+    system_prompt_file: Path | None = None  # read at start; wins over system_prompt
     thinking_mode: Literal["off", "on", "stream"] = "off"
     thinking_budget: int = Field(default=2048, ge=1024)
     fallback_models: tuple[str, ...] = ()
@@ -113,6 +130,7 @@ class AgentConfig(_Model):
     max_tool_rounds: int = Field(default=8, ge=1)
     max_output_tokens: int = Field(default=4096, ge=1)
     request_timeout: float = Field(default=120.0, gt=0)
+    media: MediaConfig = MediaConfig()
 
     @field_validator("thinking_mode", "tool_format", "show_tool_results", mode="before")
     @classmethod
@@ -141,6 +159,7 @@ class ProviderConfig(_Model):
     type: str  # an installed provider kind (the ``chatlane.providers`` entry points)
     base_url: str | None = None
     api_key_env: str | None = None
+    vision: bool = True  # false: the models take no images (they get a text note)
 
     @field_validator("type")
     @classmethod
@@ -166,6 +185,16 @@ class ChannelConfig(_Model):
     show_reasoning: bool | None = None
     mode: Literal["webhook", "polling"] | None = None
     busy_notice: bool | None = None  # None: in group chats only
+    # This channel's own system prompt (text or a file), instead of agent.system_prompt.
+    system_prompt: str | None = None
+    system_prompt_file: Path | None = None
+    # Which tools the model may use here: glob patterns (None: every tool).
+    allowed_tools: tuple[str, ...] | None = None
+    disabled_tools: tuple[str, ...] = ()
+    # Show replies while they are written, where the channel can (None: the channel's
+    # default); seconds between visible updates (None: the channel's, within its limits).
+    streaming: bool | None = None
+    stream_every: float | None = Field(default=None, gt=0)
 
     @field_validator("allow_from", "admins", mode="before")
     @classmethod
@@ -173,6 +202,48 @@ class ChannelConfig(_Model):
         if isinstance(value, list | tuple):
             return tuple(str(v) for v in value)
         return value
+
+
+def _readable_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file {str(value)!r} not found; give a path to a text file")
+    return value
+
+
+_IMPORT_STRING = r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$"
+
+
+class ToolEntry(_Model):
+    """A ``tools:`` entry written as a mapping, to set the tool's name or timeout."""
+
+    function: str = Field(pattern=_IMPORT_STRING)  # "module:function"
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class McpServerConfig(_Model):
+    """``mcp_servers.<name>``: a command to start (stdio) or a URL (streamable HTTP).
+    ``${VAR}`` in ``args``, ``env``, ``url`` and ``headers`` is read from the environment."""
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=60.0, gt=0)  # seconds a tool call may take
+    start_timeout: float = Field(default=10.0, gt=0)  # seconds to connect and list tools
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either command (a stdio server) or url (streamable HTTP)")
+        if self.url is not None and (self.args or self.env or self.cwd):
+            raise ValueError("args, env and cwd are for a command; a url server takes headers")
+        if self.command is not None and self.headers:
+            raise ValueError("headers are for a url server; a command takes env")
+        return self
 
 
 class ServerConfig(_Model):
@@ -188,6 +259,10 @@ class Config(_Model):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     server: ServerConfig = ServerConfig()
+    tools: tuple[str | ToolEntry, ...] = ()  # "module:function" (or {function, name, timeout})
+    tools_timeout: float | None = Field(default=60.0, gt=0)  # seconds; null: no limit
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    hooks: tuple[str, ...] = ()  # "module" or "module:object"
     source: str | None = None
 
     @field_validator("providers", mode="after")
@@ -242,12 +317,12 @@ def load_config(
         found = find_config_path(path)
         raw = _read_yaml(found) if found else {}
         source = str(found) if found else None
-    _apply_env_overrides(raw, env)
+    origins = _apply_env_overrides(raw, env)
     try:
-        channels = _channel_sections(raw.pop("channels", None) or {}, source)
+        channels = _channel_sections(raw.pop("channels", None) or {}, source, origins)
         config = Config.model_validate({**raw, "channels": channels, "source": source})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, origins=origins)) from None
     _check_references(config)
     return config
 
@@ -268,7 +343,9 @@ def _channel_defaults(name: str) -> ChannelConfig:
     return (channel_model(name) or ChannelConfig)()
 
 
-def _channel_sections(raw: Any, source: str | None) -> dict[str, ChannelConfig]:
+def _channel_sections(
+    raw: Any, source: str | None, origins: Mapping[tuple[str, ...], str] | None = None
+) -> dict[str, ChannelConfig]:
     """Each ``channels.<name>`` section validated by its channel's own model."""
     if not isinstance(raw, dict):
         where = f"{source}: " if source else ""
@@ -287,7 +364,9 @@ def _channel_sections(raw: Any, source: str | None) -> dict[str, ChannelConfig]:
         try:
             sections[str(name)] = model.model_validate(section or {})
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, source, prefix=f"channels.{name}.")) from None
+            raise ConfigError(
+                _describe(exc, source, prefix=f"channels.{name}.", origins=origins)
+            ) from None
     return sections
 
 
@@ -309,29 +388,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        try:
-            node[path[-1]] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            node[path[-1]] = value
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """``CHATLANE__SECTION__KEY`` variables merged into ``raw``, each read by its key's type;
+    returns which variable set which key path."""
+    from bot import envconfig
+
+    def dynamic(path: tuple[str, ...]) -> type[BaseModel] | None:
+        if len(path) == 2 and path[0] == "channels":
+            return channel_model(path[1]) or ChannelConfig
+        return None
+
+    try:
+        return envconfig.apply(raw, env, Config, prefix=ENV_PREFIX, model_for=dynamic)
+    except envconfig.EnvError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _describe(exc: ValidationError, source: str | None, *, prefix: str = "") -> str:
-    where = f"{source}: " if source else ""
+def _describe(
+    exc: ValidationError,
+    source: str | None,
+    *,
+    prefix: str = "",
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
     lines = []
     for error in exc.errors():
         key = prefix + ".".join(str(part) for part in error["loc"]) or "(top level)"
+        where = f"{source}: " if source else ""
+        variable = _variable_for(key, origins)
+        if variable:  # set from the environment: name the variable, not the file
+            where = f"{variable}: "
         problem = error["msg"]
         if error["type"] == "extra_forbidden":
             problem = "unknown key; remove it or check its spelling (see docs/configuration.md)"
@@ -341,6 +427,16 @@ def _describe(exc: ValidationError, source: str | None, *, prefix: str = "") -> 
             problem = problem[len("Value error, ") :]
         lines.append(f"{where}{key}: {problem}")
     return "\n".join(lines)
+
+
+def _variable_for(key: str, origins: Mapping[tuple[str, ...], str] | None) -> str | None:
+    """The environment variable that set ``key`` or a section holding it."""
+    path = tuple(key.lower().split("."))
+    for end in range(len(path), 0, -1):
+        found = (origins or {}).get(path[:end])
+        if found:
+            return found
+    return None
 
 
 def _check_references(config: Config) -> None:

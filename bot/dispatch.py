@@ -31,11 +31,20 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from bot.access import AccessPolicy, RedisRateCounter, Verdict
-from bot.channel import DEFAULT_TRAITS, ChannelTraits, Reply, ReplyKind, ReplySink, ReplyStream
+from bot.channel import (
+    DEFAULT_TRAITS,
+    ChannelTraits,
+    Reply,
+    ReplyKind,
+    ReplySink,
+    ReplyStream,
+    StreamOptions,
+)
 from bot.claims import CLAIM_TTL, Claims
 from bot.commands import handle_command
 from bot.events import AgentEvent, EventType
@@ -43,6 +52,7 @@ from bot.inbound import InboundMessage, JSONPart
 from bot.logs import request_id, turn_id
 from bot.queuing import Mailbox, QueueMode
 from bot.storage.base import UNAVAILABLE, Inbox, InboxItem
+from bot.streaming import LiveMemory
 
 if TYPE_CHECKING:
     from bot.runtime import AgentRuntime
@@ -320,7 +330,7 @@ class Dispatcher:
         for item in items:
             item.attempts = await self.storage.inbox_begin(item.id)
             inbound = InboundMessage.from_dict(item.data)
-            answer = await handle_command(self.runtime, session_id, inbound.text)
+            answer = await handle_command(self.runtime, session_id, inbound.text, message=inbound)
             if answer is not None:
                 parts = sink.render(Reply(answer, kind=ReplyKind.COMMAND))
                 await self._deliver(sink, inbound, item, parts)
@@ -331,7 +341,8 @@ class Dispatcher:
         if lost:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
-        reply = await self._timed_turn(sink, message, session_id, "\n\n".join(texts))
+        options = self._stream_options(sink, message, resumed=last.attempts > 1)
+        reply = await self._timed_turn(sink, message, session_id, "\n\n".join(texts), options)
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
@@ -341,15 +352,35 @@ class Dispatcher:
         for item in [*pending[:-1], *lost]:
             await self._done(item)
         await self._deliver(sink, message, target, parts)
+        if options.memory is not None:
+            await options.memory.forget()
+
+    def _stream_options(
+        self, sink: ReplySink, message: InboundMessage, *, resumed: bool
+    ) -> StreamOptions:
+        config, traits = self.config.channel(message.channel), sink.traits
+        live = traits.streams and config.streaming is not False
+        return StreamOptions(
+            show_reasoning=self._shows_reasoning(message),
+            live=live,
+            every=config.stream_every or traits.stream_every,
+            memory=LiveMemory(self.runtime.storage, message.dedupe_key) if live else None,
+            resumed=resumed,
+        )
 
     async def _timed_turn(
-        self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
+        self,
+        sink: ReplySink,
+        message: InboundMessage,
+        session_id: str,
+        text: str,
+        options: StreamOptions,
     ) -> Reply:
         started = time.monotonic()
         limit = self.config.agent.queuing.turn_timeout
         try:
             async with asyncio.timeout(limit):
-                reply = await self._run_turn(sink, message, session_id, text)
+                reply = await self._run_turn(sink, message, session_id, text, options)
         except TimeoutError:
             log.warning("turn for %s took longer than %ss; stopped", session_id, limit)
             reply = Reply(
@@ -360,12 +391,16 @@ class Dispatcher:
         return reply
 
     async def _run_turn(
-        self, sink: ReplySink, message: InboundMessage, session_id: str, text: str
+        self,
+        sink: ReplySink,
+        message: InboundMessage,
+        session_id: str,
+        text: str,
+        options: StreamOptions,
     ) -> Reply:
         """Run the turn, its events fed to the channel's stream as they come; the
         finished reply as the channel is to show it."""
-        shows_reasoning = self._shows_reasoning(message)
-        stream = sink.open_stream(message, show_reasoning=shows_reasoning)
+        stream = sink.open_stream(message, options)
         typing: list[asyncio.Task[None]] = []
 
         def start_typing() -> None:  # once the turn holds its lanes: not while it waits
@@ -382,7 +417,7 @@ class Dispatcher:
                 on_start=start_typing,
             )
             async with contextlib.aclosing(turn) as events:
-                return await _collect(events, stream, shows_reasoning)
+                return await _collect(events, stream, options.show_reasoning)
         finally:
             for task in typing:
                 task.cancel()
@@ -430,22 +465,23 @@ class Dispatcher:
 async def _collect(
     events: AsyncIterator[AgentEvent], stream: ReplyStream, shows_reasoning: bool
 ) -> Reply:
-    """Feed a turn's events to the channel's stream; the reply they make up."""
+    """Feed a turn's events to the channel's stream; the reply they make up, with what
+    the stream left on the platform (``Reply.live``)."""
     tools: list[str] = []
+    reply = Reply()
     try:
         async for event in events:
             await stream.feed(event)
             if event.type is EventType.TOOL_RESULT and event.data.get("display"):
                 tools.append(event.data["display"])
             elif event.type is EventType.ERROR:
-                return Reply(event.data["message"], kind=ReplyKind.ERROR)
+                reply = Reply(event.data["message"], kind=ReplyKind.ERROR)
+                break
             elif event.type is EventType.DONE:
                 reasoning = event.data.get("thinking") or None
-                return Reply(
-                    event.data["text"],
-                    reasoning=reasoning if shows_reasoning else None,
-                    tools=tuple(tools),
-                )
+                reply = Reply(event.data["text"], reasoning=reasoning if shows_reasoning else None)
+                break
     finally:
-        await stream.close()
-    return Reply(tools=tuple(tools))
+        live = await stream.close()
+    shown = tuple(tools) if reply.kind is ReplyKind.ANSWER else ()
+    return replace(reply, tools=shown, live=live)

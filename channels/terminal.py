@@ -12,7 +12,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Mapping
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 from bot.channel import (
     ChannelHost,
@@ -22,6 +22,7 @@ from bot.channel import (
     ReplyKind,
     ReplyStream,
     Sink,
+    StreamOptions,
 )
 from bot.config import Config
 from bot.dispatch import Dispatcher, Outcome
@@ -77,8 +78,10 @@ class TerminalSink(Sink):
     async def notify(self, message: InboundMessage, text: str) -> None:
         self.write(self.style(RED, text) + "\n")
 
-    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
-        return _TerminalStream(self, message, show_reasoning)
+    def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
+        if not options.live:  # channels.terminal.streaming: false: the answer comes whole
+            return super().open_stream(message, options)
+        return _TerminalStream(self, message, options.show_reasoning)
 
     async def settled(self, message: InboundMessage) -> None:
         self.settled_ids.put_nowait(message.message_id)
@@ -110,7 +113,7 @@ class _TerminalStream:
         elif event.type is EventType.FAILOVER:
             sink.write(sink.style(DIM, f"\n[switched from {data['from']} to {data['to']}]\n"))
 
-    async def close(self) -> None:
+    async def close(self) -> dict[str, Any] | None:
         return None
 
 

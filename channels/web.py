@@ -34,6 +34,7 @@ from bot.channel import (
     ReplyKind,
     ReplyStream,
     Sink,
+    StreamOptions,
 )
 from bot.config import ChannelConfig, Config
 from bot.dispatch import Outcome
@@ -104,8 +105,8 @@ class WebSink(Sink):
         if waiter is not None:
             waiter.put("error", {"message": text})
 
-    def open_stream(self, message: InboundMessage, *, show_reasoning: bool) -> ReplyStream:
-        return _WebStream(self.waiting.get(message.dedupe_key))
+    def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
+        return _WebStream(self.waiting.get(message.dedupe_key), live=options.live)
 
     async def settled(self, message: InboundMessage) -> None:
         waiter = self.waiting.get(message.dedupe_key)
@@ -119,12 +120,13 @@ class WebSink(Sink):
 class _WebStream:
     """Every event of the turn, as it comes, except ``done`` (sent with the rendered reply)."""
 
-    def __init__(self, waiter: _Waiter | None) -> None:
+    def __init__(self, waiter: _Waiter | None, *, live: bool) -> None:
         self.waiter = waiter
+        self.live = live  # False (channels.web.streaming: false): the answer comes whole
 
     async def feed(self, event: AgentEvent) -> None:
         waiter = self.waiter
-        if waiter is None:
+        if waiter is None or (not self.live and event.type in QUIET):
             return
         data = dict(event.data)
         if event.type is EventType.DONE:
@@ -135,8 +137,11 @@ class _WebStream:
             waiter.failed = True
         waiter.put(event.type.value, data)
 
-    async def close(self) -> None:
+    async def close(self) -> dict[str, Any] | None:
         return None
+
+
+QUIET = (EventType.TEXT, EventType.THINKING)  # not sent when not streaming
 
 
 class WebChannel:
