@@ -24,8 +24,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 def secret_values(env: Mapping[str, str], extra_names: Iterable[str] = ()) -> set[str]:
     names = {n for n in env if any(h in n.upper() for h in SECRET_HINTS)} | set(extra_names)
-    if "REDIS_URL" in env and "@" in env["REDIS_URL"]:
-        names.add("REDIS_URL")
+    names |= {n for n in ("REDIS_URL", "DATABASE_URL") if "@" in env.get(n, "")}
     return {env[n] for n in names if n in env and len(env[n]) >= 6}
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import bot.registry
 import bot.storage.base
+import tests.pg
 from bot.messages import Message, Role, ToolCall
 from bot.registry import load_entry_points
 from bot.storage import (
@@ -34,14 +35,24 @@ from bot.storage import (
 )
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
+from bot.storage.postgres import PostgresStorage, PostgresUnavailable
 from bot.storage.redis import RedisStorage
 from tests.helpers import wait_for
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A database of this module's own on the real PostgreSQL, emptied after each test."""
+    with tests.pg.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     store: Any
-    if request.param == "redis":
+    if request.param == "postgres":
+        store = PostgresStorage(request.getfixturevalue("postgres_url"))
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_server")
         store = RedisStorage(url, prefix=request.getfixturevalue("redis_prefix"))
     elif request.param == "sqlite":
@@ -55,6 +66,8 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         if keys:
             await store.client.delete(*keys)
     await store.close()
+    if isinstance(store, PostgresStorage):
+        await tests.pg.truncate(store.url)
 
 
 async def test_append_and_load_keep_order_and_fields(storage: Any) -> None:
@@ -291,6 +304,29 @@ async def test_default_storage_follows_environment(tmp_path: Path) -> None:
     assert isinstance(default_storage({"CHATLANE_DATA_DIR": str(tmp_path)}), SQLiteStorage)
     redis = default_storage({"REDIS_URL": "redis://127.0.0.1:6379/0"})
     assert isinstance(redis, RedisStorage)
+    for scheme in ("postgres", "postgresql"):
+        url = f"{scheme}://app:pw@db.example.com:5432/app"
+        postgres = default_storage({"DATABASE_URL": url}, max_connections=64)
+        assert isinstance(postgres, PostgresStorage) and postgres.url == url
+        assert postgres.pool_size == 8  # a PaaS database takes few connections
+        assert "pw" not in repr(postgres)
+    # Both: durable state in PostgreSQL (lanes stay in Redis: bot.components.build_lanes).
+    both = {"DATABASE_URL": "postgres://h/app", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert isinstance(default_storage(both), PostgresStorage)
+    sized = default_storage({"DATABASE_URL": "postgres://h/app", "DATABASE_POOL_SIZE": "3"})
+    assert isinstance(sized, PostgresStorage) and sized.pool_size == 3
+
+
+@pytest.mark.parametrize("bad", ["0", "lots", "-2"])
+def test_a_bad_pool_size_names_the_variable(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"DATABASE_POOL_SIZE: .* positive whole number"):
+        default_storage({"DATABASE_URL": "postgres://h/app", "DATABASE_POOL_SIZE": bad})
+
+
+def test_a_database_url_of_another_kind_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="DATABASE_URL") as refused:
+        default_storage({"DATABASE_URL": "mysql://app:s3cret@db.example.com/app"})
+    assert "postgresql://" in str(refused.value) and "s3cret" not in str(refused.value)
 
 
 async def test_unopened_storage_says_so(tmp_path: Path) -> None:
@@ -459,7 +495,7 @@ def test_a_third_party_backend_is_chosen_by_its_url(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="bot.storage.factory"):
         installed = backends()
-    assert list(installed) == ["redis", "fake", "memory", "sqlite"]  # by priority, then name
+    assert list(installed) == ["postgres", "redis", "fake", "memory", "sqlite"]  # by priority
     assert "storage backend undeclared does not declare url_env" in caplog.text
     store = default_storage({"FAKESTORE_URL": "fake://here", "CHATLANE_DATA_DIR": str(tmp_path)})
     assert isinstance(store, FakeStore) and store.url == "fake://here"
@@ -488,6 +524,7 @@ def test_unavailable_is_the_union_of_the_installed_backends() -> None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     assert set(bot.storage.base.UNAVAILABLE) == {
+        PostgresUnavailable,
         RedisConnectionError,
         RedisTimeoutError,
         sqlite3.OperationalError,
