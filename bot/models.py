@@ -130,6 +130,7 @@ def build_model_setup(
             billing_max=cooldown.billing_max_seconds,
         ),
         sticky=agent.sticky_profiles,
+        shared_models=frozenset([chain.primary, *chain.fallbacks]),
     )
     router = ModelRouter(providers, rotation)
     return ModelSetup(config, chain, providers, profiles, rotation, router, setup_demo_reason)

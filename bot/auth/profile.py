@@ -28,6 +28,7 @@ class AuthProfile:
     disabled_reason: str | None = None
     last_failure_at: datetime | None = None
     order: int = 0
+    billing_failures: int = 0  # of failure_count, those for billing (they rest far longer)
 
     @property
     def masked_key(self) -> str:
@@ -54,6 +55,7 @@ class AuthProfile:
             "cooldown_until": _iso(self.cooldown_until),
             "disabled_reason": self.disabled_reason,
             "last_failure_at": _iso(self.last_failure_at),
+            "billing_failures": self.billing_failures,
             "fingerprint": self.fingerprint,
         }
 
@@ -65,6 +67,7 @@ class AuthProfile:
         self.cooldown_until = _parse(state.get("cooldown_until"))
         self.disabled_reason = state.get("disabled_reason")
         self.last_failure_at = _parse(state.get("last_failure_at"))
+        self.billing_failures = int(state.get("billing_failures") or 0)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -8,9 +8,13 @@ Cooldown by reason:
 
 - ``rate_limit``, ``overloaded``, ``timeout``: 1 min, 5 min, 25 min, then the
   cap (1 h), and never shorter than the provider's Retry-After;
-- ``billing``: 5 h, doubling, at most 24 h;
-- ``auth`` (401/403): disabled until the key changes (its fingerprint is kept,
-  never the key);
+- ``billing``: 5 h, doubling with each billing failure (other failures do not
+  count), at most 24 h; a later, shorter rest never shortens it;
+- ``auth`` (401): disabled until the key changes (its fingerprint is kept,
+  never the key). A refusal that concerns one model only (a 403, or any
+  refusal for a model outside the configured chain, ``shared_models``, that
+  one chat picked with ``/model``) disables nothing: the key keeps serving
+  the other models;
 - anything else is not the key's fault and changes nothing.
 
 A success clears the counters; counters whose last failure is over 24 h old
@@ -85,8 +89,10 @@ class RotationManager:
         clock: Callable[[], datetime] = utc_now,
         policy: CooldownPolicy | None = None,
         sticky: bool = False,
+        shared_models: frozenset[str] | None = None,
     ) -> None:
         self.store = store
+        self.shared_models = shared_models  # provider/model refs every chat uses
         self.state = state
         self.clock = clock
         self.policy = policy or CooldownPolicy()
@@ -174,6 +180,7 @@ class RotationManager:
         now = self.clock()
         if profile.last_failure_at is not None and now - profile.last_failure_at > RESET_AFTER:
             profile.failure_count = 0
+            profile.billing_failures = 0
         profile.failure_count += 1
         profile.last_failure_at = now
         if reason is FailoverReason.AUTH:
@@ -188,12 +195,16 @@ class RotationManager:
             )
             return
         if reason is FailoverReason.BILLING:
-            seconds = self.policy.billing_for(profile.failure_count)
+            profile.billing_failures += 1
+            seconds = self.policy.billing_for(profile.billing_failures)
         else:
-            seconds = self.policy.backoff_for(profile.failure_count)
+            seconds = self.policy.backoff_for(profile.failure_count - profile.billing_failures)
         if retry_after is not None:
             seconds = max(seconds, retry_after)
-        profile.cooldown_until = now + timedelta(seconds=seconds)
+        until = now + timedelta(seconds=seconds)
+        if profile.cooldown_until is not None and profile.cooldown_until > until:
+            return  # resting longer already (a billing rest outlasts a rate limit)
+        profile.cooldown_until = until
         log.warning(
             "auth profile %s (key %s) cooling down for %ds after %s",
             profile.id,
@@ -204,6 +215,7 @@ class RotationManager:
 
     def _apply_success(self, profile: AuthProfile) -> None:
         profile.failure_count = 0
+        profile.billing_failures = 0
         profile.cooldown_until = None
         profile.last_failure_at = None
 
@@ -272,8 +284,28 @@ class RotationManager:
         profile.last_used = now
         return profile
 
+    def model_only(self, profile: AuthProfile, error: ProviderError) -> bool:
+        """Whether an auth refusal concerns the model asked for, not the key."""
+        if error.reason is not FailoverReason.AUTH:
+            return False
+        if error.status_code == 403:
+            return True
+        ref = f"{profile.provider}/{error.model}"
+        return (
+            self.shared_models is not None and bool(error.model) and ref not in self.shared_models
+        )
+
     async def report_failure(self, profile_id: str, error: ProviderError) -> None:
         profile = self.store.get(profile_id)
+        if self.model_only(profile, error):
+            log.warning(
+                "auth profile %s (key %s) was refused for model %s only; it stays on for the "
+                "other models",
+                profile.id,
+                profile.masked_key,
+                error.model,
+            )
+            return
         async with self._lock:
             await self._persist(
                 profile, lambda p: self._apply_failure(p, error.reason, error.retry_after)

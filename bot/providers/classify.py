@@ -5,8 +5,10 @@ and hands the generic part to ``classify_http_error``, with the SDK's timeout an
 connection exception classes: no SDK is imported here.
 
 Classification reads the status code, the error ``type``/``code`` from the
-body, and the wording only for context overflow (which APIs report as a plain
-400). Errors raised inside a stream arrive with ``status_code == 200``
+body, and the wording where the status says little: OpenAI-compatible
+gateways send 400 or 500 for rate limits, billing, bad keys and context
+overflow alike, and Anthropic reports an exhausted credit balance as a 400
+``invalid_request_error``. Errors raised inside a stream arrive with ``status_code == 200``
 (Anthropic) or without a status (OpenAI), so the body decides there. The body
 vocabulary below holds both APIs' words: OpenAI-compatible servers and proxies
 in front of Claude mix them. Messages are built from the status and the
@@ -16,6 +18,7 @@ server's own message; request headers (where the key lives) are never read.
 from __future__ import annotations
 
 import email.utils
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,14 +26,67 @@ from typing import Any
 
 from bot.providers.errors import FailoverReason, ProviderError
 
-_OVERFLOW_WORDS = (
-    "prompt is too long",
-    "context_length_exceeded",
-    "maximum context length",
-    "context window",
-    "too many tokens",
-    "input is too long",
+_OVERFLOW = re.compile(
+    r"prompt is too long|context_length_exceeded|maximum context length|too many tokens"
+    r"|input is too long|exceeds? (?:the |your |model'?s? )?context(?: window| length)?"
+    r"|context (?:window|length) (?:exceeded|is exceeded|limit)|request too large",
 )
+# Wordings that name the cause when the status is generic (400, 422, 500 or none).
+_WORDINGS: tuple[tuple[re.Pattern[str], FailoverReason], ...] = (
+    (
+        re.compile(
+            r"credit balance|insufficient (?:credit|balance|funds|quota)|billing"
+            r"|exceeded your current quota|payment required|out of credits?"
+        ),
+        FailoverReason.BILLING,
+    ),
+    (
+        re.compile(r"rate.?limit|too many requests|requests per (?:minute|second|day)"),
+        FailoverReason.RATE_LIMIT,
+    ),
+    (
+        re.compile(
+            r"invalid (?:x-)?api.?key|incorrect api key|api key (?:is )?(?:invalid|not valid)"
+            r"|unauthori[sz]ed|authentication (?:failed|error)"
+        ),
+        FailoverReason.AUTH,
+    ),
+    (re.compile(r"overloaded|temporarily unavailable"), FailoverReason.OVERLOADED),
+)
+_GENERIC = frozenset({None, 200, 400, 422, 500})
+# A 402 for a spend or usage cap that lifts soon is a rate limit, not an empty account.
+_SOON = re.compile(
+    r"(?:spend|spending|usage|budget) (?:limit|cap)|per (?:minute|hour|day)|resets? (?:in|at)"
+    r"|try again in"
+)
+SOON_SECONDS = 3600.0
+
+# Transport failures an SDK lets through unwrapped while a stream is read (a reset
+# connection, a read timeout): by class name, so that no HTTP library is imported here.
+_TIMEOUT_NAMES = frozenset({"TimeoutException", "ReadTimeout", "ServerTimeoutError"})
+_TRANSPORT_NAMES = frozenset(
+    {"TransportError", "NetworkError", "RemoteProtocolError", "ProtocolError", "ClientError"}
+)
+
+
+_HTTP_LIBRARIES = ("httpx", "httpx2")
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP libraries' transport error classes (httpx's and its successor httpx2's,
+    those imported), for a provider's ``except`` around a stream."""
+    found = (sys.modules.get(name) for name in _HTTP_LIBRARIES)
+    return tuple(m.TransportError for m in found if m is not None and hasattr(m, "TransportError"))
+
+
+def _transport_reason(exc: BaseException) -> FailoverReason | None:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _TIMEOUT_NAMES:
+        return FailoverReason.TIMEOUT
+    if names & _TRANSPORT_NAMES:
+        return FailoverReason.CONNECTION
+    return None
+
 
 BODY_TYPES: Mapping[str, FailoverReason] = {
     "rate_limit_error": FailoverReason.RATE_LIMIT,
@@ -86,6 +142,8 @@ def reason_for_status(status: int, text: str = "") -> FailoverReason:
         return FailoverReason.RATE_LIMIT
     if status == 402:
         return FailoverReason.BILLING
+    if status == 499:  # the client closed the request: the gateway's name for a timeout
+        return FailoverReason.TIMEOUT
     if status in (401, 403):
         return FailoverReason.AUTH
     if status == 404:
@@ -107,7 +165,17 @@ def reason_for_status(status: int, text: str = "") -> FailoverReason:
 
 def _overflow(text: str) -> bool:
     lowered = text.lower()
-    return any(word in lowered for word in _OVERFLOW_WORDS)
+    if "too small" in lowered:  # "context window too small" is a setting, not this prompt
+        return False
+    return _OVERFLOW.search(lowered) is not None
+
+
+def _worded(text: str) -> FailoverReason | None:
+    lowered = text.lower()
+    for pattern, reason in _WORDINGS:
+        if pattern.search(lowered):
+            return reason
+    return FailoverReason.CONTEXT_OVERFLOW if _overflow(text) else None
 
 
 def _body_error(body: object) -> tuple[str | None, str | None, str]:
@@ -126,12 +194,26 @@ def _body_error(body: object) -> tuple[str | None, str | None, str]:
     return None, None, ""
 
 
-def _reason(status: int | None, kind: str, code: str, message: str) -> FailoverReason:
+def _reason(
+    status: int | None, kind: str, code: str, message: str, retry_after: float | None = None
+) -> FailoverReason:
     """``kind`` and ``code`` are the body's error type and code ("" when absent)."""
     if kind in _DECISIVE_TYPES:
         return BODY_TYPES[kind]
     if code in BODY_TYPES and code != "invalid_request_error":
         return BODY_TYPES[code]
+    if status == 402 and (
+        _SOON.search(message.lower()) or (retry_after is not None and retry_after < SOON_SECONDS)
+    ):
+        return FailoverReason.RATE_LIMIT
+    if status in _GENERIC and BODY_TYPES.get(kind) in (
+        None,
+        FailoverReason.BAD_REQUEST,
+        FailoverReason.SERVER,
+    ):
+        worded = _worded(message)
+        if worded is not None:
+            return worded
     if status is not None and status != 200:
         reason = reason_for_status(status, message)
         if reason is FailoverReason.BAD_REQUEST and kind in BODY_TYPES:
@@ -165,7 +247,12 @@ def classify_http_error(
         return ProviderError(
             FailoverReason.TIMEOUT, "the request timed out", provider=provider, model=model
         )
-    if isinstance(exc, (*connection_errors, OSError)):
+    transport = _transport_reason(exc)
+    if transport is FailoverReason.TIMEOUT:
+        return ProviderError(
+            FailoverReason.TIMEOUT, "the provider stopped answering", provider=provider, model=model
+        )
+    if isinstance(exc, (*connection_errors, OSError)) or transport is not None:
         return ProviderError(
             FailoverReason.CONNECTION,
             "could not connect to the provider",
@@ -177,8 +264,9 @@ def classify_http_error(
     kind = getattr(exc, "type", None) or kind
     code = getattr(exc, "code", None) or code
     message = server_message or str(getattr(exc, "message", "")) or type(exc).__name__
-    reason = _reason(status, str(kind or ""), str(code or ""), message)
     response = getattr(exc, "response", None)
+    retry_after = retry_after_seconds(getattr(response, "headers", None))
+    reason = _reason(status, str(kind or ""), str(code or ""), message, retry_after)
     label = f"{status} " if status and status != 200 else ""
     return ProviderError(
         reason,
@@ -186,7 +274,7 @@ def classify_http_error(
         provider=provider,
         model=model,
         status_code=status if status != 200 else None,
-        retry_after=retry_after_seconds(getattr(response, "headers", None)),
+        retry_after=retry_after,
     )
 
 

@@ -23,7 +23,7 @@ from bot.providers.base import (
     ToolCallDelta,
     UsageDelta,
 )
-from bot.providers.classify import sdk_classifier
+from bot.providers.classify import sdk_classifier, transport_errors
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class OpenAIProvider:
                             finish = choice.finish_reason
         except openai.OpenAIError as exc:
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, *transport_errors()) as exc:  # a reset mid-stream too
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         for index in sorted(calls):
             slot = calls[index]
