@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import ClientSession
 
 from bot.access import AccessPolicy
+from bot.channel import Reply as Answer
+from bot.channel import Sink
 from bot.config import load_config
 from bot.dispatch import Dispatcher
 from bot.inbound import InboundMessage
@@ -127,7 +129,7 @@ async def serve_figures() -> tuple[float, float]:
     return started, first_turn
 
 
-class _Sink:
+class _Sink(Sink):
     """Where replies go: only counted, so the bench itself holds nothing per chat."""
 
     name = "bench"
@@ -137,8 +139,8 @@ class _Sink:
         self.notices = 0
         self.changed = asyncio.Event()
 
-    def render(self, markdown: str, reasoning: str | None = None) -> list[Any]:
-        return [markdown]
+    def render(self, reply: Answer) -> list[Any]:
+        return [reply.markdown]
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
         self.answered += 1
@@ -146,9 +148,6 @@ class _Sink:
 
     async def notify(self, message: InboundMessage, text: str) -> None:
         self.notices += 1
-
-    async def typing(self, message: InboundMessage) -> None:
-        return None
 
 
 async def idle_growth(warm: int, chats: int) -> tuple[float, float]:
