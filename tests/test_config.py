@@ -147,3 +147,77 @@ def test_documented_default_config_is_valid() -> None:
     shipped = Path(__file__).resolve().parent.parent / "config" / "config.yaml"
     config = load_config(shipped)
     assert config.channel("sms").rate_limit_per_minute == 10
+
+
+# Config from the environment: each value read by its key's type (issue 22's cases).
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[+15550001111]", ("+15550001111",)),  # YAML read this as the number 15550001111
+        ('["+15550001111", "+15550002222"]', ("+15550001111", "+15550002222")),
+        ("[0012345]", ("0012345",)),  # YAML read this as octal
+        ("+15550001111", ("+15550001111",)),
+        ("+15550001111, +15550002222", ("+15550001111", "+15550002222")),
+        ("[123456789, 42]", ("123456789", "42")),
+        ("[]", ()),
+    ],
+)
+def test_env_list_keeps_what_was_written(value: str, expected: tuple[str, ...]) -> None:
+    config = load_config(env={"CHATLANE__CHANNELS__SMS__ALLOW_FROM": value})
+    assert config.channel("sms").allow_from == expected
+
+
+@pytest.mark.parametrize(
+    "prompt", ["You are Ada. Rules: be brief.", "42", "[draft] be kind", "true", "{not json"]
+)
+def test_env_text_key_stays_text(prompt: str) -> None:
+    config = load_config(env={"CHATLANE__AGENT__SYSTEM_PROMPT": prompt})
+    assert config.agent.system_prompt == prompt
+
+
+def test_env_numbers_booleans_objects_and_json_lists(tmp_path: Path) -> None:
+    file = write(tmp_path / "c.yaml", "agent: {queuing: {max_pending: 3}}\n")
+    env = {
+        "CHATLANE__AGENT__QUEUING__MAX_PENDING": "7",  # the environment wins over the file
+        "CHATLANE__AGENT__CONTEXT__COMPACTION_THRESHOLD": "0.5",
+        "CHATLANE__SERVER__PROCESS_INBOX": "false",
+        "CHATLANE__PROVIDERS": '{"local": {"type": "openai", "base_url": "http://h/v1"}}',
+        "CHATLANE__AGENT__MODEL": "local/llama",
+        "CHATLANE__AGENT__FALLBACK_MODELS": '["anthropic/claude-sonnet-4", "openai/gpt-4o"]',
+        "CHATLANE__AGENT__AUTH_PROFILES": (
+            '[{"id": "main", "provider": "openai", "api_key_env": "KEY_ONE"}]'
+        ),
+    }
+    config = load_config(file, env=env)
+    assert config.agent.queuing.max_pending == 7
+    assert config.agent.context.compaction_threshold == 0.5
+    assert config.server.process_inbox is False
+    assert config.providers["local"].base_url == "http://h/v1"
+    assert config.agent.model == "local/llama"
+    assert config.agent.fallback_models == ("anthropic/claude-sonnet-4", "openai/gpt-4o")
+    assert config.agent.auth_profiles[0].api_key_env == "KEY_ONE"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CHATLANE__AGENT__QUEUING__MAX_PENDING": "lots"}, "valid integer"),
+        ({"CHATLANE__AGENT__MODLE": "a/b"}, "unknown key"),
+        ({"CHATLANE__CHANNELS__SMS__RATE_LIMIT_PER_MINUTE": "-1"}, "greater than or equal"),
+        ({"CHATLANE__CHANNELS__SMS": '{"allow": ["x"]}'}, "unknown key"),
+        ({"CHATLANE__PROVIDERS": "[1]"}, "JSON object"),
+        ({"CHATLANE__CHANNELS__SMS__ALLOW_FROM": "[+1555"}, "must end with ']'"),
+        ({"CHATLANE__AGENT__AUTH_PROFILES": "[{id: main}]"}, "not valid JSON"),
+    ],
+)
+def test_env_error_names_the_variable(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    file = write(tmp_path / "c.yaml", "agent: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(file, env=env)
+    message = str(info.value)
+    (variable,) = env
+    assert message.startswith(f"{variable}: "), message
+    assert expected in message
+    assert str(file) not in message  # the file is fine: the variable is named, not the file
