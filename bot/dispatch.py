@@ -50,6 +50,7 @@ from bot.commands import handle_command
 from bot.events import AgentEvent, EventType
 from bot.inbound import InboundMessage, JSONPart
 from bot.logs import request_id, turn_id
+from bot.metrics import Metrics, TurnMeter
 from bot.queuing import Mailbox, QueueMode
 from bot.storage.base import UNAVAILABLE, Inbox, InboxItem
 from bot.streaming import LiveMemory
@@ -103,6 +104,7 @@ class Dispatcher:
         self._background: list[asyncio.Task[Any]] = []
         self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
         self._turn_seconds = 0.0  # a moving average, for the wait a busy notice announces
+        self.metrics = Metrics()
         queuing = self.config.agent.queuing
         self.max_running = queuing.max_concurrent_global
         self.mailbox = Mailbox(
@@ -266,8 +268,11 @@ class Dispatcher:
             return
         try:
             await sink.notify(message, text)
-        except Exception:
+        except Exception as error:
+            self.metrics.send_failed(message.channel, error)
             log.exception("could not send a notice on %s", message.channel)
+        else:
+            self.metrics.sent(message.channel)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -342,7 +347,9 @@ class Dispatcher:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
         options = self._stream_options(sink, message, resumed=last.attempts > 1)
-        reply = await self._timed_turn(sink, message, session_id, "\n\n".join(texts), options)
+        meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
+        text = "\n\n".join(texts)
+        reply = await self._timed_turn(sink, message, session_id, text, options, meter=meter)
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
@@ -351,7 +358,7 @@ class Dispatcher:
         # before it goes out, so a restart never answers them again.
         for item in [*pending[:-1], *lost]:
             await self._done(item)
-        await self._deliver(sink, message, target, parts)
+        await self._deliver(sink, message, target, parts, meter)
         if options.memory is not None:
             await options.memory.forget()
 
@@ -375,18 +382,29 @@ class Dispatcher:
         session_id: str,
         text: str,
         options: StreamOptions,
+        meter: TurnMeter | None = None,
     ) -> Reply:
         started = time.monotonic()
         limit = self.config.agent.queuing.turn_timeout
+        if meter is None:
+            meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=False)
+        outcome = "failed"
         try:
             async with asyncio.timeout(limit):
-                reply = await self._run_turn(sink, message, session_id, text, options)
+                reply = await self._run_turn(sink, message, session_id, text, options, meter=meter)
+            outcome = "error" if reply.kind is ReplyKind.ERROR else "answered"
         except TimeoutError:
+            outcome = "timeout"
             log.warning("turn for %s took longer than %ss; stopped", session_id, limit)
             reply = Reply(
                 "Sorry, that took too long and I had to stop. Please try again.",
                 kind=ReplyKind.ERROR,
             )
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            meter.finish(outcome)
         self._turn_seconds += (time.monotonic() - started - self._turn_seconds) / 10
         return reply
 
@@ -397,6 +415,7 @@ class Dispatcher:
         session_id: str,
         text: str,
         options: StreamOptions,
+        meter: TurnMeter | None = None,
     ) -> Reply:
         """Run the turn, its events fed to the channel's stream as they come; the
         finished reply as the channel is to show it."""
@@ -417,7 +436,7 @@ class Dispatcher:
                 on_start=start_typing,
             )
             async with contextlib.aclosing(turn) as events:
-                return await _collect(events, stream, options.show_reasoning)
+                return await _collect(events, stream, options.show_reasoning, meter)
         finally:
             for task in typing:
                 task.cancel()
@@ -437,14 +456,26 @@ class Dispatcher:
             await asyncio.sleep(TYPING_EVERY)
 
     async def _deliver(
-        self, sink: ReplySink, message: InboundMessage, item: InboxItem, parts: list[JSONPart]
+        self,
+        sink: ReplySink,
+        message: InboundMessage,
+        item: InboxItem,
+        parts: list[JSONPart],
+        meter: TurnMeter | None = None,
     ) -> None:
         """Send the parts not sent yet, each only while this process still holds the
         message's claim; the last part's record is the message being marked done."""
         for index in range(item.sent, len(parts)):
             if not await self.claims.check([item.id]):
                 raise ClaimLost(item.id)
-            await sink.send_part(message, parts[index])
+            try:
+                await sink.send_part(message, parts[index])
+            except Exception as error:
+                self.metrics.send_failed(message.channel, error)
+                raise
+            self.metrics.sent(message.channel)
+            if meter is not None:
+                meter.visible()
             if index + 1 < len(parts):
                 await self.storage.inbox_mark_sent(item.id, index + 1)
         await self._done(item, message)
@@ -463,21 +494,34 @@ class Dispatcher:
 
 
 async def _collect(
-    events: AsyncIterator[AgentEvent], stream: ReplyStream, shows_reasoning: bool
+    events: AsyncIterator[AgentEvent],
+    stream: ReplyStream,
+    shows_reasoning: bool,
+    meter: TurnMeter | None = None,
 ) -> Reply:
     """Feed a turn's events to the channel's stream; the reply they make up, with what
     the stream left on the platform (``Reply.live``)."""
     tools: list[str] = []
     reply = Reply()
+    unseen = meter is not None and meter.streams  # the first streamed text is seen at once
     try:
         async for event in events:
             await stream.feed(event)
-            if event.type is EventType.TOOL_RESULT and event.data.get("display"):
+            kind = event.type
+            if kind is EventType.TEXT:
+                if unseen and meter is not None:
+                    unseen = False
+                    meter.visible()
+            elif kind is EventType.TOOL_RESULT and event.data.get("display"):
                 tools.append(event.data["display"])
+            elif kind is EventType.FAILOVER and meter is not None:
+                meter.failover(event.data["reason"])
             elif event.type is EventType.ERROR:
                 reply = Reply(event.data["message"], kind=ReplyKind.ERROR)
                 break
             elif event.type is EventType.DONE:
+                if meter is not None:
+                    meter.usage(event.data["model"], event.data["usage"])
                 reasoning = event.data.get("thinking") or None
                 reply = Reply(event.data["text"], reasoning=reasoning if shows_reasoning else None)
                 break

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from aiohttp import web
 from bot.channel import ChannelHost
 from bot.config import Config
 from bot.logs import request_id
+from bot.metrics import CONTENT_TYPE, refusal, scrape
 from bot.runtime import AgentRuntime
 from bot.storage.base import UNAVAILABLE
 from bot.wiring import Wiring, wire
@@ -36,6 +38,7 @@ YOUNG_OBJECTS = 10_000  # allocations (net) that start a young collection; CPyth
 
 WIRING_KEY = web.AppKey("wiring", Wiring)
 HOST_KEY = web.AppKey("host", ChannelHost)
+METRICS_ACCESS_KEY = web.AppKey("metrics_access", tuple)  # (token or None, public)
 
 
 def create_app(
@@ -50,6 +53,9 @@ def create_app(
     app[HOST_KEY] = wiring.host
     wiring.add_routes(app)
     app.router.add_get("/healthz", healthz)
+    source = os.environ if env is None else env
+    app[METRICS_ACCESS_KEY] = (source.get("CHATLANE_METRICS_TOKEN"), bool(source.get("PUBLIC_URL")))
+    app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -136,3 +142,28 @@ async def healthz(request: web.Request) -> web.Response:
         "demo": host.runtime.models.demo_reason is not None,
     }
     return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text (``bot.metrics``); ``CHATLANE_METRICS_TOKEN`` as a bearer token when set."""
+    token, public = request.app[METRICS_ACCESS_KEY]
+    refused = refusal(request.headers.get("Authorization"), token=token, public=public)
+    if refused == "unauthorized":
+        return web.Response(
+            status=401,
+            text="metrics need the bearer token set in CHATLANE_METRICS_TOKEN",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    if refused:
+        return web.Response(
+            status=404,
+            text="metrics are off on a public server; set CHATLANE_METRICS_TOKEN to serve them",
+        )
+    wiring = request.app[WIRING_KEY]
+    body = await scrape(
+        wiring.dispatcher.metrics,
+        mailbox=wiring.dispatcher.mailbox,
+        storage=wiring.storage,
+        rotation=wiring.models.rotation,
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
