@@ -38,7 +38,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.compaction import CompactionManager, CompactionStrategy, TokenEstimator
@@ -46,7 +46,8 @@ from bot.compaction.analyzer import REPLY_PRIMING
 from bot.config import AgentConfig
 from bot.events import AgentEvent, CompactionData, EventType
 from bot.failover.errors import FailoverReason, ProviderError
-from bot.messages import Message, Role
+from bot.media import MediaStore
+from bot.messages import Attachment, Message, Role, image_note
 from bot.storage.base import ConversationStore
 
 # Asks the model: the messages to send and the most tokens to answer in; returns its text.
@@ -63,6 +64,7 @@ SUMMARY_PROMPT = (
     "remember. Write only the summary."
 )
 SUMMARY_MAX_TOKENS = 1024
+MAX_IMAGES = 4  # images sent with their bytes per request (the latest); older ones as a note
 
 
 _epochs = itertools.count(1)
@@ -144,8 +146,10 @@ class ContextBuilder:
         budget: Budget,
         strategy: CompactionStrategy,
         summarize: Summarize,
+        media: MediaStore | None = None,
     ) -> None:
         self.storage = storage
+        self.media = media or MediaStore.default()
         self.budget = budget
         self.strategy = strategy
         self.summarize = summarize
@@ -213,7 +217,8 @@ class ContextBuilder:
             session.last_id = message.id or session.last_id
 
     async def append(self, session_id: str, messages: list[Message]) -> list[Message]:
-        stored = await self.storage.append_messages(session_id, messages)
+        # Images are stored by reference: their bytes stay in the media store.
+        stored = await self.storage.append_messages(session_id, [_bare(m) for m in messages])
         session = self._sessions.get(session_id)
         if session is not None and session.loaded and not self.shared:
             self._extend(session, stored)
@@ -277,8 +282,34 @@ class ContextBuilder:
         target = self.budget.target
         estimate = self._estimate(session, sum(estimator.count_message(m) for m in pending))
         if self._tokens(session, estimate) <= target:
-            return Window([*self._send(session), *pending], [], estimate, session.epoch)
-        return await self._compact(session_id, session, model_ref, target, list(pending))
+            window = Window([*self._send(session), *pending], [], estimate, session.epoch)
+        else:
+            window = await self._compact(session_id, session, model_ref, target, list(pending))
+        if any(m.attachments for m in window.messages):
+            window.messages = await self._with_images(window.messages)
+        return window
+
+    async def _with_images(self, messages: list[Message]) -> list[Message]:
+        """The latest ``MAX_IMAGES`` images go with their bytes; older ones (and any whose
+        bytes are gone) become a text note: old images are dropped first."""
+        shown = 0
+        out: list[Message] = []
+        for message in reversed(messages):
+            if message.attachments:
+                kept, notes = [], []
+                for image in message.attachments:
+                    data = image.data if shown < MAX_IMAGES else None
+                    if data is None and shown < MAX_IMAGES:
+                        data = await self.media.read(image.media_id)
+                    if data is None:
+                        notes.append(image_note(image))
+                    else:
+                        kept.append(Attachment(image.media_id, image.mime, image.name, data))
+                        shown += 1
+                content = "\n".join([*notes, message.content]) if notes else message.content
+                message = replace(message, content=content, attachments=tuple(kept))
+            out.append(message)
+        return out[::-1]
 
     async def compact_hard(
         self, session_id: str, model_ref: str, pending: Sequence[Message]
@@ -391,3 +422,10 @@ class ContextBuilder:
         if not text:
             raise ProviderError(FailoverReason.SERVER, "the model returned an empty summary")
         return text
+
+
+def _bare(message: Message) -> Message:
+    if not any(a.data is not None for a in message.attachments):
+        return message
+    bare = tuple(Attachment(a.media_id, a.mime, a.name) for a in message.attachments)
+    return replace(message, attachments=bare)

@@ -50,6 +50,8 @@ from bot.commands import handle_command
 from bot.events import AgentEvent, EventType
 from bot.inbound import InboundMessage, JSONPart
 from bot.logs import request_id, turn_id
+from bot.media import Media
+from bot.messages import Attachment
 from bot.metrics import Metrics, TurnMeter
 from bot.queuing import Mailbox, QueueMode
 from bot.storage.base import UNAVAILABLE, Inbox, InboxItem
@@ -100,6 +102,7 @@ class Dispatcher:
         self.sweep_every = sweep_every
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.claims = Claims(self.owner, lambda: self.runtime.storage)
+        self.media = Media(runtime)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
@@ -332,15 +335,21 @@ class Dispatcher:
             await self._deliver(sink, message, last, last.reply)
             return
         texts: list[str] = []
+        images: list[Attachment] = []
         for item in items:
             item.attempts = await self.storage.inbox_begin(item.id)
             inbound = InboundMessage.from_dict(item.data)
             answer = await handle_command(self.runtime, session_id, inbound.text, message=inbound)
+            text = inbound.text
+            if answer is None and inbound.attachments:  # photos, voice notes, files
+                prepared = await self.media.prepare(inbound, sink)
+                answer, text = prepared.answer, prepared.text
+                images.extend(prepared.images)
             if answer is not None:
                 parts = sink.render(Reply(answer, kind=ReplyKind.COMMAND))
                 await self._deliver(sink, inbound, item, parts)
                 continue
-            texts.append(inbound.text)
+            texts.append(text)
         if not texts:
             return
         if lost:
@@ -349,7 +358,7 @@ class Dispatcher:
         options = self._stream_options(sink, message, resumed=last.attempts > 1)
         meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
         text = "\n\n".join(texts)
-        reply = await self._timed_turn(sink, message, session_id, text, options, meter=meter)
+        reply = await self._timed_turn(sink, message, session_id, text, options, images, meter)
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
@@ -382,6 +391,7 @@ class Dispatcher:
         session_id: str,
         text: str,
         options: StreamOptions,
+        images: list[Attachment] | None = None,
         meter: TurnMeter | None = None,
     ) -> Reply:
         started = time.monotonic()
@@ -391,7 +401,9 @@ class Dispatcher:
         outcome = "failed"
         try:
             async with asyncio.timeout(limit):
-                reply = await self._run_turn(sink, message, session_id, text, options, meter=meter)
+                reply = await self._run_turn(
+                    sink, message, session_id, text, options, images, meter
+                )
             outcome = "error" if reply.kind is ReplyKind.ERROR else "answered"
         except TimeoutError:
             outcome = "timeout"
@@ -415,6 +427,7 @@ class Dispatcher:
         session_id: str,
         text: str,
         options: StreamOptions,
+        images: list[Attachment] | None = None,
         meter: TurnMeter | None = None,
     ) -> Reply:
         """Run the turn, its events fed to the channel's stream as they come; the
@@ -434,6 +447,7 @@ class Dispatcher:
                 channel=message.channel,
                 tool_format=sink.traits.tool_format,
                 on_start=start_typing,
+                attachments=images or (),
             )
             async with contextlib.aclosing(turn) as events:
                 return await _collect(events, stream, options.show_reasoning, meter)

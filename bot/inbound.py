@@ -14,6 +14,52 @@ JSONPart = Any  # a reply part as the channel renders it: str, or a JSON-able di
 
 
 @dataclass(frozen=True, slots=True)
+class MediaPart:
+    """A file that came with a message, as its channel saw it; the bytes are fetched
+    later, from the platform itself (``bot.media``), never from a URL in the text.
+
+    - ``kind``: ``image``, ``voice``, ``audio``, ``video``, ``document`` or ``sticker``
+      (what the platform says; the bytes decide what is done with it).
+    - ``mime``, ``size``, ``name``: as the platform labels it (checked, not trusted).
+    - ``url``: where the platform serves the bytes; ``ref``: a platform id the
+      channel turns into a URL when fetching (Telegram ``file_id``).
+    - ``media_id``: set when the bytes are stored already (web chat uploads).
+    """
+
+    kind: str
+    mime: str = ""
+    size: int | None = None
+    name: str = ""
+    url: str = ""
+    ref: str = ""
+    media_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "mime": self.mime,
+            "size": self.size,
+            "name": self.name,
+            "url": self.url,
+            "ref": self.ref,
+            "media_id": self.media_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaPart:
+        size = data.get("size")
+        return cls(
+            kind=str(data.get("kind") or "document"),
+            mime=str(data.get("mime") or ""),
+            size=int(size) if size is not None else None,
+            name=str(data.get("name") or ""),
+            url=str(data.get("url") or ""),
+            ref=str(data.get("ref") or ""),
+            media_id=str(data.get("media_id") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A message from a person, normalized.
 
@@ -24,6 +70,7 @@ class InboundMessage:
     - ``thread_id``: a thread to reply in (Slack ``thread_ts``), when there is one.
     - ``group``: written in a chat with several people (not a direct message).
     - ``context``: what the channel needs to reply (JSON-able; stored in the inbox).
+    - ``attachments``: photos, voice notes and files sent with it; ``text`` is their caption.
     """
 
     channel: str
@@ -36,6 +83,7 @@ class InboundMessage:
     timestamp: float = field(default_factory=time.time)
     context: dict[str, Any] = field(default_factory=dict)
     group: bool = False
+    attachments: tuple[MediaPart, ...] = ()
 
     @property
     def session_id(self) -> str:
@@ -59,6 +107,7 @@ class InboundMessage:
             "timestamp": self.timestamp,
             "context": self.context,
             "group": self.group,
+            "attachments": [part.to_dict() for part in self.attachments],
         }
 
     @classmethod
@@ -74,4 +123,5 @@ class InboundMessage:
             timestamp=float(data.get("timestamp") or time.time()),
             context=dict(data.get("context") or {}),
             group=bool(data.get("group")),
+            attachments=tuple(MediaPart.from_dict(p) for p in data.get("attachments") or ()),
         )

@@ -6,7 +6,7 @@ all of them.
 
 Roles:
 - ``system``: instructions (one, first, when present).
-- ``user``: what a person wrote.
+- ``user``: what a person wrote, with the images they sent (``attachments``).
 - ``assistant``: the model's answer; may carry ``tool_calls`` and native
   ``thinking`` (with its provider ``thinking_signature``, which Anthropic
   needs back on the next request of a tool loop).
@@ -39,6 +39,36 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """An image in a transcript message, stored once by its content (``media_id``, the
+    sha256 of the bytes; see ``bot.media``). ``data`` holds the bytes only while a
+    request is built; it is never stored with the transcript."""
+
+    media_id: str
+    mime: str
+    name: str = ""
+    data: bytes | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"media_id": self.media_id, "mime": self.mime, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        return cls(str(data["media_id"]), str(data["mime"]), str(data.get("name") or ""))
+
+
+def image_note(attachment: Attachment, *, vision: bool = True) -> str:
+    """What a model is told in place of an image it is not sent."""
+    name = f" ({attachment.name})" if attachment.name else ""
+    if not vision:
+        return f"[The user sent an image{name}; this model cannot see images.]"
+    return f"[The user sent an image{name} earlier; it is no longer shown.]"
+
+
+IMAGE_TOKENS = 1600  # what an image counts in a request's budget (about 1.15 megapixels)
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str = ""
@@ -51,6 +81,7 @@ class Message:
     pinned: bool = False
     created_at: float = field(default_factory=time.time)
     id: int | None = None
+    attachments: tuple[Attachment, ...] = ()  # images (user messages)
 
     def with_id(self, message_id: int) -> Message:
         # Every field by position: dataclasses.replace costs several times more, per message
@@ -67,6 +98,7 @@ class Message:
             self.pinned,
             self.created_at,
             message_id,
+            self.attachments,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +119,8 @@ class Message:
             data["thinking_signature"] = self.thinking_signature
         if self.pinned:
             data["pinned"] = True
+        if self.attachments:
+            data["attachments"] = [a.to_dict() for a in self.attachments]
         data["created_at"] = self.created_at
         return data
 
@@ -107,6 +141,7 @@ class Message:
             pinned=bool(data.get("pinned", False)),
             created_at=float(data.get("created_at", time.time())),
             id=message_id,
+            attachments=tuple(Attachment.from_dict(a) for a in data.get("attachments", ())),
         )
 
 

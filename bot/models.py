@@ -88,7 +88,13 @@ def build_model_setup(
     entries = [p.model_dump() for p in agent.auth_profiles]
     for name, declared in config.providers.items():
         needs_key = declared.api_key_env is not None
-        info = ProviderInfo(name, declared.type, base_url=declared.base_url, needs_key=needs_key)
+        info = ProviderInfo(
+            name,
+            declared.type,
+            base_url=declared.base_url,
+            needs_key=needs_key,
+            extra={"vision": declared.vision},
+        )
         providers[name] = create_provider(info, timeout=timeout)
         if declared.api_key_env and not any(e["provider"] == name for e in entries):
             entries.append({"id": name, "provider": name, "api_key_env": declared.api_key_env})

@@ -47,7 +47,7 @@ from bot.failover import FallbackChain
 from bot.failover.errors import FailoverReason, ProviderError, user_message
 from bot.failover.runner import Failover
 from bot.formatting import FormatMode
-from bot.messages import Message, Role, ToolCall
+from bot.messages import Attachment, Message, Role, ToolCall
 from bot.models import ModelSetup, build_model_setup
 from bot.providers.base import (
     Delta,
@@ -276,8 +276,11 @@ class AgentRuntime:
         thinking_mode: ThinkingMode | str | None = None,
         tool_format: FormatMode | str | None = None,
         on_start: Callable[[], object] | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
+
+        ``attachments``: images sent with ``text`` (their bytes loaded; see ``bot.media``).
 
         ``channel`` names the channel (its config section, the logs); ``tool_format`` is
         the channel's own way to show tool results, used where the runtime and the
@@ -297,7 +300,7 @@ class AgentRuntime:
             # they got when it fails or is cancelled: the user's message is never lost.
             # The inner generator is closed in place (``aclosing``) when the caller stops
             # early, so that write happens, or fails, before ``run`` returns.
-            unsaved = [Message(Role.USER, text)]
+            unsaved = [Message(Role.USER, text, attachments=tuple(attachments))]
             try:
                 turn = self._rounds(session_id, unsaved, channel, thinking_mode, tool_format)
                 async with aclosing(turn) as rounds:

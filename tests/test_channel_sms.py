@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
+from bot.channel import Reply as Reply_
 from bot.config import load_config
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
@@ -174,3 +176,102 @@ def test_describe() -> None:
     )
     assert state.enabled and "PUBLIC_URL is not set" in state.detail and TOKEN not in state.detail
     assert not SmsChannel.describe(load_config(), {}).enabled
+
+
+def mms(sid: str, *media: tuple[str, str], body: str = "") -> dict[str, str]:
+    params = {**form(body, sid=sid), "NumMedia": str(len(media))}
+    for index, (url, mime) in enumerate(media):
+        params[f"MediaUrl{index}"] = url
+        params[f"MediaContentType{index}"] = mime
+    return params
+
+
+async def test_an_mms_photo_without_a_body_reaches_the_model_as_an_image(
+    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x07" * 64
+    url = twilio.add_media("ME1", png)
+    async with FakeAnthropic() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-sms-0000")
+        client = await client_for(twilio, {"agent": {"model": "anthropic/claude-sonnet-4-6"}})
+        try:
+            response = await post(client, mms("MMa", (url, "image/png")))
+            assert "<Response></Response>" in await response.text()
+            await twilio.wait_for(1)
+            blocks = model.requests[0].json["messages"][-1]["content"]
+            image = next(b for b in blocks if b["type"] == "image")
+            assert base64.b64decode(image["source"]["data"]) == png
+            assert twilio.media_hits == ["ME1"]  # with the account's basic auth, then the CDN
+            assert len(twilio.cdn_headers) == 1
+        finally:
+            await client.close()
+
+
+async def test_mms_media_is_fetched_only_from_twilio(twilio: FakeTwilio) -> None:
+    client = await client_for(twilio)
+    try:
+        elsewhere = "https://attacker.example.com/steal.png"
+        await post(client, mms("MMb", (elsewhere, "image/png")))
+        sent = await twilio.wait_for(1)
+        assert "couldn't download" in sent[0]["Body"]
+        missing = twilio.base_url + f"/2010-04-01/Accounts/{SID}/Messages/MM1/Media/gone"
+        await post(client, mms("MMc", (missing, "image/jpeg")))
+        sent = await twilio.wait_for(2)
+        assert "couldn't download" in sent[1]["Body"] and twilio.media_hits == ["gone"]
+    finally:
+        await client.close()
+
+
+async def test_replies_are_smart_encoded_and_sent_from_a_messaging_service(
+    twilio: FakeTwilio,
+) -> None:
+    runtime = AgentRuntime(config=load_config(data={}), demo_when_unconfigured=True)
+    env = {**env_for(twilio), "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32}
+    del env["TWILIO_FROM_NUMBER"]
+    client = TestClient(TestServer(create_app(runtime, env=env)))
+    await client.start_server()
+    try:
+        await post(client, form("hi", sid="SMsvc"))
+        sent = await twilio.wait_for(1)
+        assert sent[0]["MessagingServiceSid"] == "MG" + "2" * 32 and "From" not in sent[0]
+        assert sent[0]["SmartEncoded"] == "true"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "segments"),
+    [
+        (
+            "Sure \u2014 I\u2019ll book it for \u201cTuesday\u201d\u2026 see you then! "
+            "Tell me if anything changes before the day.",
+            1,
+        ),
+        (
+            "Here\u2019s the plan \u2013 step one: \u201cpack\u201d; step two: \u201cgo\u201d. "
+            * 4,
+            2,
+        ),
+        (
+            "Caf\u00e9 hours: 9\u201317 \u2014 closed Sundays. \u201cLate\u201d orders are taken until 16:30.",
+            1,
+        ),
+    ],
+)
+def test_typical_replies_cost_no_more_segments_than_needed(reply: str, segments: int) -> None:
+    from bot.formatting.split import is_gsm7, sms_segments
+    from channels.sms import SmsSink
+
+    parts = SmsSink(FROM).render(Reply_(reply))
+    assert all(is_gsm7(p) for p in parts)
+    assert sum(sms_segments(p) for p in parts) == segments
+    assert sms_segments(reply) > segments  # as written, the same text costs more
+
+
+def test_describe_a_messaging_service() -> None:
+    env = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}
+    assert "TWILIO_FROM_NUMBER" in SmsChannel.describe(load_config(), env).detail
+    env["TWILIO_MESSAGING_SERVICE_SID"] = "MG" + "3" * 32
+    state = SmsChannel.describe(load_config(), env)
+    assert state.enabled and "messaging service" in state.detail and "3" * 20 not in state.detail

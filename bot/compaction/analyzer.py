@@ -70,7 +70,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any, Protocol
 
-from bot.messages import Message
+from bot.messages import IMAGE_TOKENS, Message
 
 CLAUDE_FACTOR = 1.25
 UNKNOWN_FACTOR = 1.1
@@ -137,7 +137,14 @@ class TokenAnalyzer:
         calls = tuple(
             (c.id, c.name, json.dumps(c.arguments, sort_keys=True)) for c in message.tool_calls
         )
-        return (message.role, message.content, calls, message.tool_call_id, message.name)
+        return (
+            message.role,
+            message.content,
+            calls,
+            message.tool_call_id,
+            message.name,
+            len(message.attachments),
+        )
 
     def count_message(self, message: Message) -> int:
         key = self._key(message)
@@ -153,6 +160,7 @@ class TokenAnalyzer:
             total += PER_MESSAGE
         if message.name:
             total += 1
+        total += IMAGE_TOKENS * len(message.attachments)
         self._cache[key] = total
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -207,7 +215,7 @@ class TokenEstimator:
             total += 1
         if message.thinking_signature:  # reasoning that is sent back (Anthropic tool loops)
             total += self.count_text(message.thinking)
-        return total
+        return total + IMAGE_TOKENS * len(message.attachments)
 
     def count_messages(self, messages: Iterable[Message]) -> int:
         return REPLY_PRIMING + sum(self.count_message(m) for m in messages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -10,7 +11,7 @@ from collections.abc import AsyncGenerator, Container
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from bot.messages import Message, Role, ToolCall
+from bot.messages import Message, Role, ToolCall, image_note
 from bot.providers.base import (
     Delta,
     ModelRequest,
@@ -65,7 +66,23 @@ def adaptive_thinking(model: str) -> bool:
     return version >= (4, 6)
 
 
-def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+def _user_blocks(message: Message, vision: bool) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for image in message.attachments:
+        if vision and image.data is not None:
+            data = base64.b64encode(image.data).decode("ascii")
+            source = {"type": "base64", "media_type": image.mime, "data": data}
+            blocks.append({"type": "image", "source": source})
+        else:
+            blocks.append({"type": "text", "text": image_note(image, vision=vision)})
+    if message.content or not blocks:
+        blocks.append({"type": "text", "text": message.content or "(empty message)"})
+    return blocks
+
+
+def to_wire(
+    messages: tuple[Message, ...], *, vision: bool = True
+) -> tuple[str | None, list[dict[str, Any]]]:
     """Our transcript -> (system, messages) in the Messages API shape.
 
     Tool results become ``tool_result`` blocks in a user message (consecutive
@@ -82,9 +99,11 @@ def to_wire(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, A
             continue
         if role is Role.USER:
             side = "user"
-            blocks: list[dict[str, Any]] = [
-                {"type": "text", "text": message.content or "(empty message)"}
-            ]
+            blocks: list[dict[str, Any]] = (
+                _user_blocks(message, vision)
+                if message.attachments
+                else [{"type": "text", "text": message.content or "(empty message)"}]
+            )
         elif role is Role.TOOL:
             side = "user"
             blocks = [
@@ -157,7 +176,7 @@ class AnthropicProvider:
         return self._tools_wire
 
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
-        system, wire = to_wire(request.messages)
+        system, wire = to_wire(request.messages, vision=self.info.extra.get("vision", True))
         params: dict[str, Any] = {
             "model": request.model,
             "messages": wire,

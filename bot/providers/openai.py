@@ -8,11 +8,12 @@ Reasoning from compatible servers arrives as ``delta.reasoning_content``
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from bot.messages import Message, Role, ToolCall
+from bot.messages import Message, Role, ToolCall, image_note
 from bot.providers.base import (
     Delta,
     ModelRequest,
@@ -39,7 +40,20 @@ FINISH_REASONS = {
 REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
 
 
-def to_wire(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _user_content(message: Message, vision: bool) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    if message.content:
+        content.append({"type": "text", "text": message.content})
+    for image in message.attachments:
+        if vision and image.data is not None:
+            url = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            content.append({"type": "text", "text": image_note(image, vision=vision)})
+    return content
+
+
+def to_wire(messages: tuple[Message, ...], *, vision: bool = True) -> list[dict[str, Any]]:
     wire: list[dict[str, Any]] = []
     for message in messages:
         if message.role is Role.TOOL:
@@ -64,6 +78,8 @@ def to_wire(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             elif entry["content"] is None:
                 entry["content"] = ""
             wire.append(entry)
+        elif message.attachments and message.role is Role.USER:
+            wire.append({"role": "user", "content": _user_content(message, vision)})
         else:
             wire.append({"role": message.role.value, "content": message.content})
     return wire
@@ -91,7 +107,7 @@ class OpenAIProvider:
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": to_wire(request.messages),
+            "messages": to_wire(request.messages, vision=self.info.extra.get("vision", True)),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_completion_tokens": request.max_tokens,

@@ -304,9 +304,36 @@ class FakeAnthropic(_FakeServer):
 
 
 class FakeOpenAI(_FakeServer):
-    """``POST /v1/chat/completions``; the SDK's base_url is ``fake.base_url + "/v1"``."""
+    """``POST /v1/chat/completions``; the SDK's base_url is ``fake.base_url + "/v1"``.
+
+    ``POST /v1/audio/transcriptions`` (multipart, as the SDK sends it) answers
+    ``{"text": fake.transcript}`` and records each upload in ``fake.transcriptions``
+    (model, file name, content type, size, api key); ``transcript = None`` answers 500.
+    """
 
     route = "/v1/chat/completions"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transcript: str | None = "hello from a voice note"
+        self.transcriptions: list[dict[str, Any]] = []
+        self._server.app.router.add_post("/v1/audio/transcriptions", self._transcribe)
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload: Any = form.get("file")
+        self.transcriptions.append(
+            {
+                "model": form.get("model"),
+                "filename": getattr(upload, "filename", None),
+                "content_type": getattr(upload, "content_type", None),
+                "size": len(upload.file.read()) if upload is not None else 0,
+                "api_key": request.headers.get("Authorization", "").removeprefix("Bearer "),
+            }
+        )
+        if self.transcript is None:
+            return web.json_response(self.error_body(Fail(500, "server_error")), status=500)
+        return web.json_response({"text": self.transcript})
 
     @property
     def api_base(self) -> str:

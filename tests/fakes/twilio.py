@@ -1,6 +1,9 @@
 """A fake Twilio REST API on 127.0.0.1: ``POST /2010-04-01/Accounts/{sid}/Messages.json``.
 
 Records every message; ``fail(status, code)`` queues an error answer for the next call.
+MMS media: ``add_media(name, data)`` serves bytes at
+``/2010-04-01/Accounts/{sid}/Messages/MM1/Media/{name}`` to the account's basic auth only,
+through a 307 redirect to ``/cdn/{name}`` (as Twilio does); ``media_hits`` counts fetches.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ class FakeTwilio:
         self.changed = asyncio.Event()
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/MM1/Media/{name}", self._media)
+        app.router.add_get("/cdn/{name}", self._cdn)
+        self.media: dict[str, bytes] = {}
+        self.media_hits: list[str] = []
+        self.cdn_headers: list[dict[str, str]] = []
         self.server = TestServer(app, host="127.0.0.1")
 
     @property
@@ -39,6 +47,24 @@ class FakeTwilio:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.server.close()
+
+    def add_media(self, name: str, data: bytes) -> str:
+        self.media[name] = data
+        return f"{self.base_url}/2010-04-01/Accounts/{SID}/Messages/MM1/Media/{name}"
+
+    async def _media(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        name = request.match_info["name"]
+        self.media_hits.append(name)
+        if name not in self.media:
+            return web.json_response({"code": 20404, "message": "not found"}, status=404)
+        raise web.HTTPTemporaryRedirect(f"/cdn/{name}")
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.cdn_headers.append(dict(request.headers))
+        return web.Response(body=self.media[request.match_info["name"]])
 
     def fail(self, status: int, code: int) -> None:
         self.failures.append((status, code))
