@@ -8,8 +8,10 @@ final answer rendered and sanitized server-side, and a chat command's answer
 comes as one ``command`` line. The page needs nothing from the internet.
 
 Events are queued per request, never written from the turn itself, so a slow
-browser does not slow the turn down; a browser that leaves stops nothing (the
-turn finishes and is kept in the transcript).
+browser does not slow the turn down. A browser that leaves stops its turn (as
+the turn timeout would), so abandoned turns hold no lane slots.
+
+Who may use it, and what a page from elsewhere may not do: ``channels.web_access``.
 """
 
 from __future__ import annotations
@@ -41,12 +43,20 @@ from bot.dispatch import Outcome
 from bot.events import AgentEvent, EventType
 from bot.formatting import FormatMode, render_html
 from bot.inbound import InboundMessage, JSONPart
+from channels.web_access import (
+    WebConfig,
+    WebGuard,
+    browser_id,
+    new_browser_cookie,
+    security_headers,
+)
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(files("bot") / "static"))
 MAX_TEXT = 20_000
 GRACE = 30.0  # seconds a request waits beyond the turn timeout before it gives up
+LEFT_EVERY = 1.0  # seconds between looks at whether a waiting browser is still there
 
 TRAITS = ChannelTraits(
     tool_format=FormatMode.MARKDOWN, shows_reasoning=True, streams=True, queue_mode="followup"
@@ -71,8 +81,9 @@ class WebSink(Sink):
     name = "web"
     traits = TRAITS
 
-    def __init__(self) -> None:
+    def __init__(self, tool_results: str = "summary") -> None:
         self.waiting: dict[str, _Waiter] = {}
+        self.tool_results = tool_results  # agent.show_tool_results: off | summary | full
 
     def expect(self, message: InboundMessage) -> _Waiter:
         waiter = self.waiting[message.dedupe_key] = _Waiter()
@@ -106,7 +117,9 @@ class WebSink(Sink):
             waiter.put("error", {"message": text})
 
     def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
-        return _WebStream(self.waiting.get(message.dedupe_key), live=options.live)
+        stream = _WebStream(self.waiting.get(message.dedupe_key), live=options.live)
+        stream.tool_results = self.tool_results
+        return stream
 
     async def settled(self, message: InboundMessage) -> None:
         waiter = self.waiting.get(message.dedupe_key)
@@ -119,6 +132,8 @@ class WebSink(Sink):
 
 class _WebStream:
     """Every event of the turn, as it comes, except ``done`` (sent with the rendered reply)."""
+
+    tool_results = "summary"
 
     def __init__(self, waiter: _Waiter | None, *, live: bool) -> None:
         self.waiter = waiter
@@ -135,6 +150,11 @@ class _WebStream:
         if event.type is EventType.ERROR:
             data.pop("error", None)
             waiter.failed = True
+        if event.type is EventType.TOOL_RESULT:
+            if self.tool_results == "off":
+                return
+            if self.tool_results != "full":
+                data["content"] = ""  # what the model read; the person gets ``display``
         waiter.put(event.type.value, data)
 
     async def close(self) -> dict[str, Any] | None:
@@ -147,15 +167,16 @@ QUIET = (EventType.TEXT, EventType.THINKING)  # not sent when not streaming
 class WebChannel:
     name: ClassVar[str] = "web"
     traits: ClassVar[ChannelTraits] = TRAITS
-    config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
+    config_model: ClassVar[type[ChannelConfig]] = WebConfig
 
-    def __init__(self, host: ChannelHost) -> None:
+    def __init__(self, host: ChannelHost, env: Mapping[str, str] | None = None) -> None:
         self.host = host
-        self.sink = WebSink()
+        self.sink = WebSink(host.config.agent.show_tool_results)
+        self.guard = WebGuard.from_env(host.config.channel("web"), env or {}, host.public_url)
 
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> WebChannel:
-        return cls(host)
+        return cls(host, env)
 
     @classmethod
     def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
@@ -168,6 +189,7 @@ class WebChannel:
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         app.router.add_get("/api/info", self.info)
         app.router.add_post("/api/chat", self.chat)
+        app.on_response_prepare.append(security_headers)
 
     async def start(self) -> None:
         return None
@@ -180,6 +202,7 @@ class WebChannel:
 
     async def info(self, request: web.Request) -> web.Response:
         runtime = self.host.runtime
+        self.guard.admit(request, demo=runtime.models.demo_reason is not None)
         return web.json_response(
             {
                 "model": runtime.model,
@@ -189,38 +212,62 @@ class WebChannel:
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.guard.same_origin(request)
+        self.guard.admit(request, demo=self.host.runtime.models.demo_reason is not None)
         session, text = await _read_body(request)
         if self.host.draining:
             raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
-        sender = request.remote or "unknown"
-        inbound = InboundMessage("web", session, sender, text, message_id=f"{time.time_ns()}")
+        sender = self.guard.client_address(request)
+        browser = browser_id(request)
+        cookie: web.StreamResponse | None = None
+        if browser is None:  # a browser's first message: its conversations are its own
+            cookie = web.StreamResponse()
+            browser = new_browser_cookie(cookie, secure=request.secure)
+        chat = f"{browser}:{session}"
+        inbound = InboundMessage("web", chat, sender, text, message_id=f"{time.time_ns()}")
         waiter = self.sink.expect(inbound)
         try:
             # Stored before the stream starts: a store that is down answers 503.
             outcome = await self.host.dispatcher.submit(inbound, answer_here=True)
             if outcome is Outcome.DRAINING:
                 raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
-            response = await _open_stream(request)
+            response = await _open_stream(request, cookie)
             if outcome is Outcome.DUPLICATE:
                 waiter.put("error", {"message": "This message was sent before."})
                 waiter.lines.put_nowait(None)
-            await self._pump(waiter, response)
+            if not await self._pump(request, waiter, response):
+                self.host.dispatcher.abandon(inbound)
             return response
         finally:
             self.sink.forget(inbound)
 
-    async def _pump(self, waiter: _Waiter, response: web.StreamResponse) -> None:
+    async def _pump(
+        self, request: web.Request, waiter: _Waiter, response: web.StreamResponse
+    ) -> bool:
+        """Stream the lines until the turn settles; False if the browser left first."""
         limit = self.host.config.agent.queuing.turn_timeout + GRACE
         try:
             async with asyncio.timeout(limit):
-                while (line := await waiter.lines.get()) is not None:
-                    await _send(response, line)
+                while True:
+                    try:
+                        line = await asyncio.wait_for(waiter.lines.get(), LEFT_EVERY)
+                    except TimeoutError:
+                        if _left(request):
+                            return False
+                        continue
+                    if line is None:
+                        return True
+                    try:
+                        await _send(response, line)
+                    except ConnectionError:
+                        return False
         except TimeoutError:
             log.warning("a web chat turn gave no answer within %.0fs", limit)
             await _send(
                 response,
                 {"type": "error", "data": {"message": "No answer came in time; try again."}},
             )
+            return False
 
 
 async def _read_body(request: web.Request) -> tuple[str, str]:
@@ -239,8 +286,17 @@ async def _read_body(request: web.Request) -> tuple[str, str]:
     return session, text
 
 
-async def _open_stream(request: web.Request) -> web.StreamResponse:
+def _left(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _open_stream(
+    request: web.Request, cookie: web.StreamResponse | None = None
+) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    if cookie is not None:
+        response.cookies.update(cookie.cookies)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)

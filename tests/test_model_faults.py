@@ -159,7 +159,8 @@ async def _broken_anthropic(how: str) -> AsyncIterator[str]:
 async def test_a_stream_cut_mid_way_fails_over_at_once(
     how: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    async with _broken_anthropic(how) as broken, FakeOpenAI() as openai:
+    openai = FakeOpenAI()
+    async with _broken_anthropic(how) as broken, openai:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", broken)
         monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-main-1111")

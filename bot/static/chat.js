@@ -21,9 +21,23 @@ function el(tag, cls, text) {
 }
 function add(node) { messages.appendChild(node); messages.scrollTop = messages.scrollHeight; return node; }
 
+// With CHATLANE_WEB_TOKEN set, the server wants the token: asked once, kept in this browser.
+async function api(path, options) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = Object.assign({}, (options && options.headers) || {});
+    const token = localStorage.getItem("chatlane-token");
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const response = await fetch(path, Object.assign({}, options, { headers: headers, credentials: "same-origin" }));
+    if (response.status !== 401 || attempt > 0) return response;
+    const given = window.prompt("This chat needs its access token:");
+    if (!given) return response;
+    localStorage.setItem("chatlane-token", given.trim());
+  }
+}
+
 async function loadInfo() {
   try {
-    const info = await (await fetch("/api/info")).json();
+    const info = await (await api("/api/info")).json();
     $("model").textContent = info.model || "";
     if (info.demo) {
       const banner = $("banner");
@@ -98,7 +112,7 @@ async function sendText(text) {
   const turn = new Turn();
   send.disabled = true;
   try {
-    const response = await fetch("/api/chat", {
+    const response = await api("/api/chat", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ session_id: sessionId, text: text }),
     });
@@ -139,7 +153,7 @@ input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
 });
 $("new-chat").addEventListener("click", async () => {
-  await fetch("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" },
+  await api("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ session_id: sessionId, text: "/new" }) });
   sessionId = newId();
   localStorage.setItem("chatlane-session", sessionId);
