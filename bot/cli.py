@@ -1,4 +1,4 @@
-"""The ``chatlane`` command: serve, worker, chat, check, webhooks set."""
+"""The ``chatlane`` command: serve, worker, chat, check, webhooks set, migrate."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks.add_argument(
         "action", choices=["set"], help="set: register each channel's webhook at $PUBLIC_URL"
     )
+    migrate = with_config(
+        sub.add_parser("migrate", help="copy the SQLite store into PostgreSQL ($DATABASE_URL)")
+    )
+    migrate.add_argument(
+        "--sqlite",
+        metavar="FILE",
+        default=None,
+        help="the SQLite file (default: chatlane.sqlite3 under $CHATLANE_DATA_DIR)",
+    )
     return parser
 
 
@@ -55,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chat": _chat,
         "check": _check,
         "webhooks": _webhooks,
+        "migrate": _migrate,
     }
     try:
         return handlers[args.command](config, args)
@@ -135,6 +145,25 @@ def _webhooks(config: Config, args: Any) -> int:
         return max([int(await cls.set_webhook(config, os.environ)) for cls in setters])
 
     return asyncio.run(set_all())
+
+
+def _migrate(config: Config, args: Any) -> int:
+    import contextlib
+    from pathlib import Path
+
+    from bot.config import data_dir
+    from bot.storage.postgres_import import MigrateError, copy_sqlite, open_sqlite, target_url
+
+    source = Path(args.sqlite) if args.sqlite else data_dir(os.environ) / "chatlane.sqlite3"
+    try:
+        url = target_url(os.environ)
+        with contextlib.closing(open_sqlite(source)) as reader:
+            copied = asyncio.run(copy_sqlite(reader, url))
+    except MigrateError as error:
+        print(f"chatlane migrate: {error}", file=sys.stderr)
+        return 1
+    print(f"copied {source} into PostgreSQL: {copied.describe()}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

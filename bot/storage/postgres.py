@@ -20,8 +20,10 @@ Outages: taking a connection retries a refused or failed connect for
 ``retry_for`` seconds (a restart, a failover); past that, and on a
 connection lost mid-statement, the error is raised as ``PostgresUnavailable``
 (one of ``bot.storage.base.UNAVAILABLE``): the message stays stored and is
-answered once the database is back. A statement that may have run is never
-sent twice.
+answered once the database is back. A statement whose connection died under
+it is sent once more on a fresh one only when running it twice changes
+nothing (reads, writes of a value, claims by token, deduplicated inbox adds);
+a transcript append, an attempt count or a ``kv_update`` is not.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
@@ -41,6 +43,7 @@ from bot.storage.batch import Batcher
 from bot.storage.postgres_schema import KV_LOCK, SETTINGS_LOCK, migrate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_POOL_SIZE = 8
 DEDUPE_DAYS = 7
@@ -182,17 +185,27 @@ class PostgresStorage:
             with contextlib.suppress(*_GONE):
                 await pool.release(connection)
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, once: bool) -> T:
+        """``work`` on a pooled connection. When the connection dies under it (one that
+        sat idle through a restart), it runs once more on a new one, unless ``once``:
+        work that may have been done already and would then be done twice."""
+        try:
+            async with self._connection() as connection:
+                return await work(connection)
+        except PostgresUnavailable:
+            if once:
+                raise
         async with self._connection() as connection:
-            return list(await connection.fetch(sql, *args))
+            return await work(connection)
 
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._connection() as connection:
-            return await connection.fetchval(sql, *args)
+    async def _fetch(self, sql: str, *args: Any, once: bool = False) -> list[Any]:
+        return await self._run(lambda c: c.fetch(sql, *args), once=once)
 
-    async def _execute(self, sql: str, *args: Any) -> None:
-        async with self._connection() as connection:
-            await connection.execute(sql, *args)
+    async def _fetchval(self, sql: str, *args: Any, once: bool = False) -> Any:
+        return await self._run(lambda c: c.fetchval(sql, *args), once=once)
+
+    async def _execute(self, sql: str, *args: Any, once: bool = False) -> None:
+        await self._run(lambda c: c.execute(sql, *args), once=once)
 
     async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
         if not messages:
@@ -203,6 +216,7 @@ class PostgresStorage:
             "ORDER BY n RETURNING id",
             session_id,
             [to_json(m.to_dict()) for m in messages],
+            once=True,
         )
         ids = sorted(int(row[0]) for row in rows)  # taken in the rows' order
         return [m.with_id(n) for m, n in zip(messages, ids, strict=True)]
@@ -221,6 +235,7 @@ class PostgresStorage:
             "INSERT INTO chatlane_sessions (session_id, epoch) VALUES ($1, 1) "
             "ON CONFLICT (session_id) DO UPDATE SET epoch = chatlane_sessions.epoch + 1",
             session_id,
+            once=True,
         )
 
     async def get_settings(self, session_id: str) -> dict[str, JSON]:
@@ -231,24 +246,27 @@ class PostgresStorage:
         return settings
 
     async def set_setting(self, session_id: str, key: str, value: JSON | None) -> None:
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", SETTINGS_LOCK, session_id
-            )
-            raw = await connection.fetchval(
-                "SELECT settings FROM chatlane_sessions WHERE session_id = $1", session_id
-            )
-            settings = json.loads(raw) if raw else {}
-            if value is None:
-                settings.pop(key, None)
-            else:
-                settings[key] = value
-            await connection.execute(
-                "INSERT INTO chatlane_sessions (session_id, settings) VALUES ($1, $2) "
-                "ON CONFLICT (session_id) DO UPDATE SET settings = excluded.settings",
-                session_id,
-                json.dumps(settings),
-            )
+        async def write(connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", SETTINGS_LOCK, session_id
+                )
+                raw = await connection.fetchval(
+                    "SELECT settings FROM chatlane_sessions WHERE session_id = $1", session_id
+                )
+                settings = json.loads(raw) if raw else {}
+                if value is None:
+                    settings.pop(key, None)
+                else:
+                    settings[key] = value
+                await connection.execute(
+                    "INSERT INTO chatlane_sessions (session_id, settings) VALUES ($1, $2) "
+                    "ON CONFLICT (session_id) DO UPDATE SET settings = excluded.settings",
+                    session_id,
+                    json.dumps(settings),
+                )
+
+        await self._run(write, once=False)
 
     async def kv_get(self, namespace: str, key: str) -> JSON | None:
         raw = await self._fetchval(
@@ -270,19 +288,26 @@ class PostgresStorage:
 
     async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
         # The lock, not SELECT ... FOR UPDATE: it also holds while the row does not exist.
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", KV_LOCK, f"{namespace}\x1f{key}"
-            )
-            raw = await connection.fetchval(
-                "SELECT value FROM chatlane_kv WHERE namespace = $1 AND key = $2", namespace, key
-            )
-            new = update(json.loads(raw) if raw is not None else None)
-            if new is None:
-                await connection.execute(_KV_DELETE, namespace, key)
-            else:
-                await connection.execute(_KV_SET, namespace, key, json.dumps(new))
-        return new
+        async def write(connection: asyncpg.Connection) -> JSON | None:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    KV_LOCK,
+                    f"{namespace}\x1f{key}",
+                )
+                raw = await connection.fetchval(
+                    "SELECT value FROM chatlane_kv WHERE namespace = $1 AND key = $2",
+                    namespace,
+                    key,
+                )
+                new = update(json.loads(raw) if raw is not None else None)
+                if new is None:
+                    await connection.execute(_KV_DELETE, namespace, key)
+                else:
+                    await connection.execute(_KV_SET, namespace, key, json.dumps(new))
+            return new
+
+        return await self._run(write, once=True)
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
         # Group commit: concurrent adds share one statement, one commit.
@@ -323,6 +348,7 @@ class PostgresStorage:
         attempts = await self._fetchval(
             "UPDATE chatlane_inbox SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts",
             item_id,
+            once=True,
         )
         return int(attempts or 0)
 
