@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.channel import ChannelHost, adapter_classes
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.dispatch import Dispatcher
 from bot.models import ModelSetup
 from bot.runtime import AgentRuntime
@@ -142,6 +142,8 @@ def wire(
             continue
         try:
             channel = cls.from_env(host, env)
+        except ConfigError:
+            raise  # a setting the operator must fix: the process does not start without it
         except Exception:
             log.exception("channel %s could not be set up; it stays off", cls.name)
             continue

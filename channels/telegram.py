@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import os
+import re
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -24,34 +27,94 @@ from typing import Any, ClassVar
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from aiohttp import web
-from telegram import Bot, Message, MessageEntity, ReplyParameters
+from telegram import Bot, BotCommand
 from telegram.constants import ChatAction
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    NetworkError,
-    RetryAfter,
-    TimedOut,
-)
+from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
 
-from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
-from bot.config import Config
+from bot.channel import (
+    ChannelHost,
+    ChannelState,
+    ChannelTraits,
+    Reply,
+    ReplyStream,
+    Sink,
+    StreamOptions,
+    mask,
+)
+from bot.config import Config, ConfigError
 from bot.dispatch import Outcome
 from bot.formatting import FormatMode
 from bot.inbound import InboundMessage
-from channels.common import Retry, send_with_retries, webhook_answer
+from channels.common import send_with_retries, webhook_answer
 from channels.telegram_format import render_telegram
 from channels.telegram_http import AiohttpRequest
+from channels.telegram_stream import (
+    Pacer,
+    TelegramStream,
+    classify,
+    edit,
+    is_gone,
+    send,
+)
 
 log = logging.getLogger(__name__)
 logging.getLogger("telegram").setLevel(logging.WARNING)  # python-telegram-bot logs every request
 
-TRAITS = ChannelTraits(limit=4096, tool_format=FormatMode.MARKDOWN, shows_reasoning=True)
+# About one update a second in a private chat; groups are paced slower by the stream.
+TRAITS = ChannelTraits(
+    limit=4096,
+    tool_format=FormatMode.MARKDOWN,
+    shows_reasoning=True,
+    streams=True,
+    stream_every=1.0,
+)
 
 DEFAULT_BASE = "https://api.telegram.org"
 WEBHOOK_PATH = "/telegram/webhook"
 POLL_TIMEOUT = 25
+SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# The chat commands (bot/commands.py), as Telegram's "/" menu shows them.
+COMMANDS = (
+    ("new", "Start a new conversation"),
+    ("reset", "Start a new conversation"),
+    ("status", "Model, keys and context use"),
+    ("think", "Show the model's reasoning: off, on or stream"),
+    ("model", "Show or switch the model"),
+    ("help", "What the bot can do"),
+)
+
+
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def whole(value: Any) -> int:
+    """An id or number from an update: a JSON integer, nothing else (1e400, "7", true)."""
+    if type(value) is not int:
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def storable(text: str) -> str:
+    """Text with lone surrogates (JSON ``"\\ud800"``) replaced: they cannot be stored."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def check_secret(secret: str | None) -> None:
+    """Webhook mode needs the secret Telegram sends back: without it anyone who finds
+    the URL can post updates (and have the bot write into any chat)."""
+    if secret is None:
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET is not set: Telegram webhook mode refuses to start"
+            " without it (anyone could post forged updates). Set it to 1-256 characters of"
+            ' A-Z a-z 0-9 _ - (e.g. python -c "import secrets;'
+            ' print(secrets.token_urlsafe(32))"), or use polling'
+            " (channels.telegram.mode: polling, or no PUBLIC_URL)."
+        )
+    if not SECRET_FORM.fullmatch(secret):
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ - (Telegram"
+            " refuses other characters)"
+        )
 
 
 def make_bot(token: str, env: Mapping[str, str], *, turns: int = 10) -> Bot:
@@ -62,58 +125,51 @@ def make_bot(token: str, env: Mapping[str, str], *, turns: int = 10) -> Bot:
     return Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot", request=request)
 
 
-def classify(exc: BaseException) -> Retry | None:
-    if isinstance(exc, RetryAfter):
-        wait = exc.retry_after
-        return Retry(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
-    if isinstance(exc, TimedOut | NetworkError) and not isinstance(exc, BadRequest | Forbidden):
-        return Retry()
-    return None
-
-
-def is_formatting_error(error: BadRequest) -> bool:
-    text = error.message.lower()
-    return "entit" in text or "parse" in text
-
-
 class TelegramSink(Sink):
     name = "telegram"
     traits = TRAITS
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
+        self.pacer = Pacer()
 
     def render(self, reply: Reply) -> list[Any]:
+        """The reply's parts; when it was streamed into messages (``reply.live``), the
+        first parts edit those messages, and a streamed message left over is deleted."""
         parts: list[Any] = render_telegram(reply.markdown, reasoning=reply.reasoning)
         if parts:
             parts[0]["first"] = True
+        streamed = [int(i) for i in (reply.live or {}).get("messages") or []]
+        for index, message_id in enumerate(streamed):
+            if index < len(parts):
+                parts[index]["edit"] = message_id
+            else:
+                parts.append({"delete": message_id})
         return parts
+
+    def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
+        if not options.live:
+            return super().open_stream(message, options)
+        return TelegramStream(self.bot, message, options, self.pacer)
 
     async def send_part(self, message: InboundMessage, part: Any) -> None:
         if isinstance(part, str):
             part = {"text": part, "entities": []}
         chat_id: int | str = message.context.get("chat_id", message.chat_id)
-        reply = None
-        if part.get("first") and message.context.get("group"):
-            reply = ReplyParameters(
-                message_id=int(message.context["message_id"]), allow_sending_without_reply=True
-            )
-        entities = [MessageEntity.de_json(e, self.bot) for e in part.get("entities") or []]
-        formatted = bool(entities)
+        if "delete" in part:
+            await self._delete(chat_id, int(part["delete"]))
+            return
         migrated = False
-
-        async def send() -> Message:
-            return await self.bot.send_message(
-                chat_id=chat_id,
-                text=part["text"],
-                entities=[e for e in entities if e is not None] if formatted else None,
-                message_thread_id=message.context.get("thread_id"),
-                reply_parameters=reply,
-            )
-
         while True:
             try:
-                await send_with_retries(send, classify, what="telegram sendMessage")
+                if message.context.get("group"):
+                    await self.pacer.wait(chat_id)
+                    self.pacer.note(chat_id)
+                await send_with_retries(
+                    functools.partial(self._put, message, chat_id, part),
+                    classify,
+                    what=f"telegram {'editMessageText' if 'edit' in part else 'sendMessage'}",
+                )
                 return
             except ChatMigrated as moved:
                 if migrated:
@@ -123,11 +179,29 @@ class TelegramSink(Sink):
             except Forbidden as error:
                 log.warning("telegram refused to deliver (%s); giving up", error.message)
                 return
+
+    async def _put(self, message: InboundMessage, chat_id: int | str, part: Any) -> None:
+        """Edit the streamed message the part finishes, or send it; a streamed message
+        that is gone (deleted by someone) is replaced by a new one."""
+        if "edit" in part:
+            try:
+                await edit(self.bot, chat_id, int(part["edit"]), part)
+                return
             except BadRequest as error:
-                if not formatted or not is_formatting_error(error):
+                if not is_gone(error):
                     raise
-                formatted = False
-                log.warning("telegram rejected the formatting (%s); sending plain text", error)
+                log.info("telegram: the streamed message is gone (%s); sending anew", error)
+        await send(self.bot, message, chat_id, part, first=bool(part.get("first")))
+
+    async def _delete(self, chat_id: int | str, message_id: int) -> None:
+        try:
+            await send_with_retries(
+                lambda: self.bot.delete_message(chat_id=chat_id, message_id=message_id),
+                classify,
+                what="telegram deleteMessage",
+            )
+        except (BadRequest, Forbidden) as error:
+            log.info("telegram: a streamed message could not be deleted (%s)", error)
 
     async def notify(self, message: InboundMessage, text: str) -> None:
         await self.send_part(message, {"text": text, "entities": []})
@@ -159,8 +233,11 @@ class TelegramChannel:
             return None
         configured = host.config.channel("telegram").mode
         mode = configured or ("webhook" if env.get("PUBLIC_URL") else "polling")
+        secret = env.get("TELEGRAM_WEBHOOK_SECRET") or None
+        if mode == "webhook":
+            check_secret(secret)
         bot = make_bot(token, env, turns=host.config.agent.queuing.max_concurrent_global)
-        return cls(host, bot, env.get("TELEGRAM_WEBHOOK_SECRET") or None, mode)
+        return cls(host, bot, secret, mode)
 
     @classmethod
     def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
@@ -181,10 +258,18 @@ class TelegramChannel:
 
     async def start(self) -> None:
         await self.bot.initialize()
+        await self._set_commands()
         if self.mode == "polling":
             await self.bot.delete_webhook()
             self._poller = asyncio.ensure_future(self._poll())
         log.info("telegram: @%s in %s mode", self.bot.username, self.mode)
+
+    async def _set_commands(self) -> None:
+        """The chat commands in Telegram's "/" menu; a failure is logged, never fatal."""
+        try:
+            await self.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        except TelegramError as error:
+            log.warning("telegram: the command menu was not set (%s)", error)
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -206,57 +291,60 @@ class TelegramChannel:
             return web.Response(status=400, text="not a Telegram update")
         try:
             inbound = self.inbound(data)
-        except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError):
+        except MALFORMED:
             return web.Response(status=400, text="malformed Telegram update")
         if inbound is None:
             return web.Response(status=200, text="ok")  # edits, stickers...: nothing to answer
         return webhook_answer(await self.host.dispatcher.submit(inbound))
 
     def inbound(self, update: dict[str, Any]) -> InboundMessage | None:
-        """The message in one Update (the Bot API's JSON, read directly: building PTB
-        objects per update cost more than everything else on this path), or None
-        when it is nothing to answer."""
+        """The message in one Update (the Bot API's JSON, read directly: PTB's
+        ``Update.de_json`` costs 15x as much, more than the rest of the webhook path;
+        see docs/channels/telegram.md), or None when it is nothing to answer.
+        Wrong types raise ValueError or TypeError; text is made storable."""
         message = update.get("message")
         if not isinstance(message, dict):
             return None  # edited messages, channel posts...
         text, sender, chat = message.get("text"), message.get("from"), message["chat"]
         if not isinstance(text, str) or not text.strip() or not isinstance(sender, dict):
             return None  # stickers, photos, service messages
+        text = storable(text)
+        chat_id, sender_id = whole(chat["id"]), whole(sender["id"])
         group = chat["type"] in ("group", "supergroup")
         if group:
-            addressed, text = self._addressed(message)
+            addressed, text = self._addressed(message, text)
             if not addressed or not text:
                 return None
-        topic = message.get("message_thread_id") if message.get("is_topic_message") else None
+        topic = whole(message["message_thread_id"]) if message.get("is_topic_message") else None
+        username = sender.get("username")
         return InboundMessage(
             channel="telegram",
-            chat_id=str(int(chat["id"])),
-            sender_id=str(int(sender["id"])),
+            chat_id=str(chat_id),
+            sender_id=str(sender_id),
             text=text,
-            message_id=str(update["update_id"]),
-            thread_id=str(int(topic)) if topic else None,
-            sender_name=sender.get("username"),
-            timestamp=float(message.get("date") or 0),
+            message_id=str(whole(update["update_id"])),
+            thread_id=str(topic) if topic else None,
+            sender_name=storable(username) if isinstance(username, str) else None,
+            timestamp=float(whole(message.get("date") or 0)),
             context={
-                "chat_id": int(chat["id"]),
-                "message_id": int(message["message_id"]),
-                "thread_id": int(topic) if topic else None,
+                "chat_id": chat_id,
+                "message_id": whole(message["message_id"]),
+                "thread_id": topic or None,
                 "group": group,
             },
             group=group,
         )
 
-    def _addressed(self, message: dict[str, Any]) -> tuple[bool, str]:
+    def _addressed(self, message: dict[str, Any], text: str) -> tuple[bool, str]:
         """Whether a group message is for the bot, and its text without the mention."""
-        text: str = message["text"]
         me = (self.bot.username or "").lower()
         reply = message.get("reply_to_message") or {}
         replied = (reply.get("from") or {}).get("id") == self.bot.id
         encoded = text.encode("utf-16-le")  # entity offsets count UTF-16 units
         for entity in message.get("entities") or []:
             start, end = (
-                int(entity["offset"]) * 2,
-                (int(entity["offset"]) + int(entity["length"])) * 2,
+                whole(entity["offset"]) * 2,
+                (whole(entity["offset"]) + whole(entity["length"])) * 2,
             )
             piece = encoded[start:end].decode("utf-16-le")
             kind = entity.get("type")
@@ -303,7 +391,7 @@ class TelegramChannel:
     async def _take(self, update: dict[str, Any]) -> Outcome:
         try:
             inbound = self.inbound(update)
-        except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError):
+        except MALFORMED:
             log.warning("telegram: skipped a malformed update %s", update.get("update_id"))
             return Outcome.ACCEPTED
         return Outcome.ACCEPTED if inbound is None else await self.host.dispatcher.submit(inbound)
@@ -321,6 +409,11 @@ class TelegramChannel:
             )
             return 1
         secret = env.get("TELEGRAM_WEBHOOK_SECRET") or None
+        try:
+            check_secret(secret)
+        except ConfigError as error:
+            print(f"chatlane: {error}", file=sys.stderr)
+            return 1
         bot = make_bot(token, env)
         async with bot:
             await bot.set_webhook(
@@ -329,10 +422,5 @@ class TelegramChannel:
                 allowed_updates=["message"],
                 drop_pending_updates=False,
             )
-        print(
-            f"Telegram webhook set to {public}{WEBHOOK_PATH}"
-            f" ({'with' if secret else 'without'} a secret token)"
-        )
-        if not secret:
-            print("Tip: set TELEGRAM_WEBHOOK_SECRET so forged updates are refused.")
+        print(f"Telegram webhook set to {public}{WEBHOOK_PATH} (with a secret token)")
         return 0

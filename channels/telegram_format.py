@@ -6,10 +6,18 @@ wrong (MarkdownV2 and HTML parse modes reject a whole message for one bad
 character), and its splitter clips entities at part boundaries, so a code
 block split in two stays a code block in both parts. Reasoning goes first,
 as an expandable (collapsed) blockquote.
+
+Two things it does that a chat must not: it drops anything that looks like
+HTML (``Use <div> for containers`` lost a word), so ``<`` outside code is
+escaped first; and Telegram itself turns file names whose extension is also a
+top-level domain (``README.md``, ``setup.py``) into links, so those get a
+``code`` entity. ``render_live`` renders a reply cut off mid-stream: an open
+code fence is closed for display, so a partial reply never has a broken entity.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import telegramify_markdown
@@ -18,13 +26,35 @@ from bot.formatting import utf16_len
 
 TELEGRAM_LIMIT = 4096
 
+# File extensions that are also top-level domains: Telegram links ``README.md``.
+LINKED_EXTENSIONS = (
+    "md|py|sh|rs|pl|ai|io|so|ps|cc|zip|mov|app|dev|ml|tf|sc|in|js|ts|cs|rb|go|sql|txt|yml"
+)
+FILE_NAME = re.compile(rf"^[\w./-]*\w\.(?:{LINKED_EXTENSIONS})$", re.IGNORECASE)
+TOKEN = re.compile(r"\S+")
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
+AUTOLINK = re.compile(r"<(?:[A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*|[^\s<>@]+@[^\s<>@]+)>")
+CODE_SPAN = re.compile(r"(`+)(?:.+?)(?<!`)\1(?!`)", re.DOTALL)
+COVERING = {"code", "pre", "url", "text_link", "email"}
+
 
 def render_telegram(
-    markdown: str, *, reasoning: str | None = None, limit: int = TELEGRAM_LIMIT
+    markdown: str,
+    *,
+    reasoning: str | None = None,
+    status: str = "",
+    limit: int = TELEGRAM_LIMIT,
 ) -> list[dict[str, Any]]:
-    """Parts as ``{"text": ..., "entities": [MessageEntity dicts]}``, each within ``limit``."""
-    text, entities = telegramify_markdown.convert(markdown) if markdown.strip() else ("", [])
-    entity_dicts = [e.to_dict() for e in entities]
+    """Parts as ``{"text": ..., "entities": [MessageEntity dicts]}``, each within ``limit``.
+
+    ``status`` (what is running, mid-stream) is shown in italics below the text."""
+    text, entity_dicts = convert(markdown)
+    if status.strip():
+        line = status.strip()
+        offset = utf16_len(text) + (2 if text else 0)
+        text = f"{text}\n\n{line}" if text else line
+        entity_dicts.append({"type": "italic", "offset": offset, "length": utf16_len(line)})
     if reasoning and reasoning.strip():
         head = f"Reasoning:\n{reasoning.strip()}"
         shift = utf16_len(head) + (2 if text else 0)
@@ -41,3 +71,109 @@ def render_telegram(
         {"text": part_text, "entities": [e.to_dict() for e in part_entities]}
         for part_text, part_entities in parts
     ]
+
+
+def render_live(
+    markdown: str, *, reasoning: str = "", status: str = "", limit: int = TELEGRAM_LIMIT
+) -> list[dict[str, Any]]:
+    """A reply still being written, as parts: Markdown cut off anywhere renders safely."""
+    return render_telegram(
+        close_fences(markdown), reasoning=reasoning or None, status=status, limit=limit
+    )
+
+
+def convert(markdown: str) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown as Telegram text and entity dicts (HTML-looking text kept, file names
+    not linked)."""
+    if not markdown.strip():
+        return "", []
+    text, entities = telegramify_markdown.convert(escape_html(markdown))
+    dicts = [e.to_dict() for e in entities]
+    return text, dicts + file_name_entities(text, dicts)
+
+
+def close_fences(markdown: str) -> str:
+    """Close a code fence left open (a reply cut off inside a code block)."""
+    open_fence = ""
+    for line in markdown.split("\n"):
+        found = FENCE.match(line)
+        if found is None:
+            continue
+        fence = found.group(1)
+        if not open_fence:
+            open_fence = fence
+        elif fence[0] == open_fence[0] and len(fence) >= len(open_fence):
+            open_fence = "" if not line.strip(fence[0] + " ") else open_fence
+    if not open_fence:
+        return markdown
+    return markdown + ("" if markdown.endswith("\n") else "\n") + open_fence
+
+
+def escape_html(markdown: str) -> str:
+    """Backslash-escape ``<`` that would start an HTML tag, outside code and autolinks:
+    telegramify-markdown drops inline HTML, and a chat reply shows it as written."""
+    out: list[str] = []
+    prose: list[str] = []
+    open_fence = ""
+    blank = True
+    for line in markdown.split("\n"):
+        found = FENCE.match(line)
+        indented_code = blank and not open_fence and line.startswith(("    ", "\t"))
+        if open_fence or found or indented_code:
+            if prose:
+                out.append(_escape_prose("\n".join(prose)))
+                prose = []
+            out.append(line)
+            if found and not open_fence:
+                open_fence = found.group(1)
+            elif found and found.group(1)[0] == open_fence[0]:
+                open_fence = ""
+            blank = indented_code  # an indented block goes on after its first line
+            continue
+        prose.append(line)
+        blank = not line.strip()
+    if prose:
+        out.append(_escape_prose("\n".join(prose)))
+    return "\n".join(out)
+
+
+def _escape_prose(text: str) -> str:
+    pieces: list[str] = []
+    at = 0
+    for span in CODE_SPAN.finditer(text):
+        pieces.append(_escape_tags(text[at : span.start()]))
+        pieces.append(span.group(0))
+        at = span.end()
+    pieces.append(_escape_tags(text[at:]))
+    return "".join(pieces)
+
+
+def _escape_tags(text: str) -> str:
+    pieces: list[str] = []
+    at = 0
+    for link in AUTOLINK.finditer(text):
+        pieces.append(HTML_START.sub(r"\\<", text[at : link.start()]))
+        pieces.append(link.group(0))
+        at = link.end()
+    pieces.append(HTML_START.sub(r"\\<", text[at:]))
+    return "".join(pieces)
+
+
+def file_name_entities(text: str, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``code`` entities over bare file names Telegram would turn into links."""
+    covered = [(e["offset"], e["offset"] + e["length"]) for e in entities if e["type"] in COVERING]
+    found: list[dict[str, Any]] = []
+    for token in TOKEN.finditer(text):
+        word = token.group(0)
+        stripped = word.lstrip("(\"'[")
+        name = stripped.rstrip(".,;:!?)\"']")
+        if "://" in name or "@" in name or name.lower().startswith("www.") or not name:
+            continue
+        if not FILE_NAME.match(name):
+            continue
+        start = utf16_len(text[: token.start() + len(word) - len(stripped)])
+        end = start + utf16_len(name)
+        if any(a < end and start < b for a, b in covered):
+            continue
+        found.append({"type": "code", "offset": start, "length": end - start})
+    return found

@@ -112,12 +112,14 @@ async def test_groups_need_a_mention_or_reply(telegram: FakeTelegram) -> None:
         mention = [{"type": "mention", "offset": 0, "length": 9}]
         await post(client, update(11, "@lane_bot what's up", entities=mention, **group))
         await post(client, update(12, "and you?", reply_to_bot=True, **group))
-        sent = await telegram.wait_for("sendMessage", 2)
-        texts = [m["text"] for m in sent]
+        await telegram.wait_until(
+            lambda: sum("You said" in t for t in telegram.visible(-100)) == 2, "two answers"
+        )
+        texts = telegram.visible(-100)
         assert any("You said: what's up" in t for t in texts)
         assert any("You said: and you?" in t for t in texts)
         assert not any("just chatting" in t for t in texts)
-        assert all(m.get("reply_parameters") for m in sent)
+        assert all(m.get("reply_parameters") for m in telegram.sent())
     finally:
         await client.close()
 
@@ -147,20 +149,17 @@ async def test_entity_rejection_falls_back_to_plain(telegram: FakeTelegram) -> N
 
 
 async def test_migrated_group_is_answered_in_the_supergroup(telegram: FakeTelegram) -> None:
-    telegram.fail(
-        "sendMessage",
-        400,
-        "Bad Request: group chat was upgraded to a supergroup chat",
-        migrate_to_chat_id=-1009,
-    )
+    telegram.migrated[-9] = -1009
     client = await app_client(telegram)
     try:
         await post(
             client, update(31, "still there?", chat_id=-9, chat_type="group", reply_to_bot=True)
         )
-        sent = await telegram.wait_for("sendMessage")
-        assert sent[0]["chat_id"] == -1009
-        assert "You said: still there?" in sent[0]["text"]
+        await telegram.wait_until(
+            lambda: any("You said: still there?" in t for t in telegram.visible(-1009)),
+            "the answer in the supergroup",
+        )
+        assert all(m["chat_id"] == -1009 for m in telegram.sent())
     finally:
         await client.close()
 
@@ -190,12 +189,14 @@ async def test_mentions_and_commands_in_groups(telegram: FakeTelegram) -> None:
         await post(client, update(40, "/status@other_bot", entities=other, **group))
         middle = [{"type": "mention", "offset": 7, "length": 9}]
         await post(client, update(41, "hey 🙂 @lane_bot how are you", entities=middle, **group))
-        sent = await telegram.wait_for("sendMessage")
-        assert "You said: hey 🙂 how are you" in sent[0]["text"]
+        await telegram.wait_until(
+            lambda: any("You said: hey 🙂 how are you" in t for t in telegram.visible()),
+            "the answer without the mention",
+        )
         ours = [{"type": "bot_command", "offset": 0, "length": 16}]
         await post(client, update(42, "/status@lane_bot", entities=ours, **group))
-        sent = await telegram.wait_for("sendMessage", 2)
-        assert len(sent) == 2 and "You said" not in sent[1]["text"]
+        await telegram.wait_until(lambda: len(telegram.visible()) == 2, "the /status answer")
+        assert "You said" not in telegram.visible()[1]
     finally:
         await client.close()
 

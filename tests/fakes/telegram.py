@@ -3,12 +3,21 @@
 Records every call; ``fail(method, status, description, retry_after=None)``
 queues an error answer for the next call of ``method``; ``push_update`` feeds
 ``getUpdates`` (long polling).
+
+It keeps the chats as a user would see them (``visible(chat_id)``: each
+message's current text after edits and deletions; ``drafts``: the last draft
+per chat) and answers as the Bot API does: ``editMessageText`` with the same
+content is 400 "message is not modified", an unknown message 400 "message to
+edit not found", entities outside the text 400 "can't parse entities", text
+over 4096 UTF-16 units 400 "message is too long", a draft outside a private
+chat 400, a malformed command menu 400 "BOT_COMMAND_INVALID".
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +45,11 @@ class FakeTelegram:
     failures: dict[str, list[tuple[int, str, dict[str, Any]]]] = field(default_factory=dict)
     updates: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (chat_id, message_id) -> {"text", "entities"}: what the chat shows now
+    messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    drafts: dict[int, str] = field(default_factory=dict)  # chat_id -> last draft text
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    migrated: dict[int, int] = field(default_factory=dict)  # group id -> its supergroup's
 
     def __post_init__(self) -> None:
         app = web.Application()
@@ -76,6 +90,17 @@ class FakeTelegram:
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
         return [c.params for c in self.calls if c.method == method]
 
+    def visible(self, chat_id: int | None = None) -> list[str]:
+        """The bot's messages as the chat shows them now, oldest first."""
+        return [
+            shown["text"]
+            for (chat, _), shown in sorted(self.messages.items(), key=lambda kv: kv[0][1])
+            if chat_id is None or chat == chat_id
+        ]
+
+    async def wait_until(self, check: Any, what: str, seconds: float = 10) -> None:
+        await wait_for(check, what, seconds, changed=self.changed)
+
     async def wait_for(
         self, method: str, count: int = 1, seconds: float = 10
     ) -> list[dict[str, Any]]:
@@ -110,6 +135,10 @@ class FakeTelegram:
         via = request.match_info.get("via", "")
         params = await self._params(request)
         queued = self.failures.get(method)
+        moved = self.migrated.get(int(params.get("chat_id") or 0))
+        if moved is not None:  # every call to the old group, as Telegram answers it
+            queued = [(400, "Bad Request: group chat was upgraded to a supergroup chat", {})]
+            queued[0][2]["migrate_to_chat_id"] = moved
         if queued:
             status, description, parameters = queued.pop(0)
             self.calls.append(Call(f"{method}!failed", params, via))
@@ -126,11 +155,77 @@ class FakeTelegram:
                 return web.json_response({"ok": True, "result": []})
             self.calls.append(Call(method, params, via))
             return web.json_response({"ok": True, "result": [first]})
+        refused = self._refusal(method, params)
+        if refused is not None:
+            self.calls.append(Call(f"{method}!failed", params, via))
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"},
+                status=400,
+            )
         self.calls.append(Call(method, params, via))
+        result = self._result(method, params)
         self.changed.set()
-        return web.json_response({"ok": True, "result": self._result(method, params)})
+        return web.json_response({"ok": True, "result": result})
+
+    def _refusal(self, method: str, params: dict[str, Any]) -> str | None:
+        """What the Bot API says to a call it refuses, or None."""
+        if method in ("sendMessage", "editMessageText", "sendMessageDraft"):
+            text = str(params.get("text") or "")
+            size = len(text.encode("utf-16-le")) // 2
+            if not text.strip() and method != "sendMessageDraft":
+                return "message text is empty"
+            if size > 4096:
+                return "message is too long"
+            for entity in params.get("entities") or []:
+                if entity["offset"] < 0 or entity["offset"] + entity["length"] > size:
+                    return "can't parse entities: entity beyond the end of the text"
+        key = (int(params.get("chat_id") or 0), int(params.get("message_id") or 0))
+        if method == "editMessageText":
+            shown = self.messages.get(key)
+            if shown is None:
+                return "message to edit not found"
+            if (shown["text"], shown["entities"]) == (params["text"], params.get("entities") or []):
+                return (
+                    "message is not modified: specified new message content and reply markup"
+                    " are exactly the same as a current content and reply markup of the message"
+                )
+        if method == "deleteMessage" and key not in self.messages:
+            return "message to delete not found"
+        if method == "sendMessageDraft" and (key[0] <= 0 or not params.get("draft_id")):
+            return "TEXTDRAFT_PEER_INVALID" if key[0] <= 0 else "draft_id must be non-zero"
+        if method == "setMyCommands":
+            commands = params.get("commands")
+            valid = isinstance(commands, list) and all(
+                re.fullmatch(r"[a-z0-9_]{1,32}", str(c.get("command")))
+                and 1 <= len(str(c.get("description") or "")) <= 256
+                for c in commands
+            )
+            if not valid:
+                return "BOT_COMMAND_INVALID"
+        return None
+
+    def _message(self, params: dict[str, Any], message_id: int) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        return {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lane"},
+            "text": params.get("text", ""),
+        }
 
     def _result(self, method: str, params: dict[str, Any]) -> Any:
+        shown = {"text": params.get("text", ""), "entities": params.get("entities") or []}
+        key = (int(params.get("chat_id") or 0), int(params.get("message_id") or 0))
+        if method == "editMessageText":
+            self.messages[key] = shown
+            return self._message(params, key[1])
+        if method == "deleteMessage":
+            del self.messages[key]
+        if method == "sendMessageDraft":
+            self.drafts[key[0]] = shown["text"]
+        if method == "setMyCommands":
+            self.commands = params["commands"]
         if method == "getMe":
             return {
                 "id": BOT_ID,
@@ -143,13 +238,9 @@ class FakeTelegram:
             }
         if method == "sendMessage":
             self._next_message += 1
-            return {
-                "message_id": self._next_message,
-                "date": int(time.time()),
-                "chat": {"id": int(params["chat_id"]), "type": "private"},
-                "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lane"},
-                "text": params.get("text", ""),
-            }
+            self.messages[(key[0], self._next_message)] = shown
+            self.drafts.pop(key[0], None)  # the message takes the draft's place
+            return self._message(params, self._next_message)
         return True
 
 
