@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
@@ -36,8 +40,9 @@ from bot.storage import (
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.postgres import PostgresStorage, PostgresUnavailable
-from bot.storage.redis import RedisStorage
+from bot.storage.redis import RedisStorage, redis_tls
 from tests.helpers import wait_for
+from tests.procs import free_port
 
 
 @pytest.fixture(scope="module")
@@ -589,3 +594,93 @@ def test_an_installed_package_adds_a_backend_that_consumers_see(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server speaking only TLS, with a self-signed certificate (as Heroku
+    Redis has); its ``rediss://`` URL."""
+    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if binary is None or openssl is None:
+        pytest.skip("needs redis-server and openssl")
+    cert, key, log = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "redis.log"
+    subject = ["-subj", "/CN=redis.example.com", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    port = free_port()
+    tls = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    quiet = ["--save", "", "--appendonly", "no", "--logfile", str(log)]
+    proc = subprocess.Popen([binary, "--port", "0", "--bind", "127.0.0.1", *tls, *quiet])
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(port):
+            if proc.poll() is not None:  # e.g. built without TLS
+                pytest.skip(f"redis-server would not serve TLS: {log.read_text()[-200:]}")
+            assert time.monotonic() < deadline, "redis-server (TLS) did not start in 10 s"
+            time.sleep(0.02)
+        yield f"rediss://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_rediss_with_a_self_signed_certificate_and_cert_reqs_none(
+    tls_redis: str, cleanup: contextlib.AsyncExitStack
+) -> None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bot.components import build_lanes
+    from bot.config import load_config
+
+    # By default the certificate is checked, and a self-signed one refused.
+    strict = aioredis.Redis.from_url(tls_redis, **redis_tls({"REDIS_URL": tls_redis}))
+    cleanup.push_async_callback(strict.aclose)
+    with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+        await strict.ping()
+    env = {"REDIS_URL": tls_redis, "REDIS_SSL_CERT_REQS": "none"}
+    store = default_storage(env)
+    assert isinstance(store, RedisStorage)
+    await store.open()
+    cleanup.push_async_callback(store.close)
+    assert await store.ping()
+    item = await store.inbox_add("telegram:1", {"text": "over TLS"})
+    assert [i.data for i in await store.inbox_pending()] == [{"text": "over TLS"}]
+    assert await store.inbox_claim(item, "a#1", 30)
+    lanes = build_lanes(load_config(data={}), env)  # lanes ride the same TLS options
+    assert lanes is not None
+    cleanup.push_async_callback(lanes.aclose)
+    assert await lanes.ping()
+
+
+async def test_tls_options_come_from_the_environment(redis_server: str) -> None:
+    assert redis_tls({}) == {}
+    assert redis_tls({"REDIS_SSL_CERT_REQS": "None"}) == {
+        "ssl_cert_reqs": "none",
+        "ssl_check_hostname": False,
+    }
+    files = {"REDIS_SSL_CA_CERTS": "/ca.pem", "REDIS_SSL_CERTFILE": "/c.pem"}
+    assert redis_tls({**files, "REDIS_SSL_CERT_REQS": "required"}) == {
+        "ssl_ca_certs": "/ca.pem",
+        "ssl_certfile": "/c.pem",
+        "ssl_cert_reqs": "required",
+    }
+    with pytest.raises(ValueError, match="REDIS_SSL_CERT_REQS: 'off' is not one of none"):
+        redis_tls({"REDIS_SSL_CERT_REQS": "off"})
+    # A plain redis:// URL leaves them out (redis-py would refuse them there).
+    plain = RedisStorage.from_env({"REDIS_URL": redis_server, "REDIS_SSL_CERT_REQS": "none"})
+    await plain.open()
+    try:
+        assert await plain.ping()
+    finally:
+        await plain.close()

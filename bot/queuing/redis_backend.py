@@ -28,7 +28,8 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -327,10 +328,13 @@ class RedisLanes:
         per_session: int = 1,
         global_cap: int = 10,
         max_connections: int | None = None,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         # Each running turn holds two tickets (renewed every 10 s) and each waiter runs
         # one script at a time; one connection stays subscribed to the wake-ups.
-        self.client = redis_client(url, max_connections=max_connections or 2 * global_cap + 16)
+        self.client = redis_client(
+            url, max_connections=max_connections or 2 * global_cap + 16, tls=tls
+        )
         self.cleanups: set[asyncio.Task[None]] = set()
         self.wakes = Wakes(self.client, f"{prefix}lanes:wake")
         self.prefix = prefix

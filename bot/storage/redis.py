@@ -124,15 +124,51 @@ def _pairs(claims: Mapping[int, str]) -> list[str]:
     return [str(v) for pair in claims.items() for v in pair]
 
 
-def redis_client(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
+CERT_REQS = ("none", "optional", "required")
+# Variable -> redis-py's keyword, for ``rediss://`` URLs.
+TLS_FILES = {
+    "REDIS_SSL_CA_CERTS": "ssl_ca_certs",
+    "REDIS_SSL_CERTFILE": "ssl_certfile",
+    "REDIS_SSL_KEYFILE": "ssl_keyfile",
+}
+
+
+def redis_tls(env: Mapping[str, str]) -> dict[str, Any]:
+    """TLS options for a ``rediss://`` URL from the environment: ``REDIS_SSL_CERT_REQS``
+    (``none`` for a server with a self-signed certificate, as Heroku Redis has;
+    ``optional``; ``required``, the default), ``REDIS_SSL_CA_CERTS`` (a CA bundle to
+    verify against), ``REDIS_SSL_CERTFILE`` and ``REDIS_SSL_KEYFILE`` (a client
+    certificate)."""
+    options: dict[str, Any] = {
+        keyword: env[name] for name, keyword in TLS_FILES.items() if env.get(name)
+    }
+    reqs = env.get("REDIS_SSL_CERT_REQS", "").strip().lower()
+    if reqs:
+        if reqs not in CERT_REQS:
+            raise ValueError(
+                f"REDIS_SSL_CERT_REQS: {reqs!r} is not one of {', '.join(CERT_REQS)}; "
+                "use none for a server with a self-signed certificate (Heroku Redis)"
+            )
+        options["ssl_cert_reqs"] = reqs
+        if reqs == "none":  # nothing is verified, so neither is the name
+            options["ssl_check_hostname"] = False
+    return options
+
+
+def redis_client(
+    url: str, *, max_connections: int | None = None, tls: Mapping[str, Any] | None = None
+) -> aioredis.Redis:
     """A client that rides out a short outage (a failover, a restart): each command is
     retried on a lost connection for about five seconds before the error is raised.
 
     Its pool is bounded (``max_connections``) and blocking: when every connection is
     busy a command waits for one instead of failing with "Too many connections", so a
-    burst slows down rather than losing claims and renewals."""
+    burst slows down rather than losing claims and renewals. ``tls`` (``redis_tls``)
+    applies to ``rediss://`` URLs only."""
+    secure = url.lower().startswith("rediss://")
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        **(dict(tls or {}) if secure else {}),
         max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
         timeout=10,
         decode_responses=True,
@@ -154,11 +190,17 @@ class RedisStorage:
     unavailable: ClassVar[tuple[type[Exception], ...]] = (RedisConnectionError, RedisTimeoutError)
 
     def __init__(
-        self, url: str, *, prefix: str = "chatlane:", max_connections: int | None = None
+        self,
+        url: str,
+        *,
+        prefix: str = "chatlane:",
+        max_connections: int | None = None,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.max_connections = max_connections
+        self.tls = dict(tls or {})
         self._client: aioredis.Redis | None = None
         self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
 
@@ -166,7 +208,7 @@ class RedisStorage:
     def from_env(
         cls, env: Mapping[str, str], *, max_connections: int | None = None
     ) -> RedisStorage:
-        return cls(env["REDIS_URL"], max_connections=max_connections)
+        return cls(env["REDIS_URL"], max_connections=max_connections, tls=redis_tls(env))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -179,7 +221,9 @@ class RedisStorage:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = redis_client(self.url, max_connections=self.max_connections)
+            self._client = redis_client(
+                self.url, max_connections=self.max_connections, tls=self.tls
+            )
 
     async def close(self) -> None:
         await self._inbox_adds.close()
