@@ -31,10 +31,12 @@ def build_storage(config: Config, env: Mapping[str, str] | None = None) -> Stora
 
 def build_lanes(config: Config, env: Mapping[str, str] | None = None) -> RedisLanes | None:
     """Lanes shared by every process when ``REDIS_URL`` is set; None means in-process lanes."""
-    redis_url = (os.environ if env is None else env).get("REDIS_URL")
+    env = os.environ if env is None else env
+    redis_url = env.get("REDIS_URL")
     if not redis_url:
         return None
     from bot.queuing.redis_backend import RedisLanes  # the redis client only when used
+    from bot.storage.redis import redis_tls
 
     queuing = config.agent.queuing
     return RedisLanes(
@@ -42,6 +44,7 @@ def build_lanes(config: Config, env: Mapping[str, str] | None = None) -> RedisLa
         per_session=queuing.max_concurrent_per_session,
         global_cap=queuing.max_concurrent_global,
         max_connections=config.server.redis_max_connections,
+        tls=redis_tls(env),  # rediss:// with REDIS_SSL_CERT_REQS=none and the like
     )
 
 
