@@ -177,7 +177,8 @@ def message(n: int, *parts: MediaPart, text: str = "") -> InboundMessage:
 
 
 async def answered(sink: Sink, count: int = 1) -> list[Any]:
-    await wait_for(lambda: len(sink.sent) >= count, f"{count} replies", changed=sink.changed)
+    # the first test pays for importing the model SDK (slow under coverage)
+    await wait_for(lambda: len(sink.sent) >= count, f"{count} replies", 20, changed=sink.changed)
     return sink.sent
 
 
