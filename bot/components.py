@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bot.config import Config
 from bot.storage.base import Storage
 from bot.storage.factory import default_storage
-from bot.tools import ToolRegistry, default_tools
+from bot.tools import ToolRegistry, configured_tools
 
 if TYPE_CHECKING:
     from bot.queuing.redis_backend import RedisLanes
@@ -49,5 +49,6 @@ def build_lanes(config: Config, env: Mapping[str, str] | None = None) -> RedisLa
 
 
 def build_tools(config: Config) -> ToolRegistry:
-    """The built-in tools on ``agent.workspace`` and the ``chatlane.tools`` plugins."""
-    return default_tools(config.agent.workspace)
+    """The built-in tools on ``agent.workspace``, the ``chatlane.tools`` plugins and the
+    config's ``tools:``."""
+    return configured_tools(config)

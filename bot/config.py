@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +133,11 @@ class AgentConfig(_Model):
     request_timeout: float = Field(default=120.0, gt=0)
     media: MediaConfig = MediaConfig()
 
+    @field_validator("system_prompt_file", mode="after")
+    @classmethod
+    def _prompt_file(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
     @field_validator("thinking_mode", "tool_format", "show_tool_results", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -195,6 +201,17 @@ class ChannelConfig(_Model):
     # default); seconds between visible updates (None: the channel's, within its limits).
     streaming: bool | None = None
     stream_every: float | None = Field(default=None, gt=0)
+
+    @field_validator("system_prompt_file", mode="after")
+    @classmethod
+    def _prompt_file(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> ChannelConfig:
+        if self.system_prompt is not None and self.system_prompt_file is not None:
+            raise ValueError("give system_prompt or system_prompt_file, not both")
+        return self
 
     @field_validator("allow_from", "admins", mode="before")
     @classmethod
@@ -264,6 +281,28 @@ class Config(_Model):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     hooks: tuple[str, ...] = ()  # "module" or "module:object"
     source: str | None = None
+
+    @field_validator("tools", "hooks", mode="after")
+    @classmethod
+    def _import_strings(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        for entry in value:
+            if isinstance(entry, str) and not re.match(_IMPORT_STRING, entry):
+                raise ValueError(
+                    f"{entry!r} is not an import string; write it as 'package.module:function' "
+                    "(the module must be importable, on PYTHONPATH or installed)"
+                )
+        return value
+
+    @field_validator("mcp_servers", mode="after")
+    @classmethod
+    def _server_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) or "__" in name:
+                raise ValueError(
+                    f"server name {name!r}: use letters, digits, '-' and single '_' "
+                    "(its tools are named mcp__<server>__<tool>)"
+                )
+        return value
 
     @field_validator("providers", mode="after")
     @classmethod

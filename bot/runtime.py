@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from bot.failover import FallbackChain
 from bot.failover.errors import FailoverReason, ProviderError, user_message
 from bot.failover.runner import Failover
 from bot.formatting import FormatMode
+from bot.hooks import Hooks, ToolUse, TurnEnd, TurnStart, load_hooks
 from bot.messages import Attachment, Message, Role, ToolCall
 from bot.models import ModelSetup, build_model_setup
 from bot.providers.base import (
@@ -63,7 +65,9 @@ from bot.storage.base import Storage
 from bot.thinking import ThinkingMode
 from bot.thinking.extractor import StreamingThinkingExtractor
 from bot.tool_display import ToolDisplay
-from bot.tools import ToolRegistry
+from bot.tools import ToolRegistry, ToolResult
+from bot.tools.mcp import McpServers
+from bot.tools.registry import permitted
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +112,8 @@ class _Turn:
     display: FormatMode  # how tool results are shown
     unsaved: list[Message]  # written to the transcript when the turn ends, however it ends
     model: str  # the model that answered
-    channel: str | None = None  # for the logs
+    channel: str | None = None  # its config section (prompt, tools), the logs
+    context: str = ""  # what before_turn hooks added to the system prompt, this turn only
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=lambda: Usage(input_tokens=0, output_tokens=0))
     thinking: list[str] = field(default_factory=list)  # each round's reasoning
@@ -138,6 +143,7 @@ class AgentRuntime:
         system_prompt: str | None = None,
         demo_when_unconfigured: bool = False,
         env: Mapping[str, str] | None = None,
+        hooks: Sequence[object] = (),
     ) -> None:
         self.config = config if config is not None else load_config(config_path, env=env)
         agent = self.config.agent
@@ -152,8 +158,12 @@ class AgentRuntime:
         self.queuing_enabled = (
             agent.queuing.enabled if enable_queuing is None else bool(enable_queuing)
         )
+        self._prompt_given = system_prompt is not None  # then it is every channel's prompt
+        if system_prompt is None and agent.system_prompt_file is not None:
+            system_prompt = agent.system_prompt_file.read_text(encoding="utf-8")
         self.system_prompt = system_prompt if system_prompt is not None else agent.system_prompt
-        self._system: Message | None = None
+        self._systems: dict[str, Message] = {}
+        self._channel_prompts: dict[str, str | None] = {}
         self.models: ModelSetup = build_model_setup(
             self.config,
             model=model,
@@ -163,6 +173,10 @@ class AgentRuntime:
             env=env,
         )
         self.tools = tools if tools is not None else build_tools(self.config)
+        self.hooks: Hooks = load_hooks(self.config, extra=hooks)
+        self.mcp = McpServers(
+            self.config.mcp_servers, self.tools, os.environ if env is None else env
+        )
         self._storage = storage
         self._env = env
         self.queue = QueueManager(
@@ -196,10 +210,12 @@ class AgentRuntime:
                 return
             await self.storage.open()
             await self.models.rotation.load(self.storage)
+            await self.mcp.start()  # a server that fails is logged and skipped
             self._context = self._new_context()
             self._started = True
 
     async def close(self) -> None:
+        await self.mcp.stop()
         await self.models.aclose()
         if self.queue.redis is not None:
             await self.queue.redis.aclose()
@@ -302,12 +318,50 @@ class AgentRuntime:
             # early, so that write happens, or fails, before ``run`` returns.
             unsaved = [Message(Role.USER, text, attachments=tuple(attachments))]
             try:
-                turn = self._rounds(session_id, unsaved, channel, thinking_mode, tool_format)
+                turn = self._hooked(session_id, unsaved, channel, thinking_mode, tool_format)
                 async with aclosing(turn) as rounds:
                     async for event in rounds:
                         yield event
             finally:
                 await self._context.append(session_id, unsaved)
+
+    async def _hooked(
+        self,
+        session_id: str,
+        unsaved: list[Message],
+        channel: str | None,
+        thinking_mode: ThinkingMode | str | None,
+        tool_format: FormatMode | str | None,
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """The turn between the hooks: ``before_turn`` may refuse it or add context for it,
+        ``after_turn`` sees how it ended."""
+        text = unsaved[0].content
+        contexts, refusal = await self.hooks.before_turn(TurnStart(session_id, channel, text))
+        end = TurnEnd(session_id, channel, text, reply="")
+        if refusal is not None:
+            unsaved.append(Message(Role.ASSISTANT, refusal.message))
+            yield AgentEvent(EventType.TEXT, TextData(delta=refusal.message))
+            done = DoneData(
+                text=refusal.message,
+                model="",
+                usage=Usage(input_tokens=0, output_tokens=0),
+                thinking="",
+                stop_reason=None,
+            )
+            yield AgentEvent(EventType.DONE, done)
+            await self.hooks.after_turn(replace(end, reply=refusal.message, refused=True))
+            return
+        context = "\n\n".join(contexts)
+        rounds = self._rounds(session_id, unsaved, channel, thinking_mode, tool_format, context)
+        async with aclosing(rounds):
+            async for event in rounds:
+                if event.type is EventType.DONE:
+                    data = event.data
+                    end = replace(end, reply=data["text"], model=data["model"], usage=data["usage"])
+                elif event.type is EventType.ERROR:
+                    end = replace(end, error=event.data["reason"])
+                yield event
+        await self.hooks.after_turn(end)
 
     async def _rounds(
         self,
@@ -316,6 +370,7 @@ class AgentRuntime:
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
         tool_format: FormatMode | str | None,
+        context: str = "",
     ) -> AsyncGenerator[AgentEvent, None]:
         """The turn: a model call per round, tools between rounds, then ``done``."""
         assert self._context is not None
@@ -329,6 +384,7 @@ class AgentRuntime:
             unsaved=unsaved,
             model=chain.primary,
             channel=channel,
+            context=context,
         )
         limit = self.config.agent.max_tool_rounds
         index = 0
@@ -399,11 +455,11 @@ class AgentRuntime:
     ) -> Callable[[str], ModelRequest]:
         """The round's request, for whichever model of the chain is asked."""
         agent = self.config.agent
-        system = (self._system_message(),) if self.system_prompt else ()
+        system = self._system_message(turn)
         return functools.partial(
             ModelRequest,
             messages=(*system, *messages),
-            tools=self.tools.specs() if offer_tools else (),
+            tools=self.tools.specs(*self._tool_filter(turn.channel)) if offer_tools else (),
             max_tokens=agent.max_output_tokens,
             thinking_budget=agent.thinking_budget if turn.mode is not ThinkingMode.OFF else None,
         )
@@ -502,7 +558,7 @@ class AgentRuntime:
                 EventType.TOOL_CALL,
                 ToolCallData(id=call.id, name=call.name, arguments=call.arguments),
             )
-            result = await self.tools.call(call.name, call.arguments, call.id)
+            result = await self._call_tool(turn, call)
             results.append(
                 Message(
                     Role.TOOL,
@@ -605,12 +661,63 @@ class AgentRuntime:
                 chunks.append(item.text)
         return "".join(chunks)
 
-    def _system_message(self) -> Message:
-        """The system prompt as a message, made again only when the prompt changes."""
-        found = self._system
-        if found is None or found.content != self.system_prompt:
-            found = self._system = Message(Role.SYSTEM, self.system_prompt or "")
-        return found
+    def _system_message(self, turn: _Turn) -> tuple[Message, ...]:
+        """The turn's system prompt (its channel's, with what hooks added) as a message;
+        a prompt without additions is made into a message once."""
+        prompt = self._prompt_for(turn.channel)
+        if turn.context:
+            prompt = f"{prompt}\n\n{turn.context}" if prompt else turn.context
+        if not prompt:
+            return ()
+        if turn.context:
+            return (Message(Role.SYSTEM, prompt),)
+        found = self._systems.get(prompt)
+        if found is None:
+            if len(self._systems) > 64:  # the prompt attribute may be changed at will
+                self._systems.clear()
+            found = self._systems[prompt] = Message(Role.SYSTEM, prompt)
+        return (found,)
+
+    def _prompt_for(self, channel: str | None) -> str:
+        """AgentRuntime(system_prompt=) > channels.<channel>.system_prompt(_file) >
+        agent.system_prompt_file > agent.system_prompt. Files are read once."""
+        if channel is None or self._prompt_given:
+            return self.system_prompt or ""
+        if channel not in self._channel_prompts:
+            section = self.config.channel(channel)
+            own = section.system_prompt
+            if own is None and section.system_prompt_file is not None:
+                own = section.system_prompt_file.read_text(encoding="utf-8")
+            self._channel_prompts[channel] = own
+        own = self._channel_prompts[channel]
+        return own if own is not None else self.system_prompt or ""
+
+    def _tool_filter(self, channel: str | None) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """``channels.<channel>.allowed_tools`` and ``disabled_tools`` (no channel: every tool)."""
+        if channel is None:
+            return None, ()
+        section = self.config.channel(channel)
+        return section.allowed_tools, section.disabled_tools
+
+    async def _call_tool(self, turn: _Turn, call: ToolCall) -> ToolResult:
+        """One tool call: refused when the channel does not allow the tool or a hook says no."""
+        if not permitted(call.name, *self._tool_filter(turn.channel)):
+            return ToolResult(
+                call.name,
+                f"The tool {call.name} is not available here.",
+                call.arguments,
+                is_error=True,
+                call_id=call.id,
+            )
+        use = ToolUse(turn.session_id, turn.channel, call.name, call.arguments, call.id)
+        refusal = await self.hooks.before_tool(use)
+        if refusal is not None:
+            return ToolResult(
+                call.name, refusal.message, call.arguments, is_error=True, call_id=call.id
+            )
+        result = await self.tools.call(call.name, call.arguments, call.id)
+        await self.hooks.after_tool(use, result)
+        return result
 
     async def status(self, session_id: str | None = None) -> dict[str, Any]:
         """What ``/status`` shows: models, profiles (masked), the session's settings and tokens."""

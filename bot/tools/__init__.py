@@ -1,8 +1,8 @@
 """Tools the model may call: a registry, the ``@tool`` decorator and the built-ins."""
 
 from bot.tools.builtin import Workspace, builtin_tools
-from bot.tools.plugins import default_tools
-from bot.tools.registry import Tool, ToolError, ToolRegistry, make_tool
+from bot.tools.plugins import configured_tools, default_tools
+from bot.tools.registry import Tool, ToolError, ToolRegistry, make_tool, tool
 from bot.tools.result import ToolResult
 
 __all__ = [
@@ -12,6 +12,8 @@ __all__ = [
     "ToolResult",
     "Workspace",
     "builtin_tools",
+    "configured_tools",
     "default_tools",
     "make_tool",
+    "tool",
 ]
