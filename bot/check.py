@@ -2,19 +2,71 @@
 
 It prints each channel's and provider's state with secrets masked and exits
 0 when at least one way to chat works, 1 otherwise.
+
+``--live`` also asks each configured platform and provider whether its
+credentials work: every provider key lists the provider's models, and each
+channel that is on runs its ``chatlane.checks`` entry point (the built-in ones
+are in ``channels/live.py``). It exits 1 when one is refused or unreachable.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
 
 from bot.channel import adapter_classes
 from bot.config import Config
+from bot.registry import load_entry_points
 from bot.runtime import AgentRuntime
 
+CHECKS_GROUP = "chatlane.checks"
+PROBE_TIMEOUT = 10.0
 
-async def run_check(config: Config, env: Mapping[str, str] | None = None) -> int:
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What a platform said: ``ok`` True (works), False (refused), None (unreachable)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    @property
+    def word(self) -> str:
+        return {True: "works", False: "REFUSED", None: "UNREACHABLE"}[self.ok]
+
+
+async def probe(
+    method: str, url: str, *, headers: Mapping[str, str] | None = None, header: str | None = None
+) -> Any:
+    """``(status, JSON body)`` (and the response header ``header`` when asked); status None
+    when the platform could not be reached. Errors name their kind only: a URL may hold a
+    token."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, url, headers=dict(headers or {})) as response,
+        ):
+            try:
+                body = await response.json(content_type=None)
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            found: tuple[int | None, dict[str, Any]] = (response.status, body)
+            extra = response.headers.get(header, "") if header else None
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        found, extra = (None, {"error": type(error).__name__}), ""
+    return (*found, extra) if header else found
+
+
+async def run_check(
+    config: Config, env: Mapping[str, str] | None = None, *, live: bool = False
+) -> int:
     env = os.environ if env is None else env
     where = config.source or "built-in defaults (no config file found)"
     print(f"Config: {where}: valid")
@@ -55,6 +107,49 @@ async def run_check(config: Config, env: Mapping[str, str] | None = None) -> int
             f"\nStorage: {type(runtime.storage).__name__}: "
             f"{'reachable' if await runtime.storage.ping() else 'UNREACHABLE'}"
         )
+        if live and not await _live(config, env, runtime):
+            return 1
         return 0 if any_on else 1
     finally:
         await runtime.close()
+
+
+async def _live(config: Config, env: Mapping[str, str], runtime: AgentRuntime) -> bool:
+    """Print what each platform and provider says; False when one refused or was away."""
+    results = [*await _providers(runtime)]
+    checks = load_entry_points(CHECKS_GROUP)
+    for cls in adapter_classes():
+        check = checks.get(cls.name)
+        if check is not None and cls.describe(config, env).enabled:
+            results.append(await check(config, env))
+    print("\nLive:")
+    if not results:
+        print("  nothing to ask: no provider key and no platform configured")
+    for result in results:
+        print(f"  {result.name}: {result.word}: {result.detail}")
+    return all(result.ok for result in results)
+
+
+async def _providers(runtime: AgentRuntime) -> list[Live]:
+    """Each key of each provider lists the provider's models."""
+    models = runtime.models
+    results = []
+    for name, provider in sorted(models.providers.items()):
+        client = getattr(provider, "client", None)
+        if client is None or not provider.info.needs_key:
+            continue
+        for profile in models.profiles.profiles_for(name):
+            label = f"{name} (key {profile.id}, {profile.masked_key})"
+            try:
+                listed = [m.id async for m in client(profile.api_key).models.list()]
+            except Exception as error:
+                status = getattr(error, "status_code", None)
+                if status in (401, 403):
+                    detail = f"HTTP {status}: the key was refused; replace it"
+                    results.append(Live(label, False, detail))
+                else:
+                    why = f"HTTP {status}" if status else type(error).__name__
+                    results.append(Live(label, None, f"the model list failed ({why})"))
+                continue
+            results.append(Live(label, True, f"{len(listed)} model(s) listed"))
+    return results

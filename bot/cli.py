@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatlane", description="One LLM-backed bot on many chat channels."
     )
+    parser.add_argument("--version", action="version", version=f"chatlane {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -31,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default $PORT or 8080)")
     with_config(sub.add_parser("worker", help="only answer stored messages (no HTTP)"))
     with_config(sub.add_parser("chat", help="chat in the terminal"))
-    with_config(sub.add_parser("check", help="validate config; show channels and providers"))
+    check = with_config(
+        sub.add_parser("check", help="validate config; show channels and providers")
+    )
+    check.add_argument(
+        "--live", action="store_true", help="ask each platform and provider if its credentials work"
+    )
+    init = sub.add_parser("init", help="write a commented config/config.yaml and .env.example")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
     webhooks = with_config(sub.add_parser("webhooks", help="manage platform webhooks"))
     webhooks.add_argument(
         "action", choices=["set"], help="set: register each channel's webhook at $PUBLIC_URL"
@@ -50,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "init":
+        return _init(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -131,7 +141,32 @@ def _chat(config: Config, args: Any) -> int:
 def _check(config: Config, args: Any) -> int:
     from bot.check import run_check
 
-    return asyncio.run(run_check(config))
+    return asyncio.run(run_check(config, live=bool(getattr(args, "live", False))))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatlane")
+    except PackageNotFoundError:  # pragma: no cover (a source tree that was never installed)
+        return "unknown"
+
+
+def _init(args: Any) -> int:
+    from pathlib import Path
+
+    from bot.scaffold import write_examples
+
+    try:
+        written = write_examples(Path.cwd(), force=args.force)
+    except FileExistsError as error:
+        print(f"chatlane init: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print("next: copy .env.example to .env, fill in a key, then run: chatlane check --live")
+    return 0
 
 
 def _webhooks(config: Config, args: Any) -> int:

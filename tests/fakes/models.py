@@ -50,6 +50,7 @@ class Reply:
     input_tokens: int = 11
     output_tokens: int = 7
     delay: float = 0.0  # seconds to think before the stream starts
+    pace: float = 0.0  # seconds between streamed events (a model that writes slowly)
     stop: str | None = None  # the wire's stop_reason / finish_reason, when not the usual
 
 
@@ -105,6 +106,8 @@ class _FakeServer(abc.ABC):
         self.arrived = asyncio.Event()
         app = web.Application()
         app.router.add_post(self.route, self._handle)
+        app.router.add_get("/v1/models", self._models)  # chatlane check --live
+        self.refused_keys: set[str] = set()  # keys the model list answers 401 for
         self._server = TestServer(app, host="127.0.0.1")
 
     @property
@@ -120,6 +123,35 @@ class _FakeServer(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self._server.close()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        headers = request.headers
+        key = headers.get("x-api-key") or headers.get("Authorization", "").removeprefix("Bearer ")
+        if key in self.refused_keys:
+            return web.json_response(
+                self.error_body(Fail(401, "authentication_error", "invalid x-api-key")),
+                status=401,
+            )
+        models = [
+            {
+                "id": "model-1",
+                "type": "model",
+                "object": "model",
+                "created": 0,
+                "created_at": "2026-01-01T00:00:00Z",
+                "display_name": "Model 1",
+                "owned_by": "fake",
+            }
+        ]
+        return web.json_response(
+            {
+                "data": models,
+                "object": "list",
+                "has_more": False,
+                "first_id": "model-1",
+                "last_id": "model-1",
+            }
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -149,6 +181,8 @@ class _FakeServer(abc.ABC):
         await response.prepare(request)
         for chunk in self.events(step, body):
             await response.write(chunk.encode())
+            if step.pace:
+                await asyncio.sleep(step.pace)
         await response.write_eof()
         return response
 

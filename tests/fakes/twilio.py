@@ -32,6 +32,9 @@ class FakeTwilio:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/MM1/Media/{name}", self._media)
         app.router.add_get("/cdn/{name}", self._cdn)
+        # chatlane check --live: the account and its numbers
+        app.router.add_get("/2010-04-01/Accounts/{sid}.json", self._account)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json", self._numbers)
         self.media: dict[str, bytes] = {}
         self.media_hits: list[str] = []
         self.cdn_headers: list[dict[str, str]] = []
@@ -65,6 +68,22 @@ class FakeTwilio:
     async def _cdn(self, request: web.Request) -> web.Response:
         self.cdn_headers.append(dict(request.headers))
         return web.Response(body=self.media[request.match_info["name"]])
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+        return request.headers.get("Authorization") == expected
+
+    async def _account(self, request: web.Request) -> web.Response:
+        if not self._authorized(request) or request.match_info["sid"] != SID:
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        return web.json_response({"sid": SID, "friendly_name": "Lane", "status": "active"})
+
+    async def _numbers(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        wanted = request.query.get("PhoneNumber")
+        found = [{"phone_number": FROM}] if wanted in (None, FROM) else []
+        return web.json_response({"incoming_phone_numbers": found})
 
     def fail(self, status: int, code: int) -> None:
         self.failures.append((status, code))
