@@ -4,7 +4,8 @@ Three real processes take the same load: a minimal aiohttp handler (read
 the body, ``json.loads`` it, answer 200), and ``chatlane serve`` in
 Telegram webhook mode with answering off (``server.process_inbox: false``:
 check the secret token, parse, deduplicate, store in the inbox, answer
-200), once on SQLite and once on a private redis-server. The load comes
+200), once on SQLite, once on a private redis-server and once on a database of
+its own on the PostgreSQL at 127.0.0.1:5432 (when there is one). The load comes
 from wrk (``bench/ingest.lua``): every request is a new Update (unique
 update_id, a text message in one of many private chats) with the secret
 token header. A Python client tops out below chatlane, so it would measure
@@ -51,7 +52,10 @@ CHATS = 10_000
 BAND = 10**8  # update_ids reserved for one wrk run
 WEBHOOK = "/telegram/webhook"
 # What the parent's environment must not leak into chatlane serve: keys, other channels.
-FOREIGN = ("CHATLANE", "TELEGRAM_", "SLACK_", "TWILIO_", "DISCORD_", "REDIS_", "PUBLIC_URL", "LOG_")
+FOREIGN = (
+    *("CHATLANE", "TELEGRAM_", "SLACK_", "TWILIO_", "DISCORD_", "REDIS_", "PUBLIC_URL", "LOG_"),
+    "DATABASE_",
+)
 
 
 def serve_bare(port: int) -> None:
@@ -151,7 +155,7 @@ async def wrk(system: System, seconds: int, run: int) -> float:
 
 
 def chatlane_env(
-    port: int, data: Path, telegram: FakeTelegram, redis_url: str | None
+    port: int, data: Path, telegram: FakeTelegram, redis_url: str | None, database_url: str = ""
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN) and "API_KEY" not in k}
     env.update(
@@ -166,7 +170,27 @@ def chatlane_env(
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
+    if database_url:
+        env["DATABASE_URL"] = database_url
     return env
+
+
+@contextlib.asynccontextmanager
+async def private_postgres() -> AsyncIterator[str | None]:
+    """A database of this run's own on the local PostgreSQL, dropped after; None without one."""
+    import pytest
+
+    from tests.pg import _create, _drop
+
+    try:
+        server, name = await _create()
+    except pytest.skip.Exception:  # no server (tests.pg skips, saying why)
+        yield None
+        return
+    try:
+        yield f"{server}/{name}"
+    finally:
+        await _drop(name)
 
 
 @contextlib.asynccontextmanager
@@ -199,8 +223,16 @@ async def private_redis(directory: Path) -> AsyncIterator[str | None]:
         await proc.wait()
 
 
-async def stored(system: System, data: Path, redis_url: str | None) -> int:
+async def stored(system: System, data: Path, redis_url: str | None, database_url: str) -> int:
     """Inbox items stored by ``system`` (after it stopped)."""
+    if system.name == "postgres":
+        import asyncpg
+
+        connection = await asyncpg.connect(database_url)
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM chatlane_inbox"))
+        finally:
+            await connection.close()
     if redis_url:
         import redis.asyncio as aioredis
 
@@ -219,11 +251,12 @@ async def measure(quick: bool) -> list[tuple[str, float, str]]:
     warm, seconds, rounds = (1, 1, 2) if quick else (2, 3, 9)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        for name in ("sqlite", "redis", "redis-data"):
+        for name in ("sqlite", "redis", "redis-data", "postgres"):
             (root / name).mkdir()
         async with (
             FakeTelegram() as telegram,
             private_redis(root / "redis-data") as redis_url,
+            private_postgres() as database_url,
             aiohttp.ClientSession() as http,
         ):
             bare = System("bare", free_port(), root / "bare.log")
@@ -237,6 +270,11 @@ async def measure(quick: bool) -> list[tuple[str, float, str]]:
                 env = chatlane_env(redis.port, root / "redis", telegram, redis_url)
                 await redis.start([sys.executable, "-m", "bot.cli", "serve"], env)
                 systems.append(redis)
+            if database_url:
+                postgres = System("postgres", free_port(), root / "postgres.log")
+                env = chatlane_env(postgres.port, root / "postgres", telegram, None, database_url)
+                await postgres.start([sys.executable, "-m", "bot.cli", "serve"], env)
+                systems.append(postgres)
             try:
                 for system in systems:
                     await system.wait_ready(http)
@@ -252,7 +290,10 @@ async def measure(quick: bool) -> list[tuple[str, float, str]]:
                 await asyncio.gather(*(system.stop() for system in systems))
             counts = {
                 system.name: await stored(
-                    system, root / system.name, redis_url if system.name == "redis" else None
+                    system,
+                    root / system.name,
+                    redis_url if system.name == "redis" else None,
+                    database_url or "",
                 )
                 for system in systems[1:]
             }
@@ -260,7 +301,7 @@ async def measure(quick: bool) -> list[tuple[str, float, str]]:
 
     baseline = statistics.median(bare.rates)
     load = (
-        f"wrk -t{THREADS} -c{CONNECTIONS} for all three, {rounds} x {seconds} s, "
+        f"wrk -t{THREADS} -c{CONNECTIONS} for all {len(systems)}, {rounds} x {seconds} s, "
         f"on the server's {os.cpu_count()} cores"
     )
     rows = [("bare aiohttp (updates/s)", baseline, load)]
@@ -274,7 +315,7 @@ async def measure(quick: bool) -> list[tuple[str, float, str]]:
             f"{system.refused} non-2xx; {system.acknowledged:,} acknowledged, {kept:,} stored"
             + (f"; {system.socket_errors} socket errors" if system.socket_errors else "")
         )
-        label = "SQLite" if system.name == "sqlite" else "Redis"
+        label = {"sqlite": "SQLite", "redis": "Redis", "postgres": "PostgreSQL"}[system.name]
         rows += [
             (f"chatlane, {label} (updates/s)", rate, note),
             (f"{label} vs bare", ratio, "target >= 0.5"),
