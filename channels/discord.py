@@ -1,11 +1,19 @@
 """Discord over discord.py: the gateway client runs inside ``chatlane serve``.
 
-Direct messages are always answered; in a server channel, only messages
-that mention the bot or reply to it. Messages need Discord's privileged
-*message content* intent (enable it in the developer portal). Replies are
-Discord Markdown, split at 2,000 characters without breaking code blocks,
-with mentions disabled so the model cannot ping anyone. discord.py waits
-out Discord's rate limits itself.
+Direct messages are always answered; in a server channel, messages that
+mention the bot or reply to it (every message with
+``channels.discord.read_all_messages: true``). DMs and mentions carry their
+text without Discord's privileged *message content* intent, so the bot asks
+for it only when ``read_all_messages`` is on.
+
+Slash commands ``/ask``, ``/new``, ``/status`` and ``/model`` are registered at
+start (globally, or in the servers listed in ``channels.discord.guilds``,
+where they appear at once). Each is stored, then acknowledged with a deferred
+response ("thinking…"), and answered with follow-ups through the dispatcher:
+``/ask`` as a message to the model, the others as the chat commands.
+
+During a shutdown's drain, messages and commands are still stored (Discord
+never delivers them again to the next process) and answered after the restart.
 
 discord.py has no option for its endpoints, so ``DISCORD_API_BASE_URL`` and
 ``DISCORD_GATEWAY_URL`` are applied to ``discord.http.Route.BASE`` and
@@ -22,23 +30,48 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
+from pydantic import field_validator
 
-from bot.channel import ChannelHost, ChannelState, ChannelTraits, Reply, Sink, mask
-from bot.config import Config
-from bot.formatting import FormatMode, split_message
+from bot.channel import ChannelHost, ChannelState, ChannelTraits, mask
+from bot.config import ChannelConfig, Config
 from bot.inbound import InboundMessage
-from channels.discord_format import DISCORD
+from channels.discord_sink import LIMIT, TRAITS, DiscordSink
 
 if TYPE_CHECKING:
     import discord  # about 8 MB: imported by from_env, only when the channel has a token
+    from discord import app_commands
+
+__all__ = ["LIMIT", "DiscordChannel", "DiscordConfig", "DiscordSink", "point_at"]
 
 log = logging.getLogger(__name__)
 logging.getLogger("discord").setLevel(logging.WARNING)  # discord.py logs every request
 
-LIMIT = 2000
-TRAITS = ChannelTraits(limit=LIMIT, tool_format=FormatMode.MARKDOWN, shows_reasoning=True)
 DEFAULT_API = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
+
+
+class DiscordConfig(ChannelConfig):
+    """``channels.discord``: the keys every channel has, and Discord's own."""
+
+    # Servers (guild ids) to register the slash commands in, where they show at once;
+    # empty: registered globally (every server and DMs; Discord may take a while).
+    guilds: tuple[str, ...] = ()
+    # Answer every message in the server channels the bot can read, not only mentions
+    # and replies; needs the privileged message content intent in the Developer Portal.
+    read_all_messages: bool = False
+
+    @field_validator("guilds", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            value = tuple(str(v) for v in value)
+            for guild in value:
+                if not guild.isdigit():
+                    raise ValueError(
+                        f"{guild!r} is not a server id; give the numeric ids (Developer "
+                        "Mode on, then right-click the server > Copy Server ID)"
+                    )
+        return value
 
 
 def point_at(env: Mapping[str, str]) -> None:
@@ -50,73 +83,41 @@ def point_at(env: Mapping[str, str]) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
 
 
-def _no_pings() -> discord.AllowedMentions:
-    """Mentions disabled, so the model cannot ping anyone."""
+def intents(settings: DiscordConfig) -> discord.Intents:
+    """Servers, their messages and DMs; message content only when every message is read."""
     import discord
 
-    return discord.AllowedMentions.none()
+    return discord.Intents(
+        guilds=True,
+        guild_messages=True,
+        dm_messages=True,
+        message_content=settings.read_all_messages,
+    )
 
 
-class DiscordSink(Sink):
-    name = "discord"
-    traits = TRAITS
+def _client(channel: DiscordChannel, wanted: discord.Intents) -> discord.Client:
+    import discord
 
-    def __init__(self, client: discord.Client) -> None:
-        self.client = client
+    class Client(discord.Client):
+        async def setup_hook(self) -> None:  # logged in, not yet on the gateway
+            await channel.register_commands()
 
-    def render(self, reply: Reply) -> list[Any]:
-        text = DISCORD.compose(reply.markdown, reply.reasoning)
-        parts: list[Any] = [{"text": p} for p in split_message(text, LIMIT)]
-        if parts:
-            parts[0]["first"] = True
-        return parts
-
-    def _channel(self, message: InboundMessage) -> discord.PartialMessageable:
-        guild = message.context.get("guild_id")
-        return self.client.get_partial_messageable(
-            int(message.context["channel_id"]), guild_id=int(guild) if guild else None
-        )
-
-    async def send_part(self, message: InboundMessage, part: Any) -> None:
-        import discord
-
-        if isinstance(part, str):
-            part = {"text": part}
-        channel = self._channel(message)
-        if not part.get("first"):
-            await channel.send(part["text"], allowed_mentions=_no_pings())
-            return
-        reference = discord.MessageReference(
-            message_id=int(message.context["message_id"]),
-            channel_id=int(message.context["channel_id"]),
-            fail_if_not_exists=False,
-        )
-        await channel.send(
-            part["text"], allowed_mentions=_no_pings(), reference=reference, mention_author=False
-        )
-
-    async def notify(self, message: InboundMessage, text: str) -> None:
-        await self._channel(message).send(text, allowed_mentions=_no_pings())
-
-    async def typing(self, message: InboundMessage) -> None:
-        await self.client.http.send_typing(int(message.context["channel_id"]))
+    return Client(intents=wanted)
 
 
 class DiscordChannel:
     name: ClassVar[str] = "discord"
     traits: ClassVar[ChannelTraits] = TRAITS
+    config_model: ClassVar[type[ChannelConfig]] = DiscordConfig
 
     def __init__(self, host: ChannelHost, token: str) -> None:
         self.host = host
         self.token = token
-        import discord
-
-        intents = discord.Intents.default()
-        intents.message_content = True
-        intents.dm_messages = True
-        intents.guild_messages = True
-        self.client = discord.Client(intents=intents)
+        found = host.config.channel(self.name)
+        self.settings = found if isinstance(found, DiscordConfig) else DiscordConfig()
+        self.client = _client(self, intents(self.settings))
         self.client.event(self.on_message)
+        self.tree = self._commands()
         self.sink = DiscordSink(self.client)
         self._task: asyncio.Task[None] | None = None
 
@@ -133,11 +134,20 @@ class DiscordChannel:
         token = env.get("DISCORD_BOT_TOKEN")
         if not token:
             return ChannelState("discord", False, "DISCORD_BOT_TOKEN is not set")
+        settings = config.channel("discord")
+        if isinstance(settings, DiscordConfig) and settings.read_all_messages:
+            reads = (
+                "reads every message: needs the message content intent "
+                "(Developer Portal > Bot > Privileged Gateway Intents)"
+            )
+        else:
+            reads = "answers DMs, mentions and replies (no privileged intent needed)"
+        guilds = getattr(settings, "guilds", ())
+        where = "in servers " + ", ".join(guilds) if guilds else "globally"
         return ChannelState(
             "discord",
             True,
-            f"gateway, token {mask(token)}; needs the message content intent "
-            "(Developer Portal > Bot > Privileged Gateway Intents)",
+            f"gateway, token {mask(token)}; {reads}; slash commands {where}",
         )
 
     def add_routes(self, app: web.Application) -> None:
@@ -155,8 +165,9 @@ class DiscordChannel:
             log.error("discord: the bot token was refused; check DISCORD_BOT_TOKEN")
         except discord.PrivilegedIntentsRequired:
             log.error(
-                "discord: enable the message content intent for this bot in the "
-                "Developer Portal (Bot > Privileged Gateway Intents)"
+                "discord: channels.discord.read_all_messages needs the message content "
+                "intent: enable it in the Developer Portal (Bot > Privileged Gateway "
+                "Intents), or set read_all_messages: false"
             )
         except (discord.DiscordException, OSError) as error:
             log.error("discord: the gateway connection failed: %s", error)
@@ -167,6 +178,90 @@ class DiscordChannel:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    # -- slash commands ----------------------------------------------------------
+
+    def _commands(self) -> app_commands.CommandTree[Any]:
+        from discord import app_commands
+
+        tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self.client)
+
+        @tree.command(name="ask", description="Ask the bot")
+        @app_commands.describe(question="What you want to ask")
+        async def ask(interaction: discord.Interaction, question: str) -> None:
+            await self.on_command(interaction, question)
+
+        @tree.command(name="new", description="Start a new conversation")
+        async def new(interaction: discord.Interaction) -> None:
+            await self.on_command(interaction, "/new")
+
+        @tree.command(name="status", description="Model, keys and context use")
+        async def status(interaction: discord.Interaction) -> None:
+            await self.on_command(interaction, "/status")
+
+        @tree.command(name="model", description="Show or switch the model")
+        @app_commands.describe(name="provider/model, or default to go back")
+        async def model(interaction: discord.Interaction, name: str | None = None) -> None:
+            await self.on_command(interaction, f"/model {name}" if name else "/model")
+
+        return tree
+
+    async def register_commands(self) -> None:
+        """In each server of ``channels.discord.guilds`` (shown at once), else globally."""
+        import discord
+
+        try:
+            if not self.settings.guilds:
+                await self.tree.sync()
+            for guild_id in self.settings.guilds:
+                guild = discord.Object(id=int(guild_id))
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        except discord.HTTPException as error:
+            log.error(
+                "discord: the slash commands were not registered (%s); invite the bot "
+                "with the applications.commands scope, and check channels.discord.guilds",
+                error,
+            )
+
+    async def on_command(self, interaction: discord.Interaction, text: str) -> None:
+        """Stored first, then acknowledged ("thinking…"); answered by the dispatcher with
+        follow-ups, which wait for the acknowledgement."""
+        inbound = self._from_interaction(interaction, text)
+        acked = self.sink.acks.setdefault(inbound.message_id, asyncio.Event())
+        try:
+            await self.host.dispatcher.submit(inbound, when_draining=True)
+            await interaction.response.defer(thinking=True)
+        finally:
+            acked.set()
+            self.sink.acks.pop(inbound.message_id, None)
+
+    def _from_interaction(self, interaction: discord.Interaction, text: str) -> InboundMessage:
+        import discord
+
+        channel_id = interaction.channel_id
+        thread = isinstance(interaction.channel, discord.Thread)
+        return InboundMessage(
+            channel="discord",
+            chat_id=str(channel_id),
+            sender_id=str(interaction.user.id),
+            text=text,
+            message_id=str(interaction.id),
+            thread_id=str(channel_id) if thread else None,
+            sender_name=interaction.user.name,
+            timestamp=interaction.created_at.timestamp(),
+            group=interaction.guild_id is not None,
+            context={
+                "channel_id": channel_id,
+                "guild_id": interaction.guild_id,
+                "interaction": {
+                    "application_id": interaction.application_id,
+                    "token": interaction.token,
+                },
+            },
+        )
+
+    # -- messages ------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
         import discord
@@ -182,7 +277,7 @@ class DiscordChannel:
                 and isinstance(message.reference.resolved, discord.Message)
                 and message.reference.resolved.author.id == me.id
             )
-            if me not in message.mentions and not replied:
+            if me not in message.mentions and not replied and not self.settings.read_all_messages:
                 return
             text = re.sub(rf"<@!?{me.id}>", "", text).strip()
         if not text:
@@ -197,10 +292,13 @@ class DiscordChannel:
             thread_id=str(thread) if thread else None,
             sender_name=message.author.name,
             timestamp=message.created_at.timestamp(),
+            group=guild_id is not None,
             context={
                 "channel_id": message.channel.id,
                 "message_id": message.id,
                 "guild_id": guild_id,
             },
         )
-        await self.host.dispatcher.submit(inbound)
+        # Also while draining: Discord never delivers this message again, so it is
+        # stored now and answered after the restart.
+        await self.host.dispatcher.submit(inbound, when_draining=True)

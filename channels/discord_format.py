@@ -1,5 +1,9 @@
 """Discord's look: Discord Markdown, and reasoning as a quote.
 
+A reply shown while it is written (``live``) has the reasoning streamed so far
+as a quote above the answer, and what is running as a small line under it
+(Discord's ``-#`` subtext); the final reply drops both.
+
 Discord has no tables, so a table becomes aligned code; an image becomes a
 link; raw HTML is dropped. Links are wrapped in ``<…>`` so Discord shows no
 embed for them.
@@ -54,6 +58,20 @@ class DiscordStyle(MarkdownStyle):
 
 
 DISCORD = DiscordStyle()
+
+
+def live(text: str, reasoning: str = "", status: str = "") -> str:
+    """A reply while it is written: reasoning quoted above, the answer so far, the status.
+
+    ``text`` may end anywhere, even inside a code block: the parser closes what is open.
+    """
+    pieces = [DISCORD.reasoning(reasoning) if reasoning.strip() else ""]
+    pieces.append(DISCORD.render(text) if text.strip() else "")
+    status = status.strip()
+    if status:
+        one_line = "\n" not in status and len(status) <= 200
+        pieces.append(f"-# {status}" if one_line else status)
+    return "\n\n".join(p for p in pieces if p) or "…"
 
 
 def render_discord(markdown: str) -> str:

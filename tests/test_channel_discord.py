@@ -1,21 +1,41 @@
-"""Discord end to end: a gateway MESSAGE_CREATE to the recorded REST message."""
+"""Discord end to end: discord.py against the fake gateway and REST.
+
+Gateway events (MESSAGE_CREATE, INTERACTION_CREATE) go in; what a person would
+see in the channel (messages sent, edited, deleted) comes out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.config import load_config
+from bot.channel import Reply, StreamOptions
+from bot.config import ConfigError, load_config
+from bot.events import AgentEvent
+from bot.formatting import split_message
+from bot.inbound import InboundMessage
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
-from channels.discord import DiscordChannel
+from bot.storage import MemoryStorage, SQLiteStorage
+from bot.streaming import LiveMemory
+from channels.discord import DiscordChannel, DiscordConfig, point_at
+from channels.discord_format import DISCORD
+from channels.discord_sink import LIMIT, DiscordSink
 from tests.fakes.discord import BOT_ID, TOKEN, FakeDiscord
-from tests.fakes.models import FakeAnthropic, Reply
+from tests.fakes.models import FakeAnthropic
+from tests.fakes.models import Reply as Scripted
+from tests.helpers import wait_for
+
+MESSAGE_CONTENT = 1 << 15
+GUILD_MESSAGES = 1 << 9
+DIRECT_MESSAGES = 1 << 12
 
 
 @pytest.fixture
@@ -30,30 +50,56 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
         yield server
 
 
-async def client_for(fake: FakeDiscord, data: dict[str, Any] | None = None) -> TestClient[Any, Any]:
-    env = {
+def env_for(fake: FakeDiscord) -> dict[str, str]:
+    return {
         "DISCORD_BOT_TOKEN": TOKEN,
         "DISCORD_API_BASE_URL": fake.api,
         "DISCORD_GATEWAY_URL": fake.gateway,
     }
-    runtime = AgentRuntime(config=load_config(data=data or {}), demo_when_unconfigured=True)
-    client = TestClient(TestServer(create_app(runtime, env=env)))
+
+
+async def client_for(
+    fake: FakeDiscord, data: dict[str, Any] | None = None, **runtime: Any
+) -> TestClient[Any, Any]:
+    agent = AgentRuntime(
+        config=load_config(data=data or {}), demo_when_unconfigured=True, **runtime
+    )
+    client = TestClient(TestServer(create_app(agent, env=env_for(fake))))
     await client.start_server()
     async with asyncio.timeout(10):
         await fake.ready.wait()
     return client
 
 
-async def test_direct_message_is_answered(fake: FakeDiscord) -> None:
+async def test_direct_message_is_sent_then_edited_into_the_reply(fake: FakeDiscord) -> None:
     client = await client_for(fake)
     try:
         message_id = await fake.dispatch("hello **bot**")
-        sent = await fake.wait_for(1)
-        assert sent[0]["channel_id"] == "555"
-        assert "You said: hello **bot**" in sent[0]["content"]
-        assert sent[0]["allowed_mentions"]["parse"] == []
-        assert str(sent[0]["message_reference"]["message_id"]) == message_id
+        await wait_for(
+            lambda: any("You said: hello **bot**" in t for t in fake.visible()),
+            "the whole reply visible",
+            changed=fake.changed,
+        )
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        [shown] = fake.visible()  # streamed, then finished in place: one message
+        assert "You said: hello **bot**" in shown
+        [sent] = fake.sent
+        assert sent["allowed_mentions"]["parse"] == []
+        assert str(sent["message_reference"]["message_id"]) == message_id
+        assert fake.edits  # the first text went out before the whole reply
         assert fake.typing
+    finally:
+        await client.close()
+
+
+async def test_streaming_off_sends_the_reply_once_without_edits(fake: FakeDiscord) -> None:
+    client = await client_for(fake, {"channels": {"discord": {"streaming": False}}})
+    try:
+        await fake.dispatch("hello")
+        await fake.wait_for(1)
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        assert len(fake.sent) == 1 and not fake.edits
+        assert "You said: hello" in fake.sent[0]["content"]
     finally:
         await client.close()
 
@@ -65,10 +111,34 @@ async def test_guild_messages_need_a_mention(fake: FakeDiscord) -> None:
         await fake.dispatch(
             f"<@{BOT_ID}> are you there?", guild="77", channel="600", mention_bot=True
         )
-        sent = await fake.wait_for(1)
+        await fake.wait_for(1)
         await client.app[HOST_KEY].dispatcher.drain(5)
-        assert len(fake.sent) == 1
-        assert "You said: are you there?" in sent[0]["content"]
+        [shown] = fake.visible("600")
+        assert "You said: are you there?" in shown
+    finally:
+        await client.close()
+
+
+async def test_identify_asks_for_no_message_content_by_default(fake: FakeDiscord) -> None:
+    client = await client_for(fake)
+    try:
+        [identify] = fake.identify
+        assert identify["intents"] & MESSAGE_CONTENT == 0
+        assert identify["intents"] & GUILD_MESSAGES and identify["intents"] & DIRECT_MESSAGES
+    finally:
+        await client.close()
+
+
+async def test_read_all_messages_asks_for_content_and_answers_without_a_mention(
+    fake: FakeDiscord,
+) -> None:
+    client = await client_for(fake, {"channels": {"discord": {"read_all_messages": True}}})
+    try:
+        assert fake.identify[0]["intents"] & MESSAGE_CONTENT
+        await fake.dispatch("anyone here?", guild="77", channel="600")
+        await fake.wait_for(1)
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        assert "You said: anyone here?" in fake.visible("600")[0]
     finally:
         await client.close()
 
@@ -83,7 +153,7 @@ async def test_redelivered_message_is_answered_once_and_429_waited_out(
         await fake.dispatch("once", message_id="123456789012345678")
         await fake.wait_for(1)
         await client.app[HOST_KEY].dispatcher.drain(5)
-        assert sum("You said: once" in m["content"] for m in fake.sent) == 1
+        assert sum("You said: once" in m for m in fake.visible()) == 1
         assert fake.rate_limits == 0
     finally:
         await client.close()
@@ -95,21 +165,286 @@ async def test_long_reply_split_at_2000(fake: FakeDiscord, monkeypatch: pytest.M
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-discord-0000")
         long = "\n\n".join(f"**Point {i}**: " + "detail " * 40 for i in range(30))
         long += "\n\n```python\n" + "x = 1\n" * 500 + "```"
-        model.script(Reply(text=long, chunks=20))
+        model.script(Scripted(text=long, chunks=20))
         client = await client_for(fake, {"agent": {"model": "anthropic/claude-sonnet-4-6"}})
         try:
             await fake.dispatch("write it")
             await fake.wait_for(3)
             await client.app[HOST_KEY].dispatcher.drain(5)
-            for message in fake.sent:
-                assert len(message["content"]) <= 2000
-                assert message["content"].count("```") % 2 == 0
-            assert "**Point 29**" in "\n".join(m["content"] for m in fake.sent)
+            shown = fake.visible()
+            assert shown == split_message(DISCORD.render(long), LIMIT)  # whole, in order, once
+            for message in shown:
+                assert len(message) <= 2000 and message.count("```") % 2 == 0
         finally:
             await client.close()
 
 
+# -- slash commands ------------------------------------------------------------
+
+
+async def test_slash_commands_are_registered_globally_at_start(fake: FakeDiscord) -> None:
+    client = await client_for(fake)
+    try:
+        await wait_for(lambda: "global" in fake.commands, "commands registered")
+        names = {c["name"] for c in fake.commands["global"]}
+        assert names == {"ask", "new", "status", "model"}
+        ask = next(c for c in fake.commands["global"] if c["name"] == "ask")
+        assert ask["options"][0]["name"] == "question" and ask["options"][0]["required"]
+    finally:
+        await client.close()
+
+
+async def test_slash_commands_go_to_the_configured_guilds(fake: FakeDiscord) -> None:
+    client = await client_for(fake, {"channels": {"discord": {"guilds": [77, "78"]}}})
+    try:
+        await wait_for(lambda: len(fake.commands) == 2, "commands registered in both guilds")
+        assert set(fake.commands) == {"77", "78"}
+        assert {c["name"] for c in fake.commands["77"]} == {"ask", "new", "status", "model"}
+    finally:
+        await client.close()
+
+
+async def test_ask_is_deferred_then_answered_with_a_follow_up(fake: FakeDiscord) -> None:
+    client = await client_for(fake)
+    try:
+        interaction = await fake.interact("ask", {"question": "what is **up**?"})
+        await wait_for(
+            lambda: any("You said: what is **up**?" in t for t in fake.visible()),
+            "the answer as a follow-up",
+            changed=fake.changed,
+        )
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        assert fake.callbacks == [{"id": interaction, "type": 5}]  # deferred: "thinking…"
+        methods = [(method, path.split("/")[3]) for _, method, path in fake.calls]
+        assert methods[0] == ("POST", "interactions")  # acknowledged before any follow-up
+        assert all(kind == "webhooks" for _, kind in methods[1:])
+        [shown] = fake.visible()
+        assert "You said: what is **up**?" in shown
+        assert fake.sent[0]["webhook"] and fake.sent[0]["allowed_mentions"]["parse"] == []
+    finally:
+        await client.close()
+
+
+async def test_new_status_and_model_answer_as_the_chat_commands(fake: FakeDiscord) -> None:
+    client = await client_for(fake)
+    try:
+        await fake.interact("status")
+        await wait_for(lambda: len(fake.visible()) == 1, "the status", changed=fake.changed)
+        assert fake.visible()[0].startswith("Model: ")
+        await fake.interact("model", {"name": "nobody/unknown-model"})
+        await wait_for(lambda: len(fake.visible()) == 2, "the refusal", changed=fake.changed)
+        assert "nobody/unknown-model" in fake.visible()[1]
+        await fake.interact("new")
+        await wait_for(lambda: len(fake.visible()) == 3, "the reset", changed=fake.changed)
+        assert fake.visible()[2] == "Started a new conversation."
+        assert [c["type"] for c in fake.callbacks] == [5, 5, 5]
+    finally:
+        await client.close()
+
+
+# -- the stream, on its own ----------------------------------------------------
+
+
+@pytest.fixture
+async def sink(fake: FakeDiscord) -> AsyncIterator[DiscordSink]:
+    point_at(env_for(fake))
+    client = discord.Client(intents=discord.Intents(guilds=True))
+    await client.login(TOKEN)
+    try:
+        yield DiscordSink(client)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def memory() -> AsyncIterator[LiveMemory]:
+    storage = MemoryStorage()
+    await storage.open()
+    yield LiveMemory(storage, "discord:1")
+    await storage.close()
+
+
+MESSAGE = InboundMessage(
+    channel="discord",
+    chat_id="555",
+    sender_id="42",
+    text="hi",
+    message_id="1",
+    context={"channel_id": 555, "message_id": 1, "guild_id": None},
+)
+
+
+def text(delta: str) -> AgentEvent:
+    return AgentEvent("text", {"delta": delta})
+
+
+async def finish(sink: DiscordSink, reply: Reply) -> None:
+    for part in sink.render(reply):
+        await sink.send_part(MESSAGE, part)
+
+
+async def test_stream_edits_are_paced_and_continue_past_2000(
+    fake: FakeDiscord, sink: DiscordSink, memory: LiveMemory
+) -> None:
+    stream = sink.open_stream(MESSAGE, StreamOptions(live=True, every=0.1, memory=memory))
+    words = [f"word{n} " for n in range(450)]  # about 3,600 characters
+    for start in range(0, len(words), 15):
+        await stream.feed(text("".join(words[start : start + 15])))
+        await asyncio.sleep(0.02)
+    await wait_for(lambda: len(fake.sent) == 2, "a second message past 2,000 characters")
+    live = await stream.close()
+    # One update per 0.1 s; the update that passes 2,000 edits the first message and
+    # sends the second at once.
+    calls = [at for at, _, _ in fake.calls]
+    updates = [b for a, b in itertools.pairwise(calls) if b - a > 0.05]
+    assert len(updates) == len(calls) - 2  # all but the first call and the one send
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise([calls[0], *updates]))
+    assert len(fake.calls) <= 12  # 30 pieces in 0.6 s: newest snapshot only
+    assert live is not None and live["messages"] == list(fake.messages)
+    assert await memory.recall() == live  # kept as it was sent
+    whole = "".join(words).strip()
+    await finish(sink, Reply(whole, live=live))
+    assert fake.visible() == split_message(whole, LIMIT)  # finished in place, never twice
+    assert len(fake.messages) == 2
+
+
+async def test_a_429_mid_stream_slows_it_down_and_loses_nothing(
+    fake: FakeDiscord, sink: DiscordSink, memory: LiveMemory
+) -> None:
+    fake.via, fake.retry_after, fake.edit_rate_limits = False, 0.3, 1
+    stream = sink.open_stream(MESSAGE, StreamOptions(live=True, every=0.05, memory=memory))
+    await stream.feed(text("one"))
+    await wait_for(lambda: fake.sent, "the first text")
+    await stream.feed(text(" two"))  # refused with 429: discord.py raises, the stream waits
+    await wait_for(lambda: len(fake.calls) == 2, "the edit answered 429")
+    await stream.feed(text(" three"))
+    await wait_for(lambda: fake.edits, "an edit after the 429", timeout=2)
+    refused_at, edited_at = fake.calls[1][0], fake.edits[0][0]
+    assert edited_at - refused_at >= 0.29  # Retry-After respected
+    assert fake.edits[0][2] == "one two three"
+    await finish(sink, Reply("one two three four", live=await stream.close()))
+    assert fake.visible() == ["one two three four"]
+
+
+async def test_a_retry_after_a_crash_edits_the_same_message(
+    fake: FakeDiscord, sink: DiscordSink, memory: LiveMemory
+) -> None:
+    first = sink.open_stream(MESSAGE, StreamOptions(live=True, every=0.05, memory=memory))
+    await first.feed(text("half an ans"))
+    await wait_for(lambda: fake.sent, "the first attempt's text")
+    await wait_for(memory.recall, "the message id kept")
+    # The process dies here: the first stream is never closed.
+    options = StreamOptions(live=True, every=0.05, memory=memory, resumed=True)
+    second = sink.open_stream(MESSAGE, options)
+    await second.feed(text("A whole answer"))
+    await wait_for(lambda: fake.edits, "the same message edited")
+    await finish(sink, Reply("A whole answer, at last.", live=await second.close()))
+    assert fake.visible() == ["A whole answer, at last."]
+    quiet = sink.open_stream(MESSAGE, options)  # nothing streamed this time: still handed over
+    assert await quiet.close() == {"messages": list(fake.messages)}
+
+
+async def test_reasoning_and_tool_status_show_live_and_go_at_the_end(
+    fake: FakeDiscord, sink: DiscordSink
+) -> None:
+    stream = sink.open_stream(MESSAGE, StreamOptions(live=True, every=0.05))
+    await stream.feed(AgentEvent("thinking", {"content": "Which zone?", "mode": "stream"}))
+    await stream.feed(AgentEvent("tool_call", {"id": "1", "name": "current_time", "arguments": {}}))
+    await wait_for(lambda: fake.visible() and "-# Running" in fake.visible()[0], "the status")
+    assert fake.visible()[0] == "> **Reasoning**\n> Which zone?\n\n-# Running current_time…"
+    await stream.feed(text("It is **noon**."))
+    await wait_for(lambda: "noon" in fake.visible()[0], "the answer under the reasoning")
+    assert fake.visible()[0].startswith("> **Reasoning**") and "Running" not in fake.visible()[0]
+    await finish(sink, Reply("It is **noon**.", live=await stream.close()))
+    assert fake.visible() == ["It is **noon**."]
+
+
+async def test_a_shorter_final_reply_deletes_what_the_stream_no_longer_needs(
+    fake: FakeDiscord, sink: DiscordSink
+) -> None:
+    stream = sink.open_stream(MESSAGE, StreamOptions(live=True, every=0.05))
+    await stream.feed(text("x " * 1500))
+    await wait_for(lambda: len(fake.sent) == 2, "two messages")
+    await finish(sink, Reply("Short after all.", live=await stream.close()))
+    assert fake.visible() == ["Short after all."]
+
+
+async def test_an_interaction_stream_edits_its_follow_up(fake: FakeDiscord) -> None:
+    client = await client_for(fake, {"channels": {"discord": {"stream_every": 0.05}}})
+    try:
+        await fake.interact("ask", {"question": "stream please"})
+        await wait_for(
+            lambda: any("You said: stream please" in t for t in fake.visible()),
+            "the answer",
+            changed=fake.changed,
+        )
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        assert len(fake.visible()) == 1 and len(fake.sent) == 1
+        assert all("/webhooks/" in path for _, method, path in fake.calls if method == "PATCH")
+    finally:
+        await client.close()
+
+
+# -- shutdown --------------------------------------------------------------------
+
+
+async def test_a_message_during_the_drain_is_stored_and_answered_after_restart(
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with FakeAnthropic() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-discord-0000")
+        model.script(Scripted(text="First answer.", delay=0.5))
+        model.script(Scripted(text="Answered after the restart."))
+        data = {
+            "agent": {"model": "anthropic/claude-sonnet-4-6"},
+            "channels": {"discord": {"streaming": False}},
+        }
+        database = tmp_path / "chatlane.sqlite3"
+        client = await client_for(fake, data, storage=SQLiteStorage(database))
+        await fake.dispatch("first")
+        async with asyncio.timeout(5):
+            await model.arrived.wait()  # a turn in flight: the drain waits for it
+        dispatcher = client.app[HOST_KEY].dispatcher
+        closing = asyncio.ensure_future(client.close())
+        await wait_for(lambda: dispatcher.draining, "the drain")
+        await fake.dispatch("sent while draining")
+        storage = client.app[HOST_KEY].runtime.storage
+
+        async def both_stored() -> bool:
+            return len(await storage.inbox_pending_ids()) == 2
+
+        await wait_for(both_stored, "the message stored during the drain")
+        await closing
+        assert [m["content"] for m in fake.sent] == ["First answer."]
+        again = await client_for(fake, data, storage=SQLiteStorage(database))
+        try:
+            await fake.wait_for(2)
+            assert fake.sent[1]["content"] == "Answered after the restart."
+            asked = model.requests[-1].json["messages"][-1]["content"]
+            assert asked == [{"type": "text", "text": "sent while draining"}]
+        finally:
+            await again.close()
+
+
+# -- config ----------------------------------------------------------------------
+
+
+def test_guilds_must_be_server_ids() -> None:
+    config = load_config(data={"channels": {"discord": {"guilds": [123]}}})
+    assert isinstance(config.channel("discord"), DiscordConfig)
+    assert config.channel("discord").guilds == ("123",)  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as bad:
+        load_config(data={"channels": {"discord": {"guilds": ["my server"]}}})
+    assert "channels.discord.guilds" in str(bad.value) and "Copy Server ID" in str(bad.value)
+
+
 def test_describe() -> None:
     state = DiscordChannel.describe(load_config(), {"DISCORD_BOT_TOKEN": TOKEN})
-    assert state.enabled and TOKEN not in state.detail and "message content" in state.detail
+    assert state.enabled and TOKEN not in state.detail and "no privileged intent" in state.detail
+    config = load_config(data={"channels": {"discord": {"read_all_messages": True}}})
+    assert (
+        "message content intent"
+        in DiscordChannel.describe(config, {"DISCORD_BOT_TOKEN": TOKEN}).detail
+    )
     assert not DiscordChannel.describe(load_config(), {}).enabled

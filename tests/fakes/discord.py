@@ -1,10 +1,21 @@
 """A fake Discord: the REST API discord.py calls, and a minimal v10 JSON gateway.
 
-The gateway sends HELLO, answers IDENTIFY with READY and heartbeats with ACK,
-then dispatches the MESSAGE_CREATE events a test pushes with ``dispatch``.
-REST records ``POST /channels/{id}/messages`` and typing; ``rate_limit_once``
-makes the next message call answer 429 with ``retry_after``. Content-Type is
-exactly ``application/json``, as discord.py requires.
+The gateway sends HELLO, answers IDENTIFY with READY (the IDENTIFY payload is
+kept in ``identify``, its intents included) and heartbeats with ACK, then
+dispatches the MESSAGE_CREATE (``dispatch``) and INTERACTION_CREATE
+(``interact``) events a test pushes.
+
+REST keeps every message as the platform would show it (``messages``: sent,
+edited, deleted), whether sent in a channel (``POST /channels/{id}/messages``)
+or as an interaction's follow-up (``POST /webhooks/{app}/{token}``); ``sent``
+lists the sends, ``edits`` the edits with the time each arrived, ``calls``
+every message call. Interaction callbacks (the deferred response) land in
+``callbacks``, registered slash commands in ``commands`` (by scope: "global"
+or the guild id). ``rate_limits`` makes the next message sends answer 429,
+``edit_rate_limits`` the next edits; ``via=False`` leaves out the ``Via``
+header, as an answer from outside Discord's API (discord.py then raises
+instead of waiting). Content-Type is exactly ``application/json``, as
+discord.py requires.
 """
 
 from __future__ import annotations
@@ -47,19 +58,38 @@ def now() -> str:
 class FakeDiscord:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.edits: list[tuple[float, str, str]] = []  # (loop time, message id, content)
+        self.calls: list[tuple[float, str, str]] = []  # (loop time, method, path)
+        self.callbacks: list[dict[str, Any]] = []
+        self.commands: dict[str, list[dict[str, Any]]] = {}
+        self.identify: list[dict[str, Any]] = []
         self.typing: list[str] = []
         self.rate_limits = 0
+        self.edit_rate_limits = 0
+        self.retry_after = 0.2
+        self.via = True
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
         self._socket: web.WebSocketResponse | None = None
         self._sequence = 0
+        self._webhooks: dict[str, str] = {}  # interaction token -> its channel
+        api = "/api/v10"
         app = web.Application()
-        app.router.add_get("/api/v10/users/@me", self._me)
-        app.router.add_get("/api/v10/oauth2/applications/@me", self._application)
-        app.router.add_get("/api/v10/gateway", self._gateway_url)
-        app.router.add_get("/api/v10/gateway/bot", self._gateway_url)
-        app.router.add_post("/api/v10/channels/{channel}/messages", self._message)
-        app.router.add_post("/api/v10/channels/{channel}/typing", self._typing)
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_get(f"{api}/gateway", self._gateway_url)
+        app.router.add_get(f"{api}/gateway/bot", self._gateway_url)
+        app.router.add_post(f"{api}/channels/{{channel}}/messages", self._message)
+        app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{id}}", self._edit)
+        app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{id}}", self._delete)
+        app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
+        app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
+        app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
+        app.router.add_patch(f"{api}/webhooks/{{app}}/{{token}}/messages/{{id}}", self._edit)
+        app.router.add_delete(f"{api}/webhooks/{{app}}/{{token}}/messages/{{id}}", self._delete)
+        app.router.add_put(f"{api}/applications/{{app}}/commands", self._register)
+        app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._register)
         app.router.add_get("/gateway", self._gateway)
         self.server = TestServer(app, host="127.0.0.1")
 
@@ -120,36 +150,132 @@ class FakeDiscord:
             }
         )
 
-    async def _message(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        channel = request.match_info["channel"]
-        if self.rate_limits:
-            self.rate_limits -= 1
-            return self._json(
-                {"message": "You are being rate limited.", "retry_after": 0.2, "global": False},
-                429,
-                {"Retry-After": "0.2", "X-RateLimit-Scope": "user", "Via": "1.1 google"},
-            )
-        self.sent.append({"channel_id": channel, **body})
-        self.changed.set()
+    def _too_fast(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after), "X-RateLimit-Scope": "user"}
+        if self.via:
+            headers["Via"] = "1.1 google"
         return self._json(
             {
-                "id": snowflake(),
-                "channel_id": channel,
-                "type": 0,
-                "author": user(BOT_ID, "lane", bot=True),
-                "content": body.get("content"),
-                "timestamp": now(),
-                "edited_timestamp": None,
-                "tts": False,
-                "mention_everyone": False,
-                "mentions": [],
-                "mention_roles": [],
-                "attachments": [],
-                "embeds": [],
-                "pinned": False,
+                "message": "You are being rate limited.",
+                "retry_after": self.retry_after,
+                "global": False,
+            },
+            429,
+            headers,
+        )
+
+    def _record(self, request: web.Request) -> None:
+        self.calls.append((asyncio.get_running_loop().time(), request.method, request.path))
+        self.changed.set()
+
+    def _payload(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": message["id"],
+            "channel_id": message["channel_id"],
+            "type": 0,
+            "author": user(BOT_ID, "lane", bot=True),
+            "content": message["content"],
+            "timestamp": now(),
+            "edited_timestamp": now() if message["edits"] else None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+        }
+
+    async def _create(self, request: web.Request, channel: str, webhook: bool) -> web.Response:
+        body = await request.json()
+        self._record(request)
+        if self.rate_limits:
+            self.rate_limits -= 1
+            return self._too_fast()
+        self.sent.append({"channel_id": channel, **body, **({"webhook": True} if webhook else {})})
+        message = {
+            "id": snowflake(),
+            "channel_id": channel,
+            "content": body.get("content"),
+            "edits": 0,
+            "deleted": False,
+            "webhook": webhook,
+            "reference": (body.get("message_reference") or {}).get("message_id"),
+        }
+        self.messages[message["id"]] = message
+        return self._json(self._payload(message))
+
+    async def _message(self, request: web.Request) -> web.Response:
+        return await self._create(request, request.match_info["channel"], webhook=False)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        channel = self._webhooks.get(request.match_info["token"])
+        if channel is None:
+            return self._json({"message": "Unknown Webhook", "code": 10015}, 404)
+        return await self._create(request, channel, webhook=True)
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request)
+        if self.edit_rate_limits:
+            self.edit_rate_limits -= 1
+            return self._too_fast()
+        message = self.messages.get(request.match_info["id"])
+        if message is None or message["deleted"]:
+            return self._json({"message": "Unknown Message", "code": 10008}, 404)
+        if "content" in body:
+            message["content"] = body["content"]
+        message["edits"] += 1
+        self.edits.append((asyncio.get_running_loop().time(), message["id"], message["content"]))
+        return self._json(self._payload(message))
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        self._record(request)
+        message = self.messages.get(request.match_info["id"])
+        if message is None or message["deleted"]:
+            return self._json({"message": "Unknown Message", "code": 10008}, 404)
+        message["deleted"] = True
+        return web.Response(status=204)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request)
+        self.callbacks.append({"id": request.match_info["id"], **body})
+        return self._json(
+            {
+                "interaction": {
+                    "id": request.match_info["id"],
+                    "type": 2,
+                    "response_message_loading": body.get("type") == 5,
+                    "response_message_ephemeral": False,
+                },
             }
         )
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        scope = request.match_info.get("guild", "global")
+        self.commands[scope] = body
+        registered = [
+            {
+                **command,
+                "id": snowflake(),
+                "application_id": str(BOT_ID),
+                "version": "1",
+                **({"guild_id": scope} if scope != "global" else {}),
+            }
+            for command in body
+        ]
+        self.changed.set()
+        return self._json(registered)
+
+    def visible(self, channel: str = "555") -> list[str]:
+        """What a person sees in ``channel``: the bot's messages, oldest first."""
+        return [
+            m["content"]
+            for m in self.messages.values()
+            if m["channel_id"] == channel and not m["deleted"]
+        ]
 
     async def _typing(self, request: web.Request) -> web.Response:
         self.typing.append(request.match_info["channel"])
@@ -165,6 +291,7 @@ class FakeDiscord:
                 continue
             data = json.loads(message.data)
             if data["op"] == 2:
+                self.identify.append(data["d"])
                 await self._send(
                     "READY",
                     {
@@ -229,3 +356,57 @@ class FakeDiscord:
             changed=self.changed,
         )
         return self.sent
+
+    async def interact(
+        self,
+        command: str,
+        options: dict[str, str] | None = None,
+        *,
+        channel: str = "555",
+        author: int = 42,
+        guild: str | None = None,
+    ) -> str:
+        """A person runs a slash command: INTERACTION_CREATE over the gateway; its id."""
+        interaction_id = snowflake()
+        token = f"interaction-token-{interaction_id}"
+        self._webhooks[token] = channel
+        data: dict[str, Any] = {
+            "id": interaction_id,
+            "application_id": str(BOT_ID),
+            "type": 2,
+            "data": {
+                "id": snowflake(),
+                "name": command,
+                "type": 1,
+                "options": [
+                    {"name": name, "type": 3, "value": value}
+                    for name, value in (options or {}).items()
+                ],
+            },
+            "channel_id": channel,
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "app_permissions": "0",
+            "attachment_size_limit": 8388608,
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+        }
+        if guild:
+            data["guild_id"] = guild
+            data["channel"] = {"id": channel, "type": 0, "guild_id": guild, "name": "general"}
+            data["member"] = {
+                "user": user(author, "ada"),
+                "roles": [],
+                "joined_at": now(),
+                "deaf": False,
+                "mute": False,
+                "permissions": "0",
+            }
+            data["context"] = 0
+        else:
+            data["channel"] = {"id": channel, "type": 1, "recipients": [user(author, "ada")]}
+            data["user"] = user(author, "ada")
+            data["context"] = 1
+        await self._send("INTERACTION_CREATE", data)
+        return interaction_id
