@@ -23,7 +23,7 @@ from bot.providers.base import (
     ToolSpec,
     UsageDelta,
 )
-from bot.providers.classify import sdk_classifier, transport_errors
+from bot.providers.classify import sdk_classifier, stream_failures
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class AnthropicProvider:
                         yield delta
         except anthropic.AnthropicError as exc:
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
-        except (OSError, ValueError, *transport_errors()) as exc:  # a reset mid-stream too
+        except stream_failures() as exc:  # a reset mid-stream too
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
 
     def _warn_once(self, model: str, message: str) -> None:

@@ -79,6 +79,12 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(m.TransportError for m in found if m is not None and hasattr(m, "TransportError"))
 
 
+def stream_failures() -> tuple[type[BaseException], ...]:
+    """What a model stream may fail with beyond its SDK's own errors: sockets, bad bytes,
+    and the HTTP library's transport errors (a reset mid-stream too)."""
+    return (OSError, ValueError, *transport_errors())
+
+
 def _transport_reason(exc: BaseException) -> FailoverReason | None:
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & _TIMEOUT_NAMES:

@@ -24,7 +24,7 @@ from bot.providers.base import (
     ToolCallDelta,
     UsageDelta,
 )
-from bot.providers.classify import sdk_classifier, transport_errors
+from bot.providers.classify import sdk_classifier, stream_failures
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class OpenAIProvider:
                             finish = choice.finish_reason
         except openai.OpenAIError as exc:
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
-        except (OSError, ValueError, *transport_errors()) as exc:  # a reset mid-stream too
+        except stream_failures() as exc:  # a reset mid-stream too
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         for index in sorted(calls):
             slot = calls[index]
