@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring as _string  # ensure_ascii=False's, in C
 
 SECRET_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "SID")
@@ -49,6 +49,48 @@ class RedactSecrets(logging.Filter):
             record.exc_text = None
         record.msg = self._clean(message)
         record.args = None
+        return True
+
+
+class RepeatLimiter(logging.Filter):
+    """At most ``per_second`` records of one kind (logger, level and message template, so
+    ``"bad request from %s"`` is one kind whatever the address) in a second; the rest are
+    counted, and the next line of that kind to pass says how many were left out. A crowd
+    of bad clients then costs a few lines a second, not tens of thousands."""
+
+    MOST_KINDS = 1000  # kinds remembered; older ones are forgotten past this
+
+    def __init__(self, per_second: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.per_second = per_second
+        self.clock = clock
+        # kind -> [start of its current second, passed in it, left out since one last passed,
+        # when one last passed]
+        self.kinds: dict[tuple[str, int, object], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        kind = (record.name, record.levelno, record.msg)
+        seen = self.kinds.get(kind)
+        if seen is None:
+            if len(self.kinds) >= self.MOST_KINDS:
+                self.kinds.clear()
+            self.kinds[kind] = [now, 1, 0, now]
+            return True
+        if now - seen[0] >= 1:
+            seen[0], seen[1] = now, 0
+        if seen[1] >= self.per_second:
+            seen[2] += 1
+            return False
+        seen[1] += 1
+        if seen[2]:
+            record.msg = (
+                f"{record.getMessage()} ({int(seen[2])} more like this in the last "
+                f"{now - seen[3]:.1f} s were not logged)"
+            )
+            record.args = None
+            seen[2] = 0
+        seen[3] = now
         return True
 
 
@@ -90,6 +132,7 @@ def setup_logging(
     handler.setFormatter(
         JSONFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
+    handler.addFilter(RepeatLimiter())  # first: it keys on the message template
     handler.addFilter(RedactSecrets(secret_values(env, extra_secret_names)))
     root = logging.getLogger()
     for old in list(root.handlers):

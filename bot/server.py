@@ -9,12 +9,13 @@ included) stop taking new turns, let running ones finish within
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 _PROCESS_PREFIX = uuid.uuid4().hex[:8]
 _request_count = itertools.count(1)
 
+BODY_TIMEOUT = 10.0  # seconds for a request's whole body to arrive (DESIGN 7.6)
+MOST_BODY_READS = 128  # bodies read at once; a stalled crowd beyond it is turned away at once
 YOUNG_OBJECTS = 10_000  # allocations (net) that start a young collection; CPython's default is 700
 
 WIRING_KEY = web.AppKey("wiring", Wiring)
@@ -46,9 +49,14 @@ def create_app(
     *,
     config: Config | None = None,
     env: Mapping[str, str] | None = None,
+    body_timeout: float = BODY_TIMEOUT,
+    most_body_reads: int = MOST_BODY_READS,
 ) -> web.Application:
     wiring = wire(config, env, runtime=runtime)
-    app = web.Application(client_max_size=1024**2, middlewares=[request_ids, storage_unavailable])
+    bodies = body_deadline(body_timeout, most_body_reads)
+    app = web.Application(
+        client_max_size=1024**2, middlewares=[request_ids, bodies, storage_unavailable]
+    )
     app[WIRING_KEY] = wiring
     app[HOST_KEY] = wiring.host
     wiring.add_routes(app)
@@ -75,6 +83,47 @@ async def request_ids(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     finally:
         request_id.reset(token)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def body_deadline(timeout: float, most: int) -> Any:
+    """Read every request body before its handler runs, within ``timeout`` seconds (408
+    otherwise), and at most ``most`` at once (503 beyond that): a crowd of clients that
+    send headers and then stall cannot hold sockets and file descriptors open. Each
+    webhook's body is unauthenticated until it has been read (the signature covers it),
+    so the cap covers every read. Handlers then read the cached body."""
+    reading = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal reading
+        if not request.can_read_body:
+            return await handler(request)
+        if reading >= most:
+            log.warning("%d request bodies being read already; answered 503", most)
+            return _cut(request, 503, "too many requests being read; try again shortly")
+        reading += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            log.warning("request body not received within %ss; answered 408", timeout)
+            return _cut(request, 408, f"the request body did not arrive within {timeout:g} s")
+        finally:
+            reading -= 1
+        return await handler(request)
+
+    return middleware
+
+
+def _cut(request: web.Request, status: int, text: str) -> web.Response:
+    """An answer that closes the connection, without waiting for the rest of the body."""
+    request.content.feed_eof()  # else aiohttp lingers up to 10 s reading what is left
+    response = web.Response(status=status, text=text, headers={"Retry-After": "1"})
+    response.force_close()
+    return response
 
 
 @web.middleware
