@@ -237,7 +237,8 @@ async def test_a_turn_caught_by_an_outage_is_answered_once_it_is_over(
     dispatcher, sink = dispatcher_on(store, cleanup, config)
     await dispatcher.start()
     assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.ACCEPTED
-    await wait_for_event(arrived, "the turn to reach the model")
+    # (The first turn loads the SDK and the tokenizer: seconds on a loaded machine.)
+    await wait_for_event(arrived, "the turn to reach the model", 30)
     with caplog.at_level(logging.WARNING, logger="bot.dispatch"):
         await proxy.stop()  # while the model thinks: the turn cannot record its answer
         with pytest.raises(bot.storage.base.UNAVAILABLE):  # a webhook would answer 503
@@ -245,12 +246,14 @@ async def test_a_turn_caught_by_an_outage_is_answered_once_it_is_over(
         await wait_for(
             lambda: "unreachable answering test:c1" in caplog.text,
             "the turn to fail, to be retried",
+            30,
         )
     await proxy.start()
     assert await dispatcher.submit(inbound("later", "m2")) is Outcome.ACCEPTED  # redelivery
     await wait_for(
         lambda: {"answer to hello", "answer to later"} <= set(sink.sent),
         "both messages to be answered once PostgreSQL is back",
+        30,
         changed=sink.changed,
     )
     await wait_for(lambda: not dispatcher.claims, "the claims to be released")
