@@ -171,6 +171,8 @@ class DiscordChannel:
             )
         except (discord.DiscordException, OSError) as error:
             log.error("discord: the gateway connection failed: %s", error)
+        except Exception:
+            log.exception("discord: the gateway client stopped on an unexpected error")
 
     async def stop(self) -> None:
         await self.client.close()

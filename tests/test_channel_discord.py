@@ -169,7 +169,7 @@ async def test_long_reply_split_at_2000(fake: FakeDiscord, monkeypatch: pytest.M
         client = await client_for(fake, {"agent": {"model": "anthropic/claude-sonnet-4-6"}})
         try:
             await fake.dispatch("write it")
-            await fake.wait_for(3)
+            await fake.wait_for(3, seconds=30)  # the first turn imports the anthropic SDK
             await client.app[HOST_KEY].dispatcher.drain(5)
             shown = fake.visible()
             assert shown == split_message(DISCORD.render(long), LIMIT)  # whole, in order, once
@@ -238,6 +238,9 @@ async def test_new_status_and_model_answer_as_the_chat_commands(fake: FakeDiscor
         await wait_for(lambda: len(fake.visible()) == 3, "the reset", changed=fake.changed)
         assert fake.visible()[2] == "Started a new conversation."
         assert [c["type"] for c in fake.callbacks] == [5, 5, 5]
+        await fake.interact("new", guild="77", channel="600")  # a server: admins only
+        await wait_for(lambda: fake.visible("600"), "the refusal", changed=fake.changed)
+        assert fake.visible("600") == ["In a group chat only the bot's admins can change that."]
     finally:
         await client.close()
 
@@ -385,6 +388,22 @@ async def test_an_interaction_stream_edits_its_follow_up(fake: FakeDiscord) -> N
         await client.close()
 
 
+async def test_an_expired_interaction_is_answered_in_the_channel(
+    fake: FakeDiscord, sink: DiscordSink
+) -> None:
+    interaction = {"application_id": BOT_ID, "token": "expired-token"}
+    message = InboundMessage(
+        channel="discord",
+        chat_id="555",
+        sender_id="42",
+        text="/status",
+        message_id="2",
+        context={"channel_id": 555, "guild_id": None, "interaction": interaction},
+    )
+    await sink.notify(message, "Still here.")
+    assert fake.visible() == ["Still here."] and "webhook" not in fake.sent[0]
+
+
 # -- shutdown --------------------------------------------------------------------
 
 
@@ -403,7 +422,7 @@ async def test_a_message_during_the_drain_is_stored_and_answered_after_restart(
         database = tmp_path / "chatlane.sqlite3"
         client = await client_for(fake, data, storage=SQLiteStorage(database))
         await fake.dispatch("first")
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):  # the first turn may import the anthropic SDK
             await model.arrived.wait()  # a turn in flight: the drain waits for it
         dispatcher = client.app[HOST_KEY].dispatcher
         closing = asyncio.ensure_future(client.close())

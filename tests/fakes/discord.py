@@ -394,13 +394,23 @@ class FakeDiscord:
         }
         if guild:
             data["guild_id"] = guild
-            data["channel"] = {"id": channel, "type": 0, "guild_id": guild, "name": "general"}
+            data["channel"] = {
+                "id": channel,
+                "type": 0,
+                "guild_id": guild,
+                "name": "general",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+            }
             data["member"] = {
                 "user": user(author, "ada"),
                 "roles": [],
                 "joined_at": now(),
                 "deaf": False,
                 "mute": False,
+                "flags": 0,
                 "permissions": "0",
             }
             data["context"] = 0
