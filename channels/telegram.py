@@ -52,6 +52,7 @@ from channels.telegram_stream import (
     Pacer,
     TelegramStream,
     classify,
+    digest,
     edit,
     is_gone,
     send,
@@ -135,16 +136,21 @@ class TelegramSink(Sink):
 
     def render(self, reply: Reply) -> list[Any]:
         """The reply's parts; when it was streamed into messages (``reply.live``), the
-        first parts edit those messages, and a streamed message left over is deleted."""
+        first parts edit those messages (or keep them, when they show that part already),
+        and a streamed message left over is deleted."""
         parts: list[Any] = render_telegram(reply.markdown, reasoning=reply.reasoning)
         if parts:
             parts[0]["first"] = True
-        streamed = [int(i) for i in (reply.live or {}).get("messages") or []]
+        live = reply.live or {}
+        streamed = [int(i) for i in live.get("messages") or []]
+        shown = list(live.get("shown") or [])
         for index, message_id in enumerate(streamed):
-            if index < len(parts):
-                parts[index]["edit"] = message_id
-            else:
+            if index >= len(parts):
                 parts.append({"delete": message_id})
+            elif index < len(shown) and shown[index] == digest(parts[index]):
+                parts[index]["kept"] = message_id  # it shows this part already
+            else:
+                parts[index]["edit"] = message_id
         return parts
 
     def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
@@ -156,6 +162,8 @@ class TelegramSink(Sink):
         if isinstance(part, str):
             part = {"text": part, "entities": []}
         chat_id: int | str = message.context.get("chat_id", message.chat_id)
+        if "kept" in part:
+            return
         if "delete" in part:
             await self._delete(chat_id, int(part["delete"]))
             return

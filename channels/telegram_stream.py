@@ -16,6 +16,8 @@ which wait for their turn instead of meeting a 429.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 import zlib
@@ -34,7 +36,7 @@ from channels.telegram_format import render_live
 
 log = logging.getLogger(__name__)
 
-GROUP_EVERY = 3.0  # seconds between live updates in a group: 20 a minute, all told
+GROUP_SLOWER = 3  # groups: 20 messages a minute, all told; a live update every 3 s by default
 GROUP_WINDOW = 60.0
 GROUP_MESSAGES = 20  # per group and minute, edits included
 GROUP_RESERVE = 4  # of those, kept for the final parts
@@ -66,6 +68,12 @@ def is_gone(error: BadRequest) -> bool:
     """The message to edit was deleted, or is too old to edit."""
     text = error.message.lower()
     return "not found" in text or "can't be edited" in text
+
+
+def digest(part: dict[str, Any]) -> str:
+    """What a part shows, in short: a message showing it already needs no edit."""
+    shown = json.dumps([part["text"], part.get("entities") or []], sort_keys=True)
+    return hashlib.sha1(shown.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def entities_of(part: dict[str, Any], bot: Bot) -> list[MessageEntity]:
@@ -117,7 +125,7 @@ class TelegramStream(LiveStream):
     ) -> None:
         self.group = bool(message.context.get("group"))
         if self.group:
-            options = replace(options, every=max(options.every, GROUP_EVERY))
+            options = replace(options, every=options.every * GROUP_SLOWER)
         super().__init__(options)
         self.bot = bot
         self.message = message
@@ -146,7 +154,7 @@ class TelegramStream(LiveStream):
 
     async def handover(self) -> dict[str, Any] | None:
         await self._recall()
-        return {"messages": list(self.sent)} if self.sent else None
+        return {"messages": list(self.sent), "shown": list(self.shown)} if self.sent else None
 
     async def _draft(self, part: dict[str, Any]) -> None:
         entities = entities_of(part, self.bot)
@@ -174,7 +182,7 @@ class TelegramStream(LiveStream):
     async def _messages(self, parts: list[dict[str, Any]]) -> None:
         await self._recall()
         for index, part in enumerate(parts):
-            key = repr((part["text"], part["entities"]))
+            key = digest(part)
             if index < len(self.sent) and self.shown[index] == key:
                 continue
             if self.group and (wait := self.pacer.delay(self.chat_id, reserve=GROUP_RESERVE)):

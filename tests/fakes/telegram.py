@@ -36,6 +36,7 @@ class Call:
     method: str
     params: dict[str, Any]
     via: str = ""  # the path prefix the client was given (``base_url_for``), if any
+    error: str = ""  # the description of the error it was answered with
 
 
 @dataclass
@@ -141,7 +142,7 @@ class FakeTelegram:
             queued[0][2]["migrate_to_chat_id"] = moved
         if queued:
             status, description, parameters = queued.pop(0)
-            self.calls.append(Call(f"{method}!failed", params, via))
+            self.calls.append(Call(f"{method}!failed", params, via, description))
             body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
             if parameters:
                 body["parameters"] = parameters
@@ -157,7 +158,7 @@ class FakeTelegram:
             return web.json_response({"ok": True, "result": [first]})
         refused = self._refusal(method, params)
         if refused is not None:
-            self.calls.append(Call(f"{method}!failed", params, via))
+            self.calls.append(Call(f"{method}!failed", params, via, refused))
             return web.json_response(
                 {"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"},
                 status=400,
