@@ -107,8 +107,15 @@ def _port(args: Any, config: Config) -> int:
 def _serve(config: Config, args: Any) -> int:
     from aiohttp import web
 
+    from bot.datadir import unwritable
     from bot.server import create_app
 
+    problem = unwritable()
+    if problem and not os.environ.get("DATABASE_URL"):
+        print(f"chatlane serve: {problem}", file=sys.stderr)
+        return 2
+    if problem:  # the store is PostgreSQL; only received media would be lost
+        log.warning("%s; received media cannot be stored", problem)
     app = create_app(config=config)
     host = args.host or config.server.host
     port = _port(args, config)

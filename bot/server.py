@@ -21,7 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.channel import ChannelHost
-from bot.config import Config
+from bot.config import Config, data_dir
+from bot.datadir import WriteProbe
 from bot.logs import request_id
 from bot.metrics import CONTENT_TYPE, refusal, scrape
 from bot.runtime import AgentRuntime
@@ -42,6 +43,7 @@ YOUNG_OBJECTS = 10_000  # allocations (net) that start a young collection; CPyth
 WIRING_KEY = web.AppKey("wiring", Wiring)
 HOST_KEY = web.AppKey("host", ChannelHost)
 METRICS_ACCESS_KEY = web.AppKey("metrics_access", tuple)  # (token or None, public)
+DISK_KEY = web.AppKey("disk", WriteProbe)
 
 
 def create_app(
@@ -63,6 +65,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     source = os.environ if env is None else env
     app[METRICS_ACCESS_KEY] = (source.get("CHATLANE_METRICS_TOKEN"), bool(source.get("PUBLIC_URL")))
+    app[DISK_KEY] = WriteProbe(data_dir(source))
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_lifecycle)
     return app
@@ -99,7 +102,9 @@ def body_deadline(timeout: float, most: int) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal reading
-        if not request.can_read_body:
+        # A route marked reads_own_body streams and times its body itself (web uploads).
+        own = getattr(request.match_info.handler, "reads_own_body", False)
+        if not request.can_read_body or own:
             return await handler(request)
         if reading >= most:
             log.warning("%d request bodies being read already; answered 503", most)
@@ -180,10 +185,12 @@ async def healthz(request: web.Request) -> web.Response:
         redis = "ok" if await lanes.ping() else "unreachable"
     else:
         redis = "not configured"
-    healthy = storage_ok and redis != "unreachable"
+    disk = await request.app[DISK_KEY].problem()
+    healthy = storage_ok and redis != "unreachable" and disk is None
     body = {
         "status": "ok" if healthy else "unavailable",
         "storage": "ok" if storage_ok else "unreachable",
+        "disk": "ok" if disk is None else f"writes fail: {disk}",
         "redis": redis,
         "backend": type(runtime.storage).__name__,
         "draining": host.draining,
