@@ -81,6 +81,7 @@ class LiveStream:
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.status = ""
+        self._round = 0  # where the text of the model round under way starts
         self.updates = 0  # snapshots shown
         self._dirty = asyncio.Event()
         self._idle = asyncio.Event()
@@ -133,8 +134,13 @@ class LiveStream:
             self.reasoning.append(data["content"])
         elif event.type is EventType.TOOL_CALL:
             self.status = f"Running {data['name']}…"
+            self._round = len(self.text)
         elif event.type is EventType.TOOL_RESULT:
             self.status = data.get("display") or ""
+            self._round = len(self.text)
+        elif event.type is EventType.FAILOVER:  # the round starts again on another model:
+            del self.text[self._round :]  # what the failed one wrote is not the answer
+            self.status = ""
         else:
             return False
         return True

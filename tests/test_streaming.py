@@ -91,3 +91,15 @@ async def test_live_memory_keeps_what_a_stream_left_until_forgotten() -> None:
     await memory.forget()
     assert await memory.recall() is None
     await storage.close()
+
+
+async def test_text_of_a_model_that_failed_over_is_taken_back() -> None:
+    stream = Recorder(StreamOptions(live=True, every=0.01))
+    await stream.feed(text("Checking. "))
+    await stream.feed(AgentEvent("tool_call", {"id": "1", "name": "current_time", "arguments": {}}))
+    await stream.feed(AgentEvent("tool_result", {"id": "1", "name": "current_time", "display": ""}))
+    await stream.feed(text("It is no"))
+    await stream.feed(AgentEvent("failover", {"from": "a/x", "to": "b/y", "reason": "timeout"}))
+    await stream.feed(text("It is noon."))
+    assert stream.snapshot().text == "Checking. It is noon."
+    await stream.close()
