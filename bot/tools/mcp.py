@@ -212,7 +212,7 @@ class McpServer:
                 env={k: expand(v, self.env, f"{key}.env.{k}") for k, v in config.env.items()},
                 cwd=config.cwd,
             )
-            async with stdio_client(params, errlog=sys.stderr) as streams:
+            async with stdio_client(params, errlog=_errlog()) as streams:
                 yield streams
             return
         from mcp.client.streamable_http import streamable_http_client
@@ -349,6 +349,15 @@ def _text_of(result: Any) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False, indent=2))
     return "\n".join(parts)
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: ours, or the process's own when ours is no file."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.__stderr__
+    return sys.stderr
 
 
 def _error(name: str, arguments: dict[str, Any], message: str) -> ToolResult:
