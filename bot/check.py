@@ -107,6 +107,7 @@ async def run_check(
             f"\nStorage: {type(runtime.storage).__name__}: "
             f"{'reachable' if await runtime.storage.ping() else 'UNREACHABLE'}"
         )
+        _print_mcp(runtime)
         if live and not await _live(config, env, runtime):
             return 1
         return 0 if any_on else 1
@@ -153,3 +154,15 @@ async def _providers(runtime: AgentRuntime) -> list[Live]:
                 continue
             results.append(Live(label, True, f"{len(listed)} model(s) listed"))
     return results
+
+
+def _print_mcp(runtime: AgentRuntime) -> None:
+    """Each MCP server (started with the runtime) and the tools it gave, or why it gave none."""
+    servers = runtime.mcp.servers
+    if not servers:
+        return
+    print("\nMCP servers:")
+    for name, server in sorted(servers.items()):
+        print(f"  {name} ({server.describe()}): {server.state}")
+        if server.tools:
+            print(f"    tools: {', '.join(server.tools)}")
