@@ -452,7 +452,7 @@ def _describe(
 ) -> str:
     lines = []
     for error in exc.errors():
-        key = prefix + ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = (prefix + ".".join(str(part) for part in error["loc"])).rstrip(".") or "(top level)"
         where = f"{source}: " if source else ""
         variable = _variable_for(key, origins)
         if variable:  # set from the environment: name the variable, not the file
