@@ -11,7 +11,8 @@ Events are queued per request, never written from the turn itself, so a slow
 browser does not slow the turn down. A browser that leaves stops its turn (as
 the turn timeout would), so abandoned turns hold no lane slots.
 
-Who may use it, and what a page from elsewhere may not do: ``channels.web_access``.
+Who may use it, and what a page from elsewhere may not do: ``channels.web_access``;
+how a file sent with a message is read and stored: ``channels.web_upload``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from bot.config import ChannelConfig, Config
 from bot.dispatch import Outcome
 from bot.events import AgentEvent, EventType
 from bot.formatting import FormatMode, render_html
-from bot.inbound import InboundMessage, JSONPart
+from bot.inbound import InboundMessage, JSONPart, MediaPart
+from bot.media import MediaFetch
 from channels.web_access import (
     WebConfig,
     WebGuard,
@@ -50,6 +52,7 @@ from channels.web_access import (
     new_browser_cookie,
     security_headers,
 )
+from channels.web_upload import UploadRefused, Uploads, media_fetch, reads_own_body
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ STATIC_DIR = Path(str(files("bot") / "static"))
 MAX_TEXT = 20_000
 GRACE = 30.0  # seconds a request waits beyond the turn timeout before it gives up
 LEFT_EVERY = 1.0  # seconds between looks at whether a waiting browser is still there
+BODY_TIMEOUT = 10.0  # seconds for a JSON body (this route reads its own body: uploads)
 
 TRAITS = ChannelTraits(
     tool_format=FormatMode.MARKDOWN, shows_reasoning=True, streams=True, queue_mode="followup"
@@ -116,6 +120,9 @@ class WebSink(Sink):
         if waiter is not None:
             waiter.put("error", {"message": text})
 
+    async def media_fetch(self, message: InboundMessage, part: MediaPart) -> MediaFetch:
+        return await media_fetch(message, part)  # uploads are read from the media store
+
     def open_stream(self, message: InboundMessage, options: StreamOptions) -> ReplyStream:
         stream = _WebStream(self.waiting.get(message.dedupe_key), live=options.live)
         stream.tool_results = self.tool_results
@@ -173,6 +180,8 @@ class WebChannel:
         self.host = host
         self.sink = WebSink(host.config.agent.show_tool_results)
         self.guard = WebGuard.from_env(host.config.channel("web"), env or {}, host.public_url)
+        media = host.config.agent.media
+        self.uploads = Uploads(host.dispatcher.media.store, max_bytes=media.max_bytes)
 
     @classmethod
     def from_env(cls, host: ChannelHost, env: Mapping[str, str]) -> WebChannel:
@@ -208,13 +217,18 @@ class WebChannel:
                 "model": runtime.model,
                 "demo": runtime.models.demo_reason,
                 "thinking_mode": runtime.thinking_mode.value,
+                "max_bytes": self.uploads.max_bytes,  # the largest file the page may send
             }
         )
 
+    @reads_own_body
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        self.guard.same_origin(request)
+        self.guard.same_origin(request, uploads=True)
         self.guard.admit(request, demo=self.host.runtime.models.demo_reason is not None)
-        session, text = await _read_body(request)
+        try:
+            session, text, files = await self._read(request)
+        except UploadRefused as refused:
+            return refused.response(request)
         if self.host.draining:
             raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
         sender = self.guard.client_address(request)
@@ -224,7 +238,9 @@ class WebChannel:
             cookie = web.StreamResponse()
             browser = new_browser_cookie(cookie, secure=request.secure)
         chat = f"{browser}:{session}"
-        inbound = InboundMessage("web", chat, sender, text, message_id=f"{time.time_ns()}")
+        inbound = InboundMessage(
+            "web", chat, sender, text, message_id=f"{time.time_ns()}", attachments=files
+        )
         waiter = self.sink.expect(inbound)
         try:
             # Stored before the stream starts: a store that is down answers 503.
@@ -240,6 +256,17 @@ class WebChannel:
             return response
         finally:
             self.sink.forget(inbound)
+
+    async def _read(self, request: web.Request) -> tuple[str, str, tuple[MediaPart, ...]]:
+        """The message's session, text and files (a file is stored before the message)."""
+        if request.content_type == "multipart/form-data":
+            return await self.uploads.read(request)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                session, text = await _read_body(request)
+        except TimeoutError:
+            raise UploadRefused(408, "the request body did not arrive in time") from None
+        return session, text, ()
 
     async def _pump(
         self, request: web.Request, waiter: _Waiter, response: web.StreamResponse

@@ -11,7 +11,8 @@
 - Every response carries a Content-Security-Policy (``img-src 'self' data:``:
   a model's Markdown cannot load a remote image to leak the conversation).
 - POSTs must be JSON from the page's own origin: a cross-site form or
-  ``text/plain`` fetch is refused.
+  ``text/plain`` fetch is refused. An upload (multipart) must also carry
+  ``X-Chatlane-Upload: 1``, which a cross-site page cannot send.
 - A conversation belongs to a browser: its id is the page's session id
   joined to a random id the server keeps in an HttpOnly cookie, so knowing a
   session id alone reaches nothing.
@@ -32,6 +33,7 @@ from bot.config import ChannelConfig
 
 TOKEN_ENV = "CHATLANE_WEB_TOKEN"
 BROWSER_COOKIE = "chatlane_browser"
+UPLOAD_HEADER = "X-Chatlane-Upload"
 CSP = (
     "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -98,13 +100,20 @@ class WebGuard:
                 "channels.web.public: true to open it"
             )
 
-    def same_origin(self, request: web.Request) -> None:
-        """Refuse a POST another site's page made (a form, or a fetch without preflight)."""
+    def same_origin(self, request: web.Request, *, uploads: bool = False) -> None:
+        """Refuse a POST another site's page made (a form, or a fetch without preflight).
+        With ``uploads``, multipart/form-data is taken too, but only with the
+        ``X-Chatlane-Upload: 1`` header, which no cross-site form can send and no
+        cross-site fetch can send without a preflight this server never grants."""
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise web.HTTPForbidden(text="cross-origin requests are refused")
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
             raise web.HTTPForbidden(text="cross-origin requests are refused")
+        if uploads and request.content_type == "multipart/form-data":
+            if request.headers.get(UPLOAD_HEADER) != "1":
+                raise web.HTTPForbidden(text=f"an upload needs the header {UPLOAD_HEADER}: 1")
+            return
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="send application/json")
 
