@@ -30,7 +30,7 @@ def test_thinking_extraction() -> None:
         ("<thought>a</thought><antthinking>c</antthinking>b", "a\n\nc", "b"),
         ("Answer first.\n<think>late</think>\nmore", "late", "Answer first.\n\nmore"),
         ("<think>never closed", "never closed", ""),
-        ("ok <think>rest is reasoning", "rest is reasoning", ""),
+        ("ok <think>rest is reasoning", "rest is reasoning", "ok"),
         ("mid-thought</think>The answer", "mid-thought", "The answer"),
         ("A long answer.\nThen </think> stray", "", "A long answer.\nThen  stray"),
         ("no tags at all", "", "no tags at all"),
@@ -54,6 +54,57 @@ def test_tags_in_code_are_text(text: str) -> None:
     assert extractor.extract(text) == ("", text.strip())
 
 
+# Issue 21 item 17: a peer project's published vectors, and the defects they found.
+@pytest.mark.parametrize(
+    ("text", "thinking", "content"),
+    [
+        ("Hello <think>internal reasoning</think> world!", "internal reasoning", "Hello  world!"),
+        ("Before <thinking>some thought</thinking> after", "some thought", "Before  after"),
+        ("X <antthinking>internal</antthinking> Y", "internal", "X  Y"),
+        ("你好 <think>思考 🤔</think> 世界", "思考 🤔", "你好  世界"),
+        ("Plan: <think>x</think>Answer", "x", "Answer"),  # a lead-in ends with a colon
+        ("Note: see below <think>x</think>Answer", "x", "Note: see below Answer"),
+        # nested tags: the outer block's tail is reasoning too
+        (
+            "<think>outer <think>inner</think> still outer</think>visible",
+            "outer inner still outer",
+            "visible",
+        ),
+        # an unclosed backtick protects nothing
+        ("Start `unclosed <think>hidden</think> end", "hidden", "Start `unclosed  end"),
+        ("Use ``code`` with <think>hidden</think> text", "hidden", "Use ``code`` with  text"),
+        ("a `b\n\n<think>hidden</think>c` d", "hidden", "a `b\n\nc` d"),
+        # self-closing tags are empty blocks: dropped, hiding nothing
+        ("A <think/> B", "", "A  B"),
+        ("A <thinking /> B", "", "A  B"),
+        ("A <thinking id='1' /> B and <THINK/>C", "", "A  B and C"),
+        ("<think/>answer", "", "answer"),
+    ],
+)
+def test_peer_vectors(text: str, thinking: str, content: str) -> None:
+    assert extractor.extract(text) == (thinking, content)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Example:\n~~~\n<think>reasoning</think>\n~~~\nDone!",
+        "Example:\n~~~js\n<think>code</think>\n~~~",
+        "```\n<think>not protected\n~~~\n</think>text",  # ~~~ does not close ```
+        "~~~\n<think>a</think>\n```\n<think>b</think>",  # nor ``` a ~~~ fence
+        "   ~~~\n<think>indented fence</think>\n   ~~~",
+        "The `<think>` tag is used for reasoning. Don't forget the closing `</think>` tag.",
+    ],
+)
+def test_tags_in_fences_of_either_kind_are_text(text: str) -> None:
+    assert extractor.extract(text) == ("", text.strip())
+
+
+def test_tildes_mid_line_are_no_fence() -> None:
+    assert extractor.extract("x ~~~ <think>y</think> z") == ("y", "x ~~~  z")
+    assert extractor.extract("    ~~~\n<think>y</think>") == ("y", "~~~")  # 4 spaces: code
+
+
 def test_paragraph_before_tag_stays_answer() -> None:
     long_intro = "This is a long introduction that goes on " * 4
     thinking, content = extractor.extract(f"{long_intro}<think>x</think>end")
@@ -66,6 +117,10 @@ FIXED = [
     "Intro line\n<Think attr='1'>deep\n\nthoughts</Think>\nAnswer with `code` and <b>html</b>",
     "```\n<think>in code</think>\n```\n<think>real</think>tail `x` <thought>two</thought>",
     "starts</think>then answer <think>unclosed",
+    "Hello <think>x</think> world!",
+    "<think>a <think>b</think> c</think>d <thinking />e <think/>f",
+    "Start `unclosed <think>hidden</think> end `closed <think>` x",
+    "Example:\n~~~\n<think>kept</think>\n~~~~\n  ~~~\nDone <think>y</think>",
 ]
 
 
@@ -110,6 +165,11 @@ ALPHABET = st.sampled_from(
         "< think",
         "ing>",
         "Here: ",
+        "~~~",
+        "~",
+        "\n~~~\n",
+        "<think/>",
+        "<thinking />",
         "é",
         "👋",
     ]
@@ -132,7 +192,7 @@ def test_any_chunking_gives_the_batch_result(parts: list[str], cuts: list[int]) 
 def test_no_tag_leaks_outside_code(parts: list[str]) -> None:
     text = "".join(parts)
     _, content = extractor.extract(text)
-    if "`" not in content:
+    if "`" not in content and "~" not in content:
         lowered = content.lower()
         assert "<think>" not in lowered and "</think>" not in lowered
         assert "</thought>" not in lowered

@@ -5,22 +5,29 @@ Rules:
 - Reasoning sits in ``<thinking>``, ``<thought>``, ``<antthinking>`` or
   ``<think>`` tags: any case, optional spaces (``< think >``) and attributes
   (``<thinking type="plan">``). Tags inside inline code (`` `<think>` ``) or
-  a fenced block are text, not tags.
+  a fenced block (```` ``` ```` anywhere, ``~~~`` at the start of a line) are
+  text, not tags. A fence left open runs to the end. A backtick with no
+  matching run after it in the same paragraph (and within ``INLINE_MAX``
+  characters) is a plain backtick: it protects nothing.
+- Tags nest: an opening tag inside reasoning needs its own closing tag
+  before the reasoning ends.
+- A self-closing tag (``<think/>``, ``<thinking id="1" />``) is an empty
+  block: it is dropped and hides nothing.
 - An unclosed tag runs to the end: everything after it is reasoning.
 - A stray closing tag (no tag open) is dropped, never shown. When it comes
   within the first line of the reply, the text before it is reasoning: some
   models (DeepSeek-R1 style) start mid-thought and only close.
-- Lead-in: text on the first line, before the first thinking tag, of at most
-  ``LEAD_IN_MAX`` characters (``Here's my thought: ``) introduces the
-  reasoning; it is not part of the answer, and it is dropped. A paragraph or
-  any text after a line break stays answer.
+- Lead-in: text on the first line, right before the first thinking tag, of at
+  most ``LEAD_IN_MAX`` characters and ending with a colon (``Here's my
+  thought: ``) introduces the reasoning; it is not part of the answer, and it
+  is dropped. Any other text before a tag (``Hello <think>``) stays answer.
 - Several blocks are joined with a blank line; the answer is stripped.
 
 The streaming extractor holds back only what it cannot classify yet: a
-half-arrived tag (``<thi``), a run of backticks, or the short first line
-while it may still be a lead-in. Each chunk is scanned once (regular
-expressions from the last held position), so the work is linear in the input.
-``extract(text)`` is the streaming extractor fed the whole text.
+half-arrived tag (``<thi``), a run of backticks or tildes, an inline code
+span until its closing backticks (or the paragraph's end), or the short
+first line while it may still be a lead-in. ``extract(text)`` is the
+streaming extractor fed the whole text.
 """
 
 from __future__ import annotations
@@ -31,19 +38,24 @@ from typing import Literal
 TAG_NAMES = ("thinking", "thought", "antthinking", "think")
 LEAD_IN_MAX = 40
 MAX_TAG_LENGTH = 200
+INLINE_MAX = 1000  # an inline code span closes within this many characters, or is no span
 
 Kind = Literal["thinking", "text"]
 Piece = tuple[Kind, str]
 
 _NAMES = "|".join(sorted(TAG_NAMES, key=len, reverse=True))
-# A token that changes state in text: a fence, a backtick, an opening or closing tag.
-_TEXT_TOKEN = re.compile(
-    rf"(?P<ticks>`+)|(?P<open><\s{{0,3}}(?:{_NAMES})(?:\s[^<>]{{0,{MAX_TAG_LENGTH}}})?>)"
-    rf"|(?P<close><\s{{0,3}}/\s{{0,3}}(?:{_NAMES})\s{{0,3}}>)",
-    re.IGNORECASE,
+_OPENING = rf"<\s{{0,3}}(?:{_NAMES})(?:\s[^<>]{{0,{MAX_TAG_LENGTH}}})?"
+_TAGS = (
+    rf"(?P<self>{_OPENING}/\s{{0,3}}>)|(?P<open>{_OPENING}>)"
+    rf"|(?P<close><\s{{0,3}}/\s{{0,3}}(?:{_NAMES})\s{{0,3}}>)"
 )
-_CLOSE = re.compile(rf"<\s{{0,3}}/\s{{0,3}}(?:{_NAMES})\s{{0,3}}>", re.IGNORECASE)
+# A token that changes state in text: backticks, a tilde fence, a tag of any kind.
+_TEXT_TOKEN = re.compile(rf"(?P<ticks>`+)|(?P<tildes>~{{3,}})|{_TAGS}", re.IGNORECASE)
+_THINK_TOKEN = re.compile(_TAGS, re.IGNORECASE)
+_FENCE_TOKEN = {"`": re.compile(r"`{3,}"), "~": re.compile(r"~{3,}")}
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
 _PARTIAL = re.compile(r"<\s{0,3}/?\s{0,3}([A-Za-z]*)(.*)\Z", re.DOTALL)
+_RUNS = {n: re.compile(rf"(?<!`)`{{{n}}}(?!`)") for n in (1, 2)}
 
 
 def _could_become_tag(tail: str) -> bool:
@@ -58,20 +70,38 @@ def _could_become_tag(tail: str) -> bool:
     if not rest:
         return any(t.startswith(name) for t in TAG_NAMES)
     if name in TAG_NAMES:
-        return rest[0].isspace()
+        return rest[0].isspace() or re.fullmatch(r"/\s*", rest) is not None
     return False
 
 
 def _hold_from(text: str, start: int) -> int:
     """Where the unclassifiable tail of ``text[start:]`` begins (len(text) if none)."""
     end = len(text)
-    ticks = end
-    while ticks > start and text[ticks - 1] == "`":
-        ticks -= 1
+    run = end
+    if run > start and text[run - 1] in "`~":
+        mark = text[run - 1]
+        while run > start and text[run - 1] == mark:
+            run -= 1
     lt = text.rfind("<", start)
     if lt != -1 and _could_become_tag(text[lt:]):
-        return min(lt, ticks)
-    return ticks
+        return min(lt, run)
+    return run
+
+
+def _span_end(text: str, start: int, ticks: int, final: bool) -> int | None:
+    """Where the inline code span opened by ``ticks`` backticks ending at ``start``
+    ends; -1 when those backticks open no span; None when that is not known yet."""
+    limit = min(len(text), start + INLINE_MAX)
+    paragraph = _PARAGRAPH_END.search(text, start, limit)
+    stop = paragraph.start() if paragraph else limit
+    close = _RUNS[ticks].search(text, start, stop)
+    if close is not None:
+        if close.end() == len(text) and not final:
+            return None  # the closing run may still grow into a longer one
+        return close.end()
+    if final or paragraph is not None or start + INLINE_MAX <= len(text):
+        return -1
+    return None
 
 
 class StreamingThinkingExtractor:
@@ -79,30 +109,29 @@ class StreamingThinkingExtractor:
 
     def __init__(self) -> None:
         self._held = ""
-        self._in_think = False
-        self._in_fence = False
-        self._inline_ticks = 0  # the length of the backtick run that opened inline code
+        self._depth = 0  # reasoning tags open (nested ones count)
+        self._fence = ""  # "`" or "~" inside a fenced block
+        self._fence_length = 0
         self._lead = True  # still on the first line, before any answer text
         self._lead_text = ""
         self._blocks = 0
+        self._before = ""  # the last characters consumed (for "at the start of a line")
 
     def feed(self, chunk: str) -> list[Piece]:
         # Fast path, the common case: nothing held and nothing in the chunk that could
-        # change state (no "<" while a tag could matter, no backtick).
+        # change state (no "<" while a tag could matter, no backtick or tilde).
         if not self._held and not self._lead and chunk:
-            if self._in_think:
+            if self._depth:
                 if "<" not in chunk:
                     return [("thinking", chunk)]
-            elif "`" not in chunk and (self._in_fence or self._inline_ticks or "<" not in chunk):
+            elif "`" not in chunk and "~" not in chunk and (self._fence or "<" not in chunk):
+                self._before = chunk
                 return [("text", chunk)]
         return self._process(self._held + chunk, final=False)
 
     def finish(self) -> list[Piece]:
         out = self._process(self._held, final=True)
-        if self._lead and self._lead_text:
-            out.append(("text", self._lead_text))
-            self._lead_text = ""
-        self._lead = False
+        self._flush_lead(out)
         return out
 
     def _emit_text(self, out: list[Piece], text: str) -> None:
@@ -110,89 +139,154 @@ class StreamingThinkingExtractor:
             return
         if self._lead:
             self._lead_text += text
-            newline = self._lead_text.find("\n")
-            if newline != -1 or len(self._lead_text) > LEAD_IN_MAX:
-                self._lead = False
-                text, self._lead_text = self._lead_text, ""
-            else:
+            if "\n" not in self._lead_text and len(self._lead_text) <= LEAD_IN_MAX:
                 return
+            self._lead = False
+            text, self._lead_text = self._lead_text, ""
         out.append(("text", text))
+
+    def _flush_lead(self, out: list[Piece]) -> None:
+        if self._lead_text:
+            out.append(("text", self._lead_text))
+            self._lead_text = ""
+        self._lead = False
 
     def _is_lead_in(self, before: str) -> bool:
         lead = self._lead_text + before
-        return self._lead and "\n" not in lead and len(lead) <= LEAD_IN_MAX
+        return (
+            self._lead
+            and "\n" not in lead
+            and len(lead) <= LEAD_IN_MAX
+            and lead.rstrip().endswith(":")
+        )
 
     def _emit_thinking(self, out: list[Piece], text: str) -> None:
         if text:
             out.append(("thinking", text))
 
-    def _open_block(self, out: list[Piece]) -> None:
-        self._lead = False
-        self._lead_text = ""
+    def _open_block(self, out: list[Piece], before: str) -> None:
+        if self._is_lead_in(before):
+            self._lead_text = ""  # a lead-in: dropped
+        else:
+            self._emit_text(out, before)
+        self._flush_lead(out)
         if self._blocks:
             out.append(("thinking", "\n\n"))
         self._blocks += 1
-        self._in_think = True
+        self._depth = 1
+
+    def _stray_close(self, out: list[Piece], before: str) -> None:
+        if self._is_lead_in_before_close(before):
+            lead, self._lead_text = self._lead_text + before, ""
+            self._blocks += 1
+            self._emit_thinking(out, lead)
+            self._lead = False
+        else:
+            self._emit_text(out, before)
+
+    def _is_lead_in_before_close(self, before: str) -> bool:
+        lead = self._lead_text + before
+        return self._lead and "\n" not in lead and len(lead) <= LEAD_IN_MAX
+
+    def _at_line_start(self, text: str, start: int) -> bool:
+        look = text[max(0, start - 4) : start]
+        if len(look) < 4:
+            look = (self._before + look)[-4:]
+        spaces = len(look) - len(look.rstrip(" "))
+        if spaces > 3:
+            return False
+        rest = look[: len(look) - spaces]
+        return rest.endswith("\n") if rest else len(look) < 4
 
     def _process(self, text: str, *, final: bool) -> list[Piece]:
         out: list[Piece] = []
         pos = 0
         length = len(text)
         while pos < length:
-            if self._in_think:
-                match = _CLOSE.search(text, pos)
-                if match is None:
-                    stop = length if final else _hold_from(text, pos)
-                    self._emit_thinking(out, text[pos:stop])
-                    pos = stop
-                    break
-                self._emit_thinking(out, text[pos : match.start()])
-                self._in_think = False
-                pos = match.end()
-                continue
-            match = _TEXT_TOKEN.search(text, pos)
-            if match is None:
-                stop = length if final else _hold_from(text, pos)
-                self._emit_text(out, text[pos:stop])
-                pos = stop
+            if self._depth:
+                step = self._in_thinking(out, text, pos, final)
+            elif self._fence:
+                step = self._in_fence(out, text, pos, final)
+            else:
+                step = self._in_text(out, text, pos, final)
+            if step < 0:  # the rest is held
+                pos = -step - 1
                 break
-            if not final and match.end() == length and match.lastgroup == "ticks":
-                # a run of backticks at the end may still grow
-                self._emit_text(out, text[pos : match.start()])
-                pos = match.start()
-                break
-            kind = match.lastgroup
-            if kind == "ticks":
-                run = match.end() - match.start()
-                if self._inline_ticks:
-                    if run == self._inline_ticks:
-                        self._inline_ticks = 0
-                elif run >= 3:
-                    self._in_fence = not self._in_fence
-                elif not self._in_fence:
-                    self._inline_ticks = run
-                self._emit_text(out, text[pos : match.end()])
-            elif self._in_fence or self._inline_ticks:
-                self._emit_text(out, text[pos : match.end()])
-            elif kind == "open":
-                before = text[pos : match.start()]
-                if self._is_lead_in(before):
-                    self._lead_text = ""  # a lead-in: dropped
-                else:
-                    self._emit_text(out, before)
-                self._open_block(out)
-            else:  # a stray closing tag
-                before = text[pos : match.start()]
-                if self._is_lead_in(before):
-                    lead, self._lead_text = self._lead_text + before, ""
-                    self._blocks += 1
-                    self._emit_thinking(out, lead)
-                    self._lead = False
-                else:
-                    self._emit_text(out, before)
-            pos = match.end()
+            pos = step
+        consumed = text[max(0, pos - 4) : pos]
+        self._before = (self._before + consumed)[-4:] if pos < 4 else consumed
         self._held = text[pos:]
         return out
+
+    # Each step consumes from ``pos`` and returns where it stopped, or -(stop + 1) when
+    # what is left from ``stop`` on must wait for more text.
+
+    def _in_thinking(self, out: list[Piece], text: str, pos: int, final: bool) -> int:
+        match = _THINK_TOKEN.search(text, pos)
+        if match is None:
+            stop = len(text) if final else _hold_from(text, pos)
+            self._emit_thinking(out, text[pos:stop])
+            return -stop - 1
+        self._emit_thinking(out, text[pos : match.start()])
+        kind = match.lastgroup
+        if kind == "open":
+            self._depth += 1
+        elif kind == "close":
+            self._depth -= 1
+        return match.end()
+
+    def _in_fence(self, out: list[Piece], text: str, pos: int, final: bool) -> int:
+        match = _FENCE_TOKEN[self._fence].search(text, pos)
+        if match is None:
+            stop = len(text) if final else _hold_from(text, pos)
+            self._emit_text(out, text[pos:stop])
+            return -stop - 1
+        if not final and match.end() == len(text):
+            self._emit_text(out, text[pos : match.start()])
+            return -match.start() - 1  # the run may still grow
+        run = match.end() - match.start()
+        if self._fence == "`" or (
+            run >= self._fence_length and self._at_line_start(text, match.start())
+        ):
+            self._fence = ""
+        self._emit_text(out, text[pos : match.end()])
+        return match.end()
+
+    def _in_text(self, out: list[Piece], text: str, pos: int, final: bool) -> int:
+        match = _TEXT_TOKEN.search(text, pos)
+        if match is None:
+            stop = len(text) if final else _hold_from(text, pos)
+            self._emit_text(out, text[pos:stop])
+            return -stop - 1
+        kind = match.lastgroup
+        if not final and match.end() == len(text) and kind in ("ticks", "tildes"):
+            self._emit_text(out, text[pos : match.start()])
+            return -match.start() - 1  # a run at the end may still grow
+        before = text[pos : match.start()]
+        if kind == "ticks":
+            run = match.end() - match.start()
+            if run >= 3:
+                self._fence, self._fence_length = "`", run
+                end = match.end()
+            else:
+                span = _span_end(text, match.end(), run, final)
+                if span is None:
+                    self._emit_text(out, before)
+                    return -match.start() - 1
+                end = match.end() if span < 0 else span
+            self._emit_text(out, text[pos:end])
+            return end
+        if kind == "tildes":
+            if self._at_line_start(text, match.start()):
+                self._fence, self._fence_length = "~", match.end() - match.start()
+            self._emit_text(out, text[pos : match.end()])
+        elif kind == "open":
+            self._open_block(out, before)
+        elif kind == "close":
+            self._stray_close(out, before)
+        else:  # a self-closing tag: an empty block, dropped
+            self._emit_text(out, before)
+        return match.end()
 
 
 class ThinkingExtractor:
