@@ -82,6 +82,17 @@ def render_live(
     )
 
 
+def tail_markdown(markdown: str, chars: int = 2 * TELEGRAM_LIMIT) -> str:
+    """About the last ``chars`` of a long reply, from a line start, a code block cut
+    in two reopened: a draft shows only the newest part, so only that is rendered."""
+    if len(markdown) <= chars:
+        return markdown
+    cut = markdown.find("\n", len(markdown) - chars) + 1 or len(markdown) - chars
+    head, tail = markdown[:cut], markdown[cut:]
+    reopened = close_fences(head)[len(head) :].strip()  # the fence left open, if any
+    return f"{reopened}\n{tail}" if reopened else tail
+
+
 def convert(markdown: str) -> tuple[str, list[dict[str, Any]]]:
     """Markdown as Telegram text and entity dicts (HTML-looking text kept, file names
     not linked)."""

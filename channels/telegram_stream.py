@@ -32,7 +32,7 @@ from bot.channel import StreamOptions
 from bot.inbound import InboundMessage
 from bot.streaming import LiveStream, RetryLater, Snapshot
 from channels.common import Retry
-from channels.telegram_format import render_live
+from channels.telegram_format import render_live, tail_markdown
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class TelegramStream(LiveStream):
         self._recalled = False
 
     async def show(self, snapshot: Snapshot) -> None:
-        parts = render_live(snapshot.text, reasoning=snapshot.reasoning, status=snapshot.status)
+        text = tail_markdown(snapshot.text) if self.drafts else snapshot.text
+        parts = render_live(text, reasoning=snapshot.reasoning, status=snapshot.status)
         if not parts:
             return
         try:

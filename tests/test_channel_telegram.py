@@ -22,6 +22,7 @@ from bot.server import HOST_KEY, create_app
 from bot.storage import MemoryStorage
 from bot.streaming import LiveMemory, RetryLater, Snapshot
 from channels.telegram import TelegramChannel, TelegramSink, make_bot
+from channels.telegram_format import render_live, tail_markdown
 from channels.telegram_stream import Pacer, TelegramStream, edit
 from tests.fakes.models import FakeAnthropic, Reply
 from tests.fakes.telegram import BOT_ID, FakeTelegram, update
@@ -268,8 +269,10 @@ async def test_long_markdown_reply_is_split(
         client = await app_client(telegram, {"agent": {"model": "anthropic/claude-sonnet-4-6"}})
         try:
             await post(client, update(50, "write a long report"))
-            await telegram.wait_for("sendMessage", 3)
+            await telegram.wait_for("sendMessage", 3, seconds=30)  # the SDK's first import
             await client.app[HOST_KEY].dispatcher.drain(5)
+            drafts = telegram.sent("sendMessageDraft")
+            assert drafts and all(len(d["text"]) <= 4096 for d in drafts)
             sent = telegram.sent()
             assert len(sent) >= 3
             for message in sent:
@@ -569,6 +572,14 @@ async def test_final_reply_shorter_than_the_stream_deletes_the_rest(
     telegram.messages.clear()  # someone deleted the streamed message: sent anew
     await sink.send_part(group_message(), {"text": "again", "entities": [], "edit": 5})
     assert telegram.visible(-100) == ["again"]
+
+
+def test_a_draft_renders_the_tail_of_a_long_reply() -> None:
+    assert tail_markdown("short") == "short"
+    text = "intro\n\n```python\n" + "x = 1\n" * 3000
+    tail = tail_markdown(text)
+    assert tail.startswith("```\nx = 1") and len(tail) < 9000
+    assert render_live(tail)[-1]["entities"][0]["type"] == "pre"
 
 
 def test_the_pacer_keeps_a_group_under_its_limit() -> None:
