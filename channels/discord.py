@@ -12,6 +12,13 @@ where they appear at once). Each is stored, then acknowledged with a deferred
 response ("thinking…"), and answered with follow-ups through the dispatcher:
 ``/ask`` as a message to the model, the others as the chat commands.
 
+Attachments (photos, voice messages, audio, text files, PDFs; stickers) become
+the message's ``MediaPart``s, taken only from the gateway payload: the
+attachment's ``url`` on Discord's CDN, its ``size``, ``content_type`` and file
+name; a voice message is an attachment with ``duration_secs`` and ``waveform``.
+``/ask`` takes one as its ``file`` option. A message with only an attachment is
+answered like any other; the core (``bot.media``) does the rest.
+
 During a shutdown's drain, messages and commands are still stored (Discord
 never delivers them again to the next process) and answered after the restart.
 
@@ -26,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
@@ -34,20 +41,21 @@ from pydantic import field_validator
 
 from bot.channel import ChannelHost, ChannelState, ChannelTraits, mask
 from bot.config import ChannelConfig, Config
-from bot.inbound import InboundMessage
+from bot.inbound import InboundMessage, MediaPart
 from channels.discord_sink import LIMIT, TRAITS, DiscordSink
 
 if TYPE_CHECKING:
     import discord  # about 8 MB: imported by from_env, only when the channel has a token
     from discord import app_commands
 
-__all__ = ["LIMIT", "DiscordChannel", "DiscordConfig", "DiscordSink", "point_at"]
+__all__ = ["LIMIT", "DiscordChannel", "DiscordConfig", "DiscordSink", "media_parts", "point_at"]
 
 log = logging.getLogger(__name__)
 logging.getLogger("discord").setLevel(logging.WARNING)  # discord.py logs every request
 
 DEFAULT_API = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
+MAX_ATTACHMENTS = 10  # Discord takes at most ten files a message
 
 
 class DiscordConfig(ChannelConfig):
@@ -83,6 +91,31 @@ def point_at(env: Mapping[str, str]) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
 
 
+def media_parts(
+    attachments: Sequence[discord.Attachment],
+    stickers: Sequence[discord.StickerItem] = (),
+) -> tuple[MediaPart, ...]:
+    """A message's files as the gateway payload describes them (never a URL from its text)."""
+    parts = []
+    for attachment in attachments[:MAX_ATTACHMENTS]:
+        mime = (attachment.content_type or "").partition(";")[0].strip().lower()
+        if attachment.is_voice_message():  # duration_secs and waveform: recorded in Discord
+            kind = "voice"
+        else:
+            kind = next((k for k in ("image", "audio", "video") if mime.startswith(k + "/")), "")
+        parts.append(
+            MediaPart(
+                kind or "document",
+                mime=mime,
+                size=attachment.size,
+                name=attachment.filename,
+                url=attachment.url,
+            )
+        )
+    parts.extend(MediaPart("sticker", name=sticker.name) for sticker in stickers)
+    return tuple(parts)
+
+
 def intents(settings: DiscordConfig) -> discord.Intents:
     """Servers, their messages and DMs; message content only when every message is read."""
     import discord
@@ -110,7 +143,7 @@ class DiscordChannel:
     traits: ClassVar[ChannelTraits] = TRAITS
     config_model: ClassVar[type[ChannelConfig]] = DiscordConfig
 
-    def __init__(self, host: ChannelHost, token: str) -> None:
+    def __init__(self, host: ChannelHost, token: str, *, api_base: str | None = None) -> None:
         self.host = host
         self.token = token
         found = host.config.channel(self.name)
@@ -118,7 +151,7 @@ class DiscordChannel:
         self.client = _client(self, intents(self.settings))
         self.client.event(self.on_message)
         self.tree = self._commands()
-        self.sink = DiscordSink(self.client)
+        self.sink = DiscordSink(self.client, api_base=api_base)
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -127,7 +160,7 @@ class DiscordChannel:
         if not token:
             return None
         point_at(env)
-        return cls(host, token)
+        return cls(host, token, api_base=env.get("DISCORD_API_BASE_URL"))
 
     @classmethod
     def describe(cls, config: Config, env: Mapping[str, str]) -> ChannelState:
@@ -184,14 +217,27 @@ class DiscordChannel:
     # -- slash commands ----------------------------------------------------------
 
     def _commands(self) -> app_commands.CommandTree[Any]:
+        import discord
         from discord import app_commands
 
         tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self.client)
 
-        @tree.command(name="ask", description="Ask the bot")
-        @app_commands.describe(question="What you want to ask")
-        async def ask(interaction: discord.Interaction, question: str) -> None:
-            await self.on_command(interaction, question)
+        async def ask(
+            interaction: discord.Interaction,
+            question: str,
+            file: discord.Attachment | None = None,
+        ) -> None:
+            await self.on_command(interaction, question, media_parts([file] if file else []))
+
+        # discord.py reads the option types from the annotations, in this module's
+        # globals, where discord is not imported: given as objects instead.
+        ask.__annotations__["file"] = discord.Attachment | None
+        tree.command(name="ask", description="Ask the bot")(
+            app_commands.describe(
+                question="What you want to ask",
+                file="A photo, voice message or file to go with it",
+            )(ask)
+        )
 
         @tree.command(name="new", description="Start a new conversation")
         async def new(interaction: discord.Interaction) -> None:
@@ -226,10 +272,12 @@ class DiscordChannel:
                 error,
             )
 
-    async def on_command(self, interaction: discord.Interaction, text: str) -> None:
+    async def on_command(
+        self, interaction: discord.Interaction, text: str, media: tuple[MediaPart, ...] = ()
+    ) -> None:
         """Stored first, then acknowledged ("thinking…"); answered by the dispatcher with
         follow-ups, which wait for the acknowledgement."""
-        inbound = self._from_interaction(interaction, text)
+        inbound = self._from_interaction(interaction, text, media)
         acked = self.sink.acks.setdefault(inbound.message_id, asyncio.Event())
         try:
             await self.host.dispatcher.submit(inbound, when_draining=True)
@@ -238,7 +286,9 @@ class DiscordChannel:
             acked.set()
             self.sink.acks.pop(inbound.message_id, None)
 
-    def _from_interaction(self, interaction: discord.Interaction, text: str) -> InboundMessage:
+    def _from_interaction(
+        self, interaction: discord.Interaction, text: str, media: tuple[MediaPart, ...]
+    ) -> InboundMessage:
         import discord
 
         channel_id = interaction.channel_id
@@ -261,6 +311,7 @@ class DiscordChannel:
                     "token": interaction.token,
                 },
             },
+            attachments=media,
         )
 
     # -- messages ------------------------------------------------------------------
@@ -282,7 +333,8 @@ class DiscordChannel:
             if me not in message.mentions and not replied and not self.settings.read_all_messages:
                 return
             text = re.sub(rf"<@!?{me.id}>", "", text).strip()
-        if not text:
+        media = media_parts(message.attachments, message.stickers)
+        if not text.strip() and not media:
             return
         thread = message.channel.id if isinstance(message.channel, discord.Thread) else None
         inbound = InboundMessage(
@@ -300,6 +352,7 @@ class DiscordChannel:
                 "message_id": message.id,
                 "guild_id": guild_id,
             },
+            attachments=media,
         )
         # Also while draining: Discord never delivers this message again, so it is
         # stored now and answered after the restart.

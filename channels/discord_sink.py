@@ -12,6 +12,11 @@ stream sent are kept (``LiveMemory``) as they are sent, and handed to
 ``render`` (``Reply.live``), whose parts edit those messages into the final
 text, send what does not fit, and delete what is left over: the reply
 appears once, also when a retry after a crash finishes it.
+
+Attachments are fetched from their URL in the gateway payload, and only from
+Discord's CDN (``cdn.discordapp.com``, ``media.discordapp.net``, or the origin
+of ``DISCORD_API_BASE_URL`` when it is set): the URLs are signed, so no token
+is sent with them.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from bot.channel import ChannelTraits, Reply, ReplyStream, Sink, StreamOptions
 from bot.formatting import FormatMode, split_message
-from bot.inbound import InboundMessage, JSONPart
+from bot.inbound import InboundMessage, JSONPart, MediaPart
+from bot.media import MediaError, MediaFetch
 from bot.streaming import LiveStream, RetryLater, Snapshot
 from channels import discord_format
 
@@ -43,6 +50,18 @@ TRAITS = ChannelTraits(
     stream_every=STREAM_EVERY,
 )
 ACK_WAIT = 5.0  # seconds a reply waits for its interaction to be acknowledged
+CDN = frozenset({"https://cdn.discordapp.com", "https://media.discordapp.net"})
+
+
+def _origin(url: str) -> str:
+    try:
+        found = urlsplit(url)
+        port = found.port
+    except ValueError:
+        return ""
+    default = {"https": 443, "http": 80}.get(found.scheme)
+    where = found.hostname or ""
+    return f"{found.scheme}://{where}" + (f":{port}" if port and port != default else "")
 
 
 def _no_pings() -> discord.AllowedMentions:
@@ -157,9 +176,18 @@ class DiscordSink(Sink):
     name = "discord"
     traits = TRAITS
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, *, api_base: str | None = None) -> None:
         self.client = client
         self.acks: dict[str, asyncio.Event] = {}  # interactions not acknowledged yet
+        self.cdn = CDN | ({_origin(api_base)} if api_base else set())
+
+    async def media_fetch(self, message: InboundMessage, part: MediaPart) -> MediaFetch:
+        """An attachment's URL from the gateway payload, only on Discord's CDN; signed by
+        Discord, so fetched without the bot token."""
+        if _origin(part.url) not in self.cdn:
+            log.warning("discord: refused an attachment URL outside Discord's CDN")
+            raise MediaError("I couldn't download that file from Discord.")
+        return MediaFetch(part.url)
 
     def target(self, message: InboundMessage) -> Target:
         if "interaction" in message.context:

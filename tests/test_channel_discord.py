@@ -7,10 +7,13 @@ see in the channel (messages sent, edited, deleted) comes out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 import pytest
@@ -20,18 +23,20 @@ from bot.channel import Reply, StreamOptions
 from bot.config import ConfigError, load_config
 from bot.events import AgentEvent
 from bot.formatting import split_message
-from bot.inbound import InboundMessage
+from bot.inbound import InboundMessage, MediaPart
+from bot.media import SUPPORTED, MediaError, MediaFetch
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
 from bot.storage import MemoryStorage, SQLiteStorage
 from bot.streaming import LiveMemory
-from channels.discord import DiscordChannel, DiscordConfig, point_at
+from channels.discord import DiscordChannel, DiscordConfig, media_parts, point_at
 from channels.discord_format import DISCORD
 from channels.discord_sink import LIMIT, DiscordSink
 from tests.fakes.discord import BOT_ID, TOKEN, FakeDiscord
-from tests.fakes.models import FakeAnthropic
+from tests.fakes.models import FakeAnthropic, FakeOpenAI
 from tests.fakes.models import Reply as Scripted
 from tests.helpers import wait_for
+from tests.test_media import pdf
 
 MESSAGE_CONTENT = 1 << 15
 GUILD_MESSAGES = 1 << 9
@@ -444,6 +449,246 @@ async def test_a_message_during_the_drain_is_stored_and_answered_after_restart(
             assert asked == [{"type": "text", "text": "sent while draining"}]
         finally:
             await again.close()
+
+
+# -- attachments -----------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x01" * 40
+OGG = b"OggS\x00\x02" + b"\x00" * 200
+MB = 1024 * 1024
+CLAUDE = {
+    "agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": MB}},
+    "channels": {"discord": {"streaming": False}},
+}
+
+
+def path_of(attachment: dict[str, Any]) -> str:
+    return urlsplit(attachment["url"]).path
+
+
+@pytest.fixture
+async def models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-discord-0000")
+        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
+        yield anthropic, openai
+
+
+async def test_a_photo_with_a_caption_reaches_the_model_as_an_image(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    photo = fake.attachment("cat.png", PNG, content_type="image/png")
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch(
+            f"<@{BOT_ID}> what is in this picture?",
+            attachments=[photo],
+            guild="77",
+            channel="600",
+            mention_bot=True,
+        )
+        await fake.wait_for(1, seconds=30)  # the first turn imports the anthropic SDK
+        assert fake.visible("600") == ["echo: what is in this picture?"]
+        blocks = anthropic.requests[0].json["messages"][-1]["content"]
+        image = next(b for b in blocks if b["type"] == "image")
+        assert image["source"]["media_type"] == "image/png"
+        assert base64.b64decode(image["source"]["data"]) == PNG
+        assert fake.cdn_hits == [path_of(photo)]  # the payload's signed URL, once
+    finally:
+        await client.close()
+
+
+async def test_a_voice_message_alone_is_transcribed_and_answered(
+    fake: FakeDiscord,
+    models: tuple[FakeAnthropic, FakeOpenAI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    anthropic, openai = models
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-discord-1111")
+    voice = fake.attachment("voice-message.ogg", OGG, content_type="audio/ogg", voice=True)
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("", attachments=[voice])  # no text: still answered
+        await fake.wait_for(1, seconds=30)
+        said = "[Voice note, transcribed]\nhello from a voice note"
+        assert anthropic.requests[0].last_user_text == said
+        assert fake.sent[0]["content"] == "echo: " + said
+        [upload] = openai.transcriptions
+        assert upload["filename"] == "voice.ogg" and upload["size"] == len(OGG)
+        assert upload["model"] == "gpt-4o-mini-transcribe"
+    finally:
+        await client.close()
+
+
+async def test_an_oversized_attachment_is_refused_without_downloading(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    big = fake.attachment("huge.jpg", b"\xff\xd8\xff" + b"\x00" * 64, size=25 * MB)
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("", attachments=[big])
+        await fake.wait_for(1)
+        assert fake.sent[0]["content"] == "That file is too big for me: the limit is 1 MB."
+        assert fake.cdn_hits == [] and anthropic.requests == []
+    finally:
+        await client.close()
+
+
+async def test_a_size_that_lies_is_cut_while_downloading(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    liar = fake.attachment("small.png", PNG + b"\x00" * (2 * MB), size=len(PNG))
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("", attachments=[liar])
+        await fake.wait_for(1)
+        assert fake.sent[0]["content"] == "That file is too big for me: the limit is 1 MB."
+        assert fake.cdn_hits == [path_of(liar)] and anthropic.requests == []
+    finally:
+        await client.close()
+
+
+async def test_a_url_in_the_text_is_never_fetched(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    # A file the fake CDN would serve (signed and all), named only in the text.
+    bait = fake.attachment("bait.png", PNG, content_type="image/png")
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch(f"look at {bait['url']} please")
+        await fake.wait_for(1, seconds=30)
+        assert fake.cdn_hits == []
+        assert anthropic.requests[0].json["messages"][-1]["content"] == [
+            {"type": "text", "text": f"look at {bait['url']} please"}
+        ]
+    finally:
+        await client.close()
+
+
+async def test_a_text_file_and_a_pdf_reach_the_model_as_text(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    notes = fake.attachment("notes.txt", b"Shopping: eggs, milk\n", content_type="text/plain")
+    paper = fake.attachment("q3.pdf", pdf("Quarterly"), content_type="application/pdf")
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("sum these up", attachments=[notes, paper])
+        await fake.wait_for(1, seconds=30)
+        said = anthropic.requests[0].last_user_text
+        assert said.startswith("sum these up\n\n[File notes.txt]\nShopping: eggs, milk")
+        assert "[PDF q3.pdf]\nQuarterly" in said
+    finally:
+        await client.close()
+
+
+async def test_a_sticker_or_an_unsupported_file_gets_the_one_line_reply(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    archive = fake.attachment("photos.zip", b"PK\x03\x04" + b"\x00" * 100)
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("", stickers=["wave"])
+        await fake.wait_for(1)
+        await fake.dispatch("", attachments=[archive])
+        await fake.wait_for(2)
+        assert fake.sent[0]["content"] == f"I can't read stickers. I can take {SUPPORTED}."
+        assert (
+            fake.sent[1]["content"]
+            == f"I can't read application/zip files. I can take {SUPPORTED}."
+        )
+        assert anthropic.requests == []
+    finally:
+        await client.close()
+
+
+async def test_ask_takes_a_file(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    photo = fake.attachment("chart.png", PNG, content_type="image/png")
+    client = await client_for(fake, CLAUDE)
+    try:
+        await wait_for(lambda: "global" in fake.commands, "commands registered")
+        ask = next(c for c in fake.commands["global"] if c["name"] == "ask")
+        assert [(o["name"], o["type"], o.get("required", False)) for o in ask["options"]] == [
+            ("question", 3, True),
+            ("file", 11, False),
+        ]
+        await fake.interact("ask", {"question": "read this chart"}, files={"file": photo})
+        await fake.wait_for(1, seconds=30)
+        assert fake.sent[0]["content"] == "echo: read this chart" and fake.sent[0]["webhook"]
+        blocks = anthropic.requests[0].json["messages"][-1]["content"]
+        assert any(b["type"] == "image" for b in blocks)
+        assert fake.cdn_hits == [path_of(photo)]
+    finally:
+        await client.close()
+
+
+async def test_attachments_are_fetched_only_from_discords_cdn(sink: DiscordSink) -> None:
+    signed = "https://cdn.discordapp.com/attachments/1/2/a.png?ex=1&is=2&hm=3&"
+    part = MediaPart("image", url=signed)
+    assert await sink.media_fetch(MESSAGE, part) == MediaFetch(signed)  # no token sent
+    proxied = "https://media.discordapp.net/attachments/1/2/a.png?ex=1"
+    assert (await sink.media_fetch(MESSAGE, MediaPart("image", url=proxied))).url == proxied
+    for elsewhere in (
+        "https://cdn.discordapp.com.example.com/a.png",
+        "https://cdn.discordapp.com@example.com/a.png",
+        "http://cdn.discordapp.com/a.png",
+        "https://example.com/a.png",
+        "",
+    ):
+        with pytest.raises(MediaError):
+            await sink.media_fetch(MESSAGE, MediaPart("image", url=elsewhere))
+    own = DiscordSink(sink.client, api_base="http://127.0.0.1:8123/api/v10")
+    assert (await own.media_fetch(MESSAGE, MediaPart("image", url="http://127.0.0.1:8123/x"))).url
+
+
+def test_media_parts_name_each_kind_from_the_payload() -> None:
+    state: Any = types.SimpleNamespace(http=None)  # what an Attachment keeps of the client
+    payloads = [
+        {"id": 1, "filename": "a.jpg", "size": 10, "url": "u1", "content_type": "image/jpeg"},
+        {
+            "id": 2,
+            "filename": "voice-message.ogg",
+            "size": 20,
+            "url": "u2",
+            "content_type": "audio/ogg",
+            "duration_secs": 1.5,
+            "waveform": "AAAA",
+        },
+        {"id": 3, "filename": "song.mp3", "size": 30, "url": "u3", "content_type": "audio/mpeg"},
+        {
+            "id": 4,
+            "filename": "a.txt",
+            "size": 5,
+            "url": "u4",
+            "content_type": "text/plain; charset=utf-8",
+        },
+        {"id": 5, "filename": "clip.mp4", "size": 5, "url": "u5", "content_type": "video/mp4"},
+        {"id": 6, "filename": "blob", "size": 5, "url": "u6"},
+    ]
+    for payload in payloads:
+        payload["proxy_url"] = payload["url"]
+    parts = media_parts([discord.Attachment(data=p, state=state) for p in payloads])  # type: ignore[arg-type]
+    assert [(p.kind, p.mime, p.size, p.name, p.url) for p in parts] == [
+        ("image", "image/jpeg", 10, "a.jpg", "u1"),
+        ("voice", "audio/ogg", 20, "voice-message.ogg", "u2"),
+        ("audio", "audio/mpeg", 30, "song.mp3", "u3"),
+        ("document", "text/plain", 5, "a.txt", "u4"),
+        ("video", "video/mp4", 5, "clip.mp4", "u5"),
+        ("document", "", 5, "blob", "u6"),
+    ]
+    many = [discord.Attachment(data={**payloads[0], "id": n}, state=state) for n in range(12)]  # type: ignore[arg-type]
+    assert len(media_parts(many)) == 10
 
 
 # -- config ----------------------------------------------------------------------

@@ -16,12 +16,21 @@ or the guild id). ``rate_limits`` makes the next message sends answer 429,
 header, as an answer from outside Discord's API (discord.py then raises
 instead of waiting). Content-Type is exactly ``application/json``, as
 discord.py requires.
+
+Attachments: ``attachment(name, data)`` gives the payload of a file as the
+gateway describes it (id, filename, size, content_type, and a signed ``url``
+served by the fake's CDN route ``/attachments/{channel}/{id}/{name}``; a voice
+message has ``duration_secs`` and ``waveform``), to pass to ``dispatch`` or
+``interact``. The CDN answers only the signed URL (404 without its ``hm``, as
+Discord does); ``cdn_hits`` lists every path asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -91,6 +100,9 @@ class FakeDiscord:
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._register)
         app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._register)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
+        self.files: dict[str, bytes] = {}
+        self.cdn_hits: list[str] = []
         self.server = TestServer(app, host="127.0.0.1")
 
     @property
@@ -107,6 +119,43 @@ class FakeDiscord:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.server.close()
+
+    def attachment(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        size: int | None = None,
+        voice: bool = False,
+        channel: str = "555",
+    ) -> dict[str, Any]:
+        """A file as a MESSAGE_CREATE lists it; ``size`` as declared (the bytes' by default)."""
+        attachment_id = snowflake()
+        path = f"/attachments/{channel}/{attachment_id}/{name}"
+        self.files[path] = data
+        url = str(self.server.make_url(path)) + f"?ex=6a0b1c2d&is=6a09ca2d&hm={_sign(path)}&"
+        payload: dict[str, Any] = {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type:
+            payload["content_type"] = content_type
+        if voice:
+            payload["duration_secs"] = 2.5
+            payload["waveform"] = base64.b64encode(bytes(range(0, 256, 8))).decode()
+        return payload
+
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        self.cdn_hits.append(request.path)
+        self.changed.set()
+        data = self.files.get(request.path)
+        if data is None or request.query.get("hm") != _sign(request.path):
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
         # exactly "application/json": discord.py compares the header for equality
@@ -324,8 +373,14 @@ class FakeDiscord:
         guild: str | None = None,
         mention_bot: bool = False,
         message_id: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+        stickers: list[str] | None = None,
     ) -> str:
+        """A person writes: MESSAGE_CREATE over the gateway (a voice message when one of
+        ``attachments`` has a waveform); its id."""
         message_id = message_id or snowflake()
+        files = attachments or []
+        voice = any("waveform" in f for f in files)
         data: dict[str, Any] = {
             "id": message_id,
             "channel_id": channel,
@@ -338,10 +393,15 @@ class FakeDiscord:
             "mention_everyone": False,
             "mentions": [user(BOT_ID, "lane", bot=True)] if mention_bot else [],
             "mention_roles": [],
-            "attachments": [],
+            "attachments": files,
             "embeds": [],
             "pinned": False,
+            "flags": 1 << 13 if voice else 0,  # IS_VOICE_MESSAGE
         }
+        if stickers:
+            data["sticker_items"] = [
+                {"id": snowflake(), "name": name, "format_type": 1} for name in stickers
+            ]
         if guild:
             data["guild_id"] = guild
             data["member"] = {"roles": [], "joined_at": now(), "deaf": False, "mute": False}
@@ -365,8 +425,10 @@ class FakeDiscord:
         channel: str = "555",
         author: int = 42,
         guild: str | None = None,
+        files: dict[str, dict[str, Any]] | None = None,
     ) -> str:
-        """A person runs a slash command: INTERACTION_CREATE over the gateway; its id."""
+        """A person runs a slash command: INTERACTION_CREATE over the gateway; its id.
+        ``files``: attachment options (name to ``attachment(...)``), as ``resolved``."""
         interaction_id = snowflake()
         token = f"interaction-token-{interaction_id}"
         self._webhooks[token] = channel
@@ -381,7 +443,12 @@ class FakeDiscord:
                 "options": [
                     {"name": name, "type": 3, "value": value}
                     for name, value in (options or {}).items()
+                ]
+                + [
+                    {"name": name, "type": 11, "value": file["id"]}
+                    for name, file in (files or {}).items()
                 ],
+                "resolved": {"attachments": {f["id"]: f for f in (files or {}).values()}},
             },
             "channel_id": channel,
             "token": token,
@@ -420,3 +487,7 @@ class FakeDiscord:
             data["context"] = 1
         await self._send("INTERACTION_CREATE", data)
         return interaction_id
+
+
+def _sign(path: str) -> str:
+    return hashlib.sha256(b"fake-cdn:" + path.encode()).hexdigest()
