@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,9 +36,9 @@ UPLOAD = {"X-Chatlane-Upload": "1"}
 
 @contextlib.asynccontextmanager
 async def served(
-    tmp_path: Path, env: dict[str, str] | None = None
+    tmp_path: Path, env: dict[str, str] | None = None, limit: int = LIMIT
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    data = {"agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": LIMIT}}}
+    data = {"agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": limit}}}
     env = {"ANTHROPIC_API_KEY": "sk-ant-web-1111", **(env or {})}
     storage = SQLiteStorage(tmp_path / "w.sqlite")
     runtime = AgentRuntime(config=load_config(data=data), storage=storage, env=env)
@@ -59,7 +60,7 @@ def form(
     body.add_field("session_id", "s1")
     body.add_field("text", text)
     if data is not None:
-        body.add_field("file", data, filename=name, content_type=label)
+        body.add_field("file", io.BytesIO(data), filename=name, content_type=label)
     return body
 
 
@@ -94,6 +95,17 @@ async def test_an_image_with_a_caption_reaches_the_model_and_is_answered(
     assert [b["text"] for b in blocks if b["type"] == "text"] == ["what is this?"]
     (kept,) = stored_files()
     assert kept.read_bytes() == PNG
+
+
+async def test_a_photo_larger_than_other_request_bodies_is_taken(
+    tmp_path: Path, model: FakeAnthropic
+) -> None:
+    photo = PNG + b"\x01" * (3 * 1024 * 1024)  # JSON bodies stop at 1 MB; uploads stream
+    async with served(tmp_path, limit=10 * 1024 * 1024) as client:
+        answer = await lines(await upload(client, form(photo, text="big")))
+    assert answer[-1]["data"]["text"] == "echo: big"
+    (kept,) = stored_files()
+    assert kept.stat().st_size == len(photo)
 
 
 async def test_the_message_and_its_file_are_stored_before_the_stream_starts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -97,3 +98,83 @@ async def test_reasoning_streams_into_its_own_box(monkeypatch: pytest.MonkeyPatc
     assert "<strong>answer</strong>" in done["html"] and "<script" not in done["html"]
     assert "hidden plan" not in done["answer"] and "native" not in done["answer"]
     assert "native thoughts" in done["reasoning"] and "hidden plan" in done["reasoning"]
+
+
+async def choose_file(browser: Browser, path: Path) -> None:
+    """What picking a file in the attach dialog does: the input gets it, change fires."""
+    found = await browser.send("Runtime.evaluate", expression="document.getElementById('file')")
+    await browser.send(
+        "DOM.setFileInputFiles", files=[str(path)], objectId=found["result"]["objectId"]
+    )
+
+
+def drop_file(name: str, size: int, head: str = "") -> str:
+    """JS that drags a file of ``size`` bytes over the page and drops it."""
+    return (
+        "(() => { const bytes = new Uint8Array(" + str(size) + ");"
+        f" const head = {json.dumps(head)};"
+        " for (let i = 0; i < head.length; i++) bytes[i] = head.charCodeAt(i);"
+        f" const file = new File([bytes], {json.dumps(name)});"
+        " const dt = new DataTransfer(); dt.items.add(file);"
+        " const init = {dataTransfer: dt, bubbles: true, cancelable: true};"
+        " document.body.dispatchEvent(new DragEvent('dragover', init));"
+        " const shown = !document.getElementById('drop').hidden;"
+        " document.body.dispatchEvent(new DragEvent('drop', init)); return shown; })()"
+    )
+
+
+async def test_a_photo_with_a_caption_and_dropped_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    photo = b"\x89PNG\r\n\x1a\n" + b"\x01" * (1536 * 1024)  # over aiohttp's 1 MB body default
+    (tmp_path / "cat.png").write_bytes(photo)
+    async with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-browser-0000")
+        data = {"agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": 2**21}}}
+        server = TestServer(create_app(AgentRuntime(config=load_config(data=data))))
+        await server.start_server()
+        try:
+            async with Browser() as browser:
+                await browser.goto(str(server.make_url("/")))
+                await browser.wait_for("document.getElementById('model').textContent")
+                # Too big: refused in the page, nothing sent.
+                assert await browser.evaluate(drop_file("huge.png", 2**21 + 1)) is True
+                error = await browser.wait_for(
+                    "(() => { const e = document.querySelector('.msg.error');"
+                    " return e && e.textContent; })()"
+                )
+                assert error == "That file is too big for me: the limit is 2 MB."
+                assert await browser.evaluate("document.getElementById('attachment').hidden")
+                # The attach button's file, with a caption.
+                await choose_file(browser, tmp_path / "cat.png")
+                chip = await browser.wait_for(
+                    "!document.getElementById('attachment').hidden && "
+                    "document.getElementById('attachment-name').textContent"
+                )
+                assert chip == "📎 cat.png (2 MB)"
+                await type_and_send(browser, "what is in it?")
+                answer = await browser.wait_for(
+                    "(() => { const a = document.querySelector('.answer:not(.streaming)');"
+                    " return a && a.textContent; })()"
+                )
+                preview = await browser.wait_for(
+                    "(() => { const i = document.querySelector('.msg.user img.preview');"
+                    " return i && i.src.slice(0, 22); })()"
+                )
+                # An unsupported file, dropped, sent without a caption.
+                await browser.evaluate(drop_file("notes.zip", 200, "PK\x03\x04"))
+                await browser.wait_for("!document.getElementById('attachment').hidden")
+                await type_and_send(browser, "")
+                refused = await browser.wait_for(
+                    "(() => { const a = document.querySelectorAll('.answer:not(.streaming)');"
+                    " return a.length === 2 && a[1].textContent; })()"
+                )
+        finally:
+            await server.close()
+    assert answer.strip() == "echo: what is in it?" and preview == "data:image/png;base64,"
+    assert refused.startswith("I can't read application/zip files.")
+    (request,) = fake.requests
+    blocks = request.json["messages"][-1]["content"]
+    image = next(b for b in blocks if b["type"] == "image")
+    assert base64.b64decode(image["source"]["data"]) == photo

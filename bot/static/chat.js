@@ -1,10 +1,15 @@
 // chatlane web chat: streams one turn per message from POST /api/chat (NDJSON events).
+// A file (the attach button, drag and drop, or paste) goes with the message as
+// multipart/form-data; files over the server's max_bytes are refused here first.
 // Everything the user or the model writes goes in through textContent; only the
 // server-sanitized `html` of a finished answer is inserted as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const messages = $("messages"), input = $("input"), send = $("send"), form = $("composer");
+const fileInput = $("file"), chip = $("attachment"), drop = $("drop");
+let maxBytes = 10 * 1024 * 1024;  // until /api/info says (agent.media.max_bytes)
+let pending = null;  // the file to send with the next message
 
 function newId() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -39,6 +44,7 @@ async function loadInfo() {
   try {
     const info = await (await api("/api/info")).json();
     $("model").textContent = info.model || "";
+    if (info.max_bytes) maxBytes = info.max_bytes;
     if (info.demo) {
       const banner = $("banner");
       banner.textContent = "Offline demo model: " + info.demo;
@@ -107,15 +113,57 @@ class Turn {
   }
 }
 
-async function sendText(text) {
-  add(el("div", "msg user", text));
+// The server's own sentences (bot/media.py), so the person reads the same either way.
+function sizeText(count) {
+  return count >= 1024 * 1024 ? (count / 1024 / 1024).toFixed(0) + " MB" : Math.floor(count / 1024) + " KB";
+}
+function attach(file) {
+  if (!file) return;
+  if (file.size > maxBytes) {
+    add(el("div", "msg error", "That file is too big for me: the limit is " + sizeText(maxBytes) + "."));
+    return;
+  }
+  if (file.size === 0) { add(el("div", "msg error", "That file is empty.")); return; }
+  pending = file;
+  $("attachment-name").textContent = "📎 " + file.name + " (" + sizeText(Math.max(file.size, 1024)) + ")";
+  chip.hidden = false;
+  input.focus();
+}
+function detach() { pending = null; chip.hidden = true; fileInput.value = ""; }
+
+function userMessage(text, file) {
+  const box = add(el("div", "msg user"));
+  if (file) {
+    if (file.type.startsWith("image/")) {  // a data: URL: the CSP allows no blob: images
+      const img = box.appendChild(el("img", "preview"));
+      img.alt = file.name;
+      const reader = new FileReader();
+      reader.onload = () => { img.src = reader.result; };
+      reader.readAsDataURL(file);
+    }
+    box.appendChild(el("div", "file", "📎 " + file.name));
+  }
+  if (text) box.appendChild(el("div", null, text));
+}
+
+function request(text, file) {
+  if (!file) {
+    return { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: sessionId, text: text }) };
+  }
+  const body = new FormData();  // the browser sets the multipart Content-Type
+  body.append("session_id", sessionId);
+  body.append("text", text);
+  body.append("file", file, file.name);
+  return { method: "POST", headers: { "X-Chatlane-Upload": "1" }, body: body };
+}
+
+async function sendMessage(text, file) {
+  userMessage(text, file);
   const turn = new Turn();
   send.disabled = true;
   try {
-    const response = await api("/api/chat", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ session_id: sessionId, text: text }),
-    });
+    const response = await api("/api/chat", request(text, file));
     if (!response.ok) {
       add(el("div", "msg error", (await response.text()) || "The server refused the message."));
       return;
@@ -144,10 +192,31 @@ async function sendText(text) {
 
 form.addEventListener("submit", (e) => {
   e.preventDefault();
-  const text = input.value.trim();
-  if (!text || send.disabled) return;
+  const text = input.value.trim(), file = pending;
+  if ((!text && !file) || send.disabled) return;
   input.value = "";
-  sendText(text);
+  detach();
+  sendMessage(text, file);
+});
+$("attach").addEventListener("click", () => fileInput.click());
+$("detach").addEventListener("click", detach);
+fileInput.addEventListener("change", () => { attach(fileInput.files[0]); fileInput.value = ""; });
+input.addEventListener("paste", (e) => {
+  const files = e.clipboardData && e.clipboardData.files;
+  if (files && files.length) { e.preventDefault(); attach(files[0]); }
+});
+const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
+document.addEventListener("dragover", (e) => {
+  if (!carriesFiles(e)) return;
+  e.preventDefault();
+  drop.hidden = false;
+});
+document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.hidden = true; });
+document.addEventListener("drop", (e) => {
+  drop.hidden = true;
+  if (!carriesFiles(e)) return;
+  e.preventDefault();
+  attach(e.dataTransfer.files[0]);
 });
 input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }

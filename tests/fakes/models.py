@@ -104,7 +104,8 @@ class _FakeServer(abc.ABC):
         self.default: Callable[[Recorded], Reply | Fail | Hang] | None = None
         self.requests: list[Recorded] = []
         self.arrived = asyncio.Event()
-        app = web.Application()
+        # the real APIs take requests up to 32 MB (images inline as base64)
+        app = web.Application(client_max_size=32 * 1024**2)
         app.router.add_post(self.route, self._handle)
         app.router.add_get("/v1/models", self._models)  # chatlane check --live
         self.refused_keys: set[str] = set()  # keys the model list answers 401 for
