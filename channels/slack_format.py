@@ -1,19 +1,37 @@
-"""Slack's look: mrkdwn, and reasoning as a quote.
+"""Slack's look: standard Markdown (``markdown_text``) first, mrkdwn as the fallback.
 
-mrkdwn is ``*bold*``, ``_italic_``, ``~strike~``, ``<url|text>``; headings
-become bold lines, lists ``•`` lines, tables aligned code. ``&``, ``<`` and
-``>`` are escaped, but Slack's own ``<@U…>``, ``<#C…|…>``, ``<!here>`` and
-``<url>`` tokens in the model's text are kept as they are.
+Slack renders standard Markdown sent as ``markdown_text``; that is what a reply
+is sent as, because mrkdwn's ``*bold*`` does not render next to CJK text or
+inside words (``これは**重要**です``). Each part also carries an mrkdwn version
+(``*bold*``, ``_italic_``, ``~strike~``, ``<url|text>``; headings as bold lines,
+lists as ``•`` lines, tables as aligned code; ``&``, ``<``, ``>`` escaped) for
+the places that take only mrkdwn and for a rejected ``markdown_text``.
+
+Broadcast mentions in the model's text (``<!channel>``, ``<!here>``,
+``<!everyone>``, ``<!subteam^…>`` user groups, and a bare ``@here``) are
+neutralised before anything is sent: the words stay, nobody is paged.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from bot.formatting import MarkdownStyle
+from bot.formatting import MarkdownStyle, split_message
 
 SLACK_TOKEN = re.compile(r"<(?:[@#!][^<>\s]+|https?://[^<>\s|]+(?:\|[^<>]*)?)>")
 _KEPT = re.compile("\ue000(\\d+)\ue001")
+_BROADCAST = re.compile(r"<!(channel|here|everyone)(?:\|[^<>]*)?>", re.IGNORECASE)
+_SUBTEAM = re.compile(r"<!subteam\^[^<>|]*(?:\|@?([^<>]*))?>", re.IGNORECASE)
+_BARE = re.compile(r"(?<![\w@])@(channel|here|everyone)\b", re.IGNORECASE)
+ZWSP = "\u200b"
+
+
+def neutralise(text: str) -> str:
+    """``text`` with broadcast and user-group mentions made harmless words."""
+    text = _BROADCAST.sub(lambda m: f"@{ZWSP}{m.group(1)}", text)
+    text = _SUBTEAM.sub(lambda m: f"@{ZWSP}{m.group(1) or 'group'}", text)
+    return _BARE.sub(lambda m: f"@{ZWSP}{m.group(1)}", text)
 
 
 class SlackStyle(MarkdownStyle):
@@ -52,7 +70,7 @@ class SlackStyle(MarkdownStyle):
             kept.append(match.group(0))
             return f"\ue000{len(kept) - 1}\ue001"
 
-        text = super().render(SLACK_TOKEN.sub(protect, markdown))
+        text = super().render(SLACK_TOKEN.sub(protect, neutralise(markdown)))
         return _KEPT.sub(lambda m: kept[int(m.group(1))], text)
 
     def reasoning(self, text: str) -> str:
@@ -67,3 +85,24 @@ SLACK = SlackStyle()
 
 def render_slack(markdown: str) -> str:
     return SLACK.render(markdown)
+
+
+def reasoning_markdown(text: str) -> str:
+    """Reasoning as a Markdown quote, shown above (or apart from) the answer."""
+    lines = text.strip().split("\n")
+    return "> **Reasoning**\n" + "\n".join(f"> {line}" if line else ">" for line in lines)
+
+
+def compose_markdown(markdown: str, reasoning: str | None = None) -> str:
+    """A whole reply in standard Markdown, mentions neutralised: reasoning first."""
+    text = markdown.strip()
+    if reasoning and reasoning.strip():
+        text = f"{reasoning_markdown(reasoning)}\n\n{text}".strip()
+    return neutralise(text)
+
+
+def parts(markdown: str, limit: int) -> list[dict[str, Any]]:
+    """The reply as parts within ``limit``: each ``{"markdown": …, "text": mrkdwn}``."""
+    return [
+        {"markdown": chunk, "text": SLACK.render(chunk)} for chunk in split_message(markdown, limit)
+    ]

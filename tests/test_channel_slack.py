@@ -1,19 +1,44 @@
-"""Slack end to end: a signed Events API request to the recorded chat.postMessage."""
+"""Slack end to end: slack-bolt and slack-sdk against a fake Slack (Web API, response_url,
+Socket Mode websocket), from a signed request or an envelope to what a user sees."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.config import load_config
+from bot.channel import Reply as FinalReply
+from bot.channel import StreamOptions
+from bot.config import ConfigError, load_config
+from bot.events import AgentEvent
+from bot.inbound import InboundMessage
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
-from channels.slack import SlackChannel
+from bot.storage import MemoryStorage
+from bot.streaming import LiveMemory
+from channels.slack import SlackChannel, SlackConfig, SlackSink
+from channels.slack_stream import SlackLive, Threads
+from tests.fakes import slack as fakes
 from tests.fakes.models import FakeAnthropic, Reply
-from tests.fakes.slack import BOT_USER, SIGNING_SECRET, TOKEN, FakeSlack, event, signed
+from tests.fakes.slack import (
+    APP_TOKEN,
+    BOT_USER,
+    SIGNING_SECRET,
+    TOKEN,
+    FakeSlack,
+    command,
+    event,
+    sign,
+    signed,
+    signed_form,
+)
+from tests.helpers import wait_for
+
+Client = TestClient[Any, Any]
 
 
 @pytest.fixture
@@ -22,55 +47,83 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-async def client_for(fake: FakeSlack, data: dict[str, Any] | None = None) -> TestClient[Any, Any]:
-    env = {
-        "SLACK_BOT_TOKEN": TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_BASE_URL": fake.base_url,
-    }
+async def client_for(
+    fake: FakeSlack,
+    cleanup: contextlib.AsyncExitStack,
+    data: dict[str, Any] | None = None,
+    **env: str,
+) -> Client:
+    base = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    environment = {**base, "SLACK_API_BASE_URL": fake.base_url, **env}
+    environment = {k: v for k, v in environment.items() if v}
     runtime = AgentRuntime(config=load_config(data=data or {}), demo_when_unconfigured=True)
-    client = TestClient(TestServer(create_app(runtime, env=env)))
+    client = TestClient(TestServer(create_app(runtime, env=environment)))
     await client.start_server()
+    cleanup.push_async_callback(client.close)
     return client
 
 
-async def send(client: TestClient[Any, Any], payload: dict[str, Any], **kwargs: Any) -> Any:
+async def send(client: Client, payload: dict[str, Any], **kwargs: Any) -> Any:
     body, headers = signed(payload, **kwargs)
     return await client.post("/slack/events", data=body, headers=headers)
 
 
-async def test_url_verification(slack: FakeSlack) -> None:
-    client = await client_for(slack)
-    try:
-        response = await send(client, {"type": "url_verification", "challenge": "abc123"})
-        assert response.status == 200 and (await response.json())["challenge"] == "abc123"
-    finally:
-        await client.close()
+async def pending(client: Client) -> list[Any]:
+    return list(await client.app[HOST_KEY].runtime.storage.inbox_pending())
 
 
-async def test_mention_is_answered_in_its_thread(slack: FakeSlack) -> None:
-    client = await client_for(slack)
-    try:
-        response = await send(client, event("Ev1", "app_mention", f"<@{BOT_USER}> hi there"))
-        assert response.status == 200
-        posted = await slack.wait_for(1)
-        assert posted[0]["channel"] == "C1"
-        assert posted[0]["thread_ts"] == "1700000000.000100"
-        assert "You said: hi there" in posted[0]["text"]
-        methods = [m for m, _ in slack.calls]
-        assert "auth.test" in methods and "reactions.add" in methods
-    finally:
-        await client.close()
+async def settle(client: Client) -> None:
+    await client.app[HOST_KEY].dispatcher.drain(5)
 
 
-async def test_direct_message_is_answered_in_the_dm(slack: FakeSlack) -> None:
-    client = await client_for(slack)
-    try:
-        await send(client, event("Ev2", "message", "hello", channel="D9", channel_type="im"))
-        posted = await slack.wait_for(1)
-        assert posted[0]["channel"] == "D9" and not posted[0].get("thread_ts")
-    finally:
-        await client.close()
+async def test_url_verification(slack: FakeSlack, cleanup: contextlib.AsyncExitStack) -> None:
+    client = await client_for(slack, cleanup)
+    response = await send(client, {"type": "url_verification", "challenge": "abc123"})
+    assert response.status == 200 and (await response.json())["challenge"] == "abc123"
+
+
+async def test_mention_is_streamed_in_its_thread_and_shown_once(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    response = await send(client, event("Ev1", "app_mention", f"<@{BOT_USER}> hi there"))
+    assert response.status == 200
+    await slack.wait_until(lambda: "chat.stopStream" in slack.methods(), "the stream stopped")
+    await settle(client)
+    started = next(p for m, p in slack.calls if m == "chat.startStream")
+    assert started["thread_ts"] == "1700000000.000100" and started["recipient_user_id"] == "U123"
+    assert [t for t in slack.visible() if "You said: hi there" in t] == slack.visible()
+    assert len(slack.visible()) == 1 and not slack.posted()  # streamed, not posted again
+    assert "reactions.add" in slack.methods()
+
+
+async def test_direct_message_is_answered_in_the_dm(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    await send(client, event("Ev2", "message", "hello", channel="D9", channel_type="im"))
+    posted = await slack.wait_for(1)
+    await slack.wait_until(
+        lambda: slack.visible()[0].endswith("You said: hello"), "the final text in the DM"
+    )
+    await settle(client)
+    assert posted[0]["channel"] == "D9" and not posted[0].get("thread_ts")
+    assert "chat.startStream" not in slack.methods()  # no thread: no streaming API
+    assert len(slack.visible()) == 1 and slack.visible()[0].endswith("You said: hello")
+
+
+async def test_streaming_off_posts_the_reply_once_in_markdown(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    data = {"channels": {"slack": {"streaming": False}}}
+    client = await client_for(slack, cleanup, data)
+    await send(
+        client, event("Ev2b", "message", "これは**重要**です", channel="D9", channel_type="im")
+    )
+    posted = await slack.wait_for(1)
+    await settle(client)
+    assert "これは**重要**です" in posted[0]["markdown_text"]  # Markdown, not mrkdwn
+    assert "chat.update" not in slack.methods() and "text" not in posted[0]
 
 
 @pytest.mark.parametrize(
@@ -79,84 +132,175 @@ async def test_direct_message_is_answered_in_the_dm(slack: FakeSlack) -> None:
         event("Ev3", "message", "mine", channel_type="im", bot_id="B1"),
         event("Ev4", "message", "edit", channel_type="im", subtype="message_changed"),
         event("Ev5", "message", "channel chatter", channel_type="channel"),
+        event("Ev5b", "message", "not our thread", channel_type="channel", thread_ts="1.0"),
         event("Ev6", "app_mention", "from myself", user=BOT_USER),
+        event("Ev6b", "reaction_added", "", reaction="eyes"),
     ],
 )
-async def test_ignored_events(slack: FakeSlack, payload: dict[str, Any]) -> None:
-    client = await client_for(slack)
-    try:
-        assert (await send(client, payload)).status == 200
-        storage = client.app[HOST_KEY].runtime.storage
-        assert await storage.inbox_pending() == []
-        assert slack.posted() == []
-    finally:
-        await client.close()
+async def test_ignored_events(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, payload: dict[str, Any]
+) -> None:
+    client = await client_for(slack, cleanup)
+    assert (await send(client, payload)).status == 200
+    assert await pending(client) == []
+    assert slack.posted() == []
 
 
 @pytest.mark.parametrize("case", ["forged", "stale", "missing"])
-async def test_bad_signatures_are_401(slack: FakeSlack, case: str) -> None:
-    client = await client_for(slack)
-    try:
-        payload = event("Ev7", "app_mention", "hi")
-        if case == "missing":
-            response = await client.post("/slack/events", json=payload)
-        elif case == "forged":
-            response = await send(client, payload, secret="wrong-secret")
-        else:
-            response = await send(client, payload, age=6 * 60)
-        assert response.status == 401
-        assert await client.app[HOST_KEY].runtime.storage.inbox_pending() == []
-    finally:
-        await client.close()
+async def test_bad_signatures_are_401(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, case: str
+) -> None:
+    client = await client_for(slack, cleanup)
+    payload = event("Ev7", "app_mention", "hi")
+    if case == "missing":
+        response = await client.post("/slack/events", json=payload)
+    elif case == "forged":
+        response = await send(client, payload, secret="wrong-secret")
+    else:
+        response = await send(client, payload, age=6 * 60)
+    assert response.status == 401
+    assert await pending(client) == []
 
 
-async def test_malformed_body_is_400(slack: FakeSlack) -> None:
-    client = await client_for(slack)
-    try:
-        _, headers = signed({})
-        response = await client.post(
-            "/slack/events",
-            data=b"not json",
-            headers={**headers, "X-Slack-Signature": signed_raw(b"not json", headers)},
-        )
-        assert response.status == 400
-    finally:
-        await client.close()
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{}", {"X-Slack-Request-Timestamp": "soon"}, 401),
+        (b"{}", {"X-Slack-Request-Timestamp": "9" * 5000}, 401),
+        (b"{}", {"X-Slack-Signature": "v0=caf\u00e9"}, 401),
+        (b"{\xff\xfe}", {}, 400),
+        (b"not json", {}, 400),
+        (b"[1, 2]", {}, 400),
+        (b'{"type": "event_callback", "event": 5}', {}, 400),
+        (b"[" * 100_000, {}, 400),
+    ],
+)
+async def test_malformed_requests_are_4xx(
+    slack: FakeSlack,
+    cleanup: contextlib.AsyncExitStack,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    client = await client_for(slack, cleanup)
+    _, good = sign(body, "application/json")
+    sent = {**good, **{k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}}
+    response = await client.post("/slack/events", data=body, headers=sent)
+    assert response.status == status
+    assert await pending(client) == []
 
 
-def signed_raw(body: bytes, headers: dict[str, str]) -> str:
-    import hashlib
-    import hmac
-
-    base = b"v0:" + headers["X-Slack-Request-Timestamp"].encode() + b":" + body
-    return "v0=" + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
-
-
-@pytest.mark.slow
-async def test_retries_are_deduplicated_and_429_waited_out(slack: FakeSlack) -> None:
-    slack.rate_limits["chat.postMessage"] = 1
-    client = await client_for(slack)
-    try:
-        payload = event("Ev8", "app_mention", "once please")
-        await send(client, payload)
+async def test_retries_are_deduplicated(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup, {"channels": {"slack": {"streaming": False}}})
+    payload = event("Ev8", "app_mention", "once please")
+    for retry in ("", "1", "2"):
         body, headers = signed(payload)
-        retry = await client.post(
-            "/slack/events",
-            data=body,
-            headers={**headers, "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+        extra = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"}
+        response = await client.post(
+            "/slack/events", data=body, headers={**headers, **(extra if retry else {})}
         )
-        assert retry.status == 200
-        posted = await slack.wait_for(1)
-        await client.app[HOST_KEY].dispatcher.drain(5)
-        assert sum("once please" in p["text"] for p in slack.posted()) == 1
-        assert any(m == "chat.postMessage!429" for m, _ in slack.calls)
-        assert posted
-    finally:
-        await client.close()
+        assert response.status == 200
+    await slack.wait_for(1)
+    await settle(client)
+    assert sum("once please" in p["markdown_text"] for p in slack.posted()) == 1
 
 
-async def test_long_markdown_reply_in_mrkdwn(
-    slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+async def test_draining_answers_503_so_slack_delivers_again(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    client.app[HOST_KEY].dispatcher.draining = True
+    response = await send(client, event("Ev8b", "app_mention", "later"))
+    assert response.status == 503
+    assert await pending(client) == []
+
+
+async def test_slash_command_is_acknowledged_then_answered_via_response_url(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    body, headers = signed_form(command(slack, "say hello"))
+    response = await client.post("/slack/events", data=body, headers=headers)
+    assert response.status == 200
+    assert (await response.json())["response_type"] == "in_channel"  # the question is shown
+    assert len(await pending(client)) <= 1  # stored before the ack
+    await slack.wait_until(lambda: slack.hooks, "the answer at response_url")
+    await settle(client)
+    assert slack.hooks[0]["response_type"] == "in_channel"
+    assert "You said: say hello" in slack.hooks[0]["blocks"][0]["text"]
+    assert slack.posted() == []
+    empty, headers = signed_form(command(slack, " ", trigger="T-2"))
+    usage = await client.post("/slack/events", data=empty, headers=headers)
+    assert "/chatlane your question" in await usage.text()
+    assert len(slack.hooks) == 1
+
+
+async def test_a_thread_the_bot_answered_gets_follow_ups_without_a_mention(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup, {"channels": {"slack": {"streaming": False}}})
+    root = "1700000000.000100"
+    await send(client, event("Ev10", "app_mention", f"<@{BOT_USER}> first", ts=root))
+    await slack.wait_for(1)
+    follow = event("Ev11", "message", "and then?", ts="1700000001.0", thread_ts=root)
+    follow["event"]["channel_type"] = "channel"
+    await send(client, follow)
+    posted = await slack.wait_for(2)
+    assert posted[1]["thread_ts"] == root and "and then?" in posted[1]["markdown_text"]
+    mentioned = event("Ev12", "message", f"<@{BOT_USER}> again", ts="1700000002.0", thread_ts=root)
+    await send(client, mentioned)  # its app_mention brings it: not answered twice
+    await settle(client)
+    assert len(slack.posted()) == 2
+
+
+async def test_thread_follow_ups_can_be_turned_off(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    data = {"channels": {"slack": {"streaming": False, "thread_followups": False}}}
+    client = await client_for(slack, cleanup, data)
+    root = "1700000000.000100"
+    await send(client, event("Ev13", "app_mention", f"<@{BOT_USER}> first", ts=root))
+    await slack.wait_for(1)
+    await send(client, event("Ev14", "message", "more", ts="1700000001.0", thread_ts=root))
+    await settle(client)
+    assert len(slack.posted()) == 1
+
+
+async def test_threads_are_remembered_in_storage_within_a_bound() -> None:
+    storage = MemoryStorage()
+    await storage.open()
+    threads = Threads(storage, keep=2)
+    for ts in ("1.0", "2.0", "3.0"):
+        await threads.add("C1", ts)
+    fresh = Threads(storage, keep=2)  # another process, or after a restart
+    assert [await fresh.has("C1", ts) for ts in ("1.0", "2.0", "3.0")] == [False, True, True]
+    await storage.close()
+
+
+async def test_model_output_cannot_page_the_channel(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeAnthropic() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-slack-0000")
+        model.script(Reply(text="<!channel> <!here|here> <!everyone> <!subteam^S1|@ops> @here hi"))
+        data = {"agent": {"model": "anthropic/claude-sonnet-4-6"}}
+        client = await client_for(slack, cleanup, data)
+        await send(client, event("Ev15", "message", "page", channel="D9", channel_type="im"))
+        await asyncio.sleep(2)
+        print("CALLS", slack.calls)
+        await slack.wait_until(lambda: slack.visible(), "the answer")
+        await settle(client)
+        sent = " ".join(str(p) for _, p in slack.calls)
+        for token in ("<!channel>", "<!here", "<!everyone>", "<!subteam", " @here"):
+            assert token not in sent
+        assert "@\u200bchannel" in slack.visible()[0] and "@\u200bops" in slack.visible()[0]
+
+
+async def test_long_markdown_reply_in_parts_with_an_mrkdwn_fallback(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with FakeAnthropic() as model:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
@@ -166,25 +310,214 @@ async def test_long_markdown_reply_in_mrkdwn(
         )
         long += "\n\n```\n" + "code & <tags>\n" * 200 + "```"
         model.script(Reply(text=long, chunks=30))
-        client = await client_for(slack, {"agent": {"model": "anthropic/claude-sonnet-4-6"}})
-        try:
-            await send(client, event("Ev9", "app_mention", "report"))
-            await slack.wait_for(3)
-            await client.app[HOST_KEY].dispatcher.drain(5)
-            texts = [p["text"] for p in slack.posted()]
-            assert all(len(t) <= 3000 for t in texts)
-            joined = "\n".join(texts)
-            assert "*Findings*" in joined and "*Item 3*" in joined and "**" not in joined
-            assert "&lt;5 &amp; more" in joined and "<https://x.io/7|docs>" in joined
-            for text in texts:
-                assert text.count("```") % 2 == 0
-        finally:
-            await client.close()
+        slack.refuse_markdown = True  # a workspace that refuses markdown_text: mrkdwn instead
+        data = {
+            "agent": {"model": "anthropic/claude-sonnet-4-6"},
+            "channels": {"slack": {"streaming": False}},
+        }
+        client = await client_for(slack, cleanup, data)
+        await send(client, event("Ev9", "app_mention", "report"))
+        await slack.wait_until(lambda: len(slack.visible()) >= 3, "the parts in mrkdwn")
+        await settle(client)
+        texts = [p["text"] for p in slack.posted() if "text" in p]
+        assert all(len(p["markdown_text"]) <= 3000 for p in slack.posted() if "markdown_text" in p)
+        joined = "\n".join(slack.visible())
+        assert "*Findings*" in joined and "*Item 3*" in joined and "**" not in joined
+        assert "&lt;5 &amp; more" in joined and "<https://x.io/7|docs>" in joined
+        for text in texts:
+            assert text.count("```") % 2 == 0
+
+
+# -- streaming, driven event by event ---------------------------------------------------
+
+
+def dm_thread(thread: str | None = "1700000000.000100", **context: Any) -> InboundMessage:
+    where = {"channel": "C1", "thread_ts": thread, "ts": thread, "team": "T1", **context}
+    return InboundMessage("slack", "C1", "U123", "hi", "Ev20", thread_id=thread, context=where)
+
+
+@pytest.fixture
+async def clients(slack: FakeSlack) -> AsyncIterator[tuple[Any, Any]]:
+    from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    retrying = AsyncWebClient(
+        token=TOKEN,
+        base_url=slack.base_url,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+    )
+    live = AsyncWebClient(token=TOKEN, base_url=slack.base_url)
+    yield retrying, live
+
+
+async def stream_reply(
+    slack: FakeSlack,
+    clients: tuple[Any, Any],
+    message: InboundMessage,
+    pieces: list[str],
+    *,
+    options: StreamOptions | None = None,
+) -> SlackSink:
+    """Feed ``pieces`` one by one, each shown before the next; then finish as the
+    dispatcher does: close, render with ``Reply.live``, send the parts."""
+    storage = MemoryStorage()
+    await storage.open()
+    sink = SlackSink(*clients, Threads(storage))
+    options = options or StreamOptions(live=True, every=0.01)
+    stream = sink.open_stream(message, options)
+    assert isinstance(stream, SlackLive)
+    text = ""
+    for piece in pieces:
+        text += piece
+        await stream.feed(AgentEvent("text", {"delta": piece}))
+        sofar = text.strip()
+        await wait_for(
+            lambda sofar=sofar: stream.shown.rstrip(" …").endswith(sofar), f"{sofar!r} shown"
+        )
+    live = await stream.close()
+    for part in sink.render(FinalReply(text=text, live=live)):
+        await sink.send_part(message, part)
+    await storage.close()
+    return sink
+
+
+async def test_streaming_api_start_append_stop(slack: FakeSlack, clients: Any) -> None:
+    await stream_reply(slack, clients, dm_thread(), ["Hello", " there,", " friend."])
+    assert [m for m in slack.methods() if m.startswith("chat.")] == [
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.appendStream",
+        "chat.stopStream",
+    ]
+    appended = [p["markdown_text"] for m, p in slack.calls if m == "chat.appendStream"]
+    assert appended == [" there,", " friend."]
+    assert slack.visible() == ["Hello there, friend."]
+
+
+async def test_streaming_refused_falls_back_to_post_and_update(
+    slack: FakeSlack, clients: Any
+) -> None:
+    slack.refuse["chat.startStream"] = "method_not_supported_for_channel_type"
+    await stream_reply(slack, clients, dm_thread(), ["Hello", " there."])
+    assert [m for m in slack.methods() if m.startswith("chat.")] == [
+        "chat.startStream",
+        "chat.postMessage",
+        "chat.update",
+        "chat.update",
+    ]
+    assert slack.visible() == ["Hello there."]
+
+
+async def test_a_429_mid_stream_slows_it_and_loses_nothing(slack: FakeSlack, clients: Any) -> None:
+    slack.rate_limits["chat.appendStream"] = 1
+    fakes_retry = fakes.RETRY_AFTER
+    try:
+        fakes.RETRY_AFTER = "0.2"
+        started = asyncio.get_running_loop().time()
+        await stream_reply(slack, clients, dm_thread(), ["One.", " Two.", " Three."])
+        assert asyncio.get_running_loop().time() - started >= 0.2  # waited as told
+    finally:
+        fakes.RETRY_AFTER = fakes_retry
+    assert "chat.appendStream!429" in slack.methods()
+    assert slack.visible() == ["One. Two. Three."]
+
+
+async def test_a_429_on_the_final_text_is_waited_out(slack: FakeSlack, clients: Any) -> None:
+    slack.rate_limits["chat.stopStream"] = 1
+    fakes.RETRY_AFTER, before = "0", fakes.RETRY_AFTER
+    try:
+        await stream_reply(slack, clients, dm_thread(), ["Final", " words."])
+    finally:
+        fakes.RETRY_AFTER = before
+    assert slack.methods().count("chat.stopStream") == 1
+    assert slack.visible() == ["Final words."]
+
+
+async def test_a_stream_cut_by_a_crash_is_finished_by_the_next_attempt(
+    slack: FakeSlack, clients: Any
+) -> None:
+    storage = MemoryStorage()
+    await storage.open()
+    memory = LiveMemory(storage, "slack:Ev20")
+    first = SlackLive(clients[1], dm_thread(), StreamOptions(live=True, every=0.01, memory=memory))
+    await first.feed(AgentEvent("text", {"delta": "Half an ans"}))
+    await wait_for(lambda: slack.visible(), "the first attempt's text")
+    await first.close()  # the process dies here: no final part was sent
+    options = StreamOptions(live=True, every=0.01, memory=memory, resumed=True)
+    sink = SlackSink(*clients, Threads(storage))
+    second = sink.open_stream(dm_thread(), options)
+    await second.feed(AgentEvent("text", {"delta": "A different, whole answer."}))
+    await asyncio.sleep(0.05)  # an update would have run by now: it must not append
+    live = await second.close()
+    for part in sink.render(FinalReply(text="A different, whole answer.", live=live)):
+        await sink.send_part(dm_thread(), part)
+    assert slack.visible() == ["A different, whole answer."]
+    assert slack.methods().count("chat.startStream") == 1
+    await storage.close()
+
+
+async def test_assistant_thread_status_and_suggested_prompts(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    thread = {"user_id": "U123", "channel_id": "D9", "thread_ts": "1700000005.0"}
+    started = event("Ev30", "assistant_thread_started", "", assistant_thread=thread)
+    assert (await send(client, started)).status == 200
+    await slack.wait_until(
+        lambda: "assistant.threads.setSuggestedPrompts" in slack.methods(), "suggested prompts"
+    )
+    ask = event(
+        "Ev31", "message", "help", channel="D9", channel_type="im", thread_ts="1700000005.0"
+    )
+    ask["event"]["ts"] = "1700000006.0"
+    await send(client, ask)
+    await slack.wait_until(lambda: "chat.stopStream" in slack.methods(), "the answer")
+    await settle(client)
+    status = [p for m, p in slack.calls if m == "assistant.threads.setStatus"]
+    assert status and status[0]["thread_ts"] == "1700000005.0"
+    assert "reactions.add" not in slack.methods()
+    assert slack.visible()[0].endswith("You said: help")
+
+
+# -- Socket Mode --------------------------------------------------------------------------
+
+
+async def test_socket_mode_events_and_commands_without_a_public_url(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup, SLACK_SIGNING_SECRET="", SLACK_APP_TOKEN=APP_TOKEN)
+    assert (await client.post("/slack/events", data=b"{}")).status in (404, 405)  # no HTTP route
+    dm = event("Ev40", "message", "over the socket", channel="D9", channel_type="im")
+    ack = await slack.push("events_api", dm, "env-1")
+    assert ack == {"envelope_id": "env-1"}
+    await slack.wait_until(lambda: slack.visible(), "the DM answered")
+    ack = await slack.push("slash_commands", command(slack, "socket question"), "env-2")
+    assert ack["payload"]["response_type"] == "in_channel"
+    await slack.wait_until(lambda: slack.hooks, "the command answered")
+    await settle(client)
+    assert "You said: socket question" in slack.hooks[0]["blocks"][0]["text"]
+    assert slack.visible()[0].endswith("You said: over the socket")
+
+
+# -- config and state ---------------------------------------------------------------------
+
+
+def test_config_keys_and_their_defaults() -> None:
+    settings = load_config(data={"channels": {"slack": {"command": "/ask-lane"}}}).channel("slack")
+    assert isinstance(settings, SlackConfig)
+    assert settings.command == "/ask-lane" and settings.thread_followups is True
+    with pytest.raises(ConfigError) as bad:
+        load_config(data={"channels": {"slack": {"command": "chatlane"}}})
+    assert "channels.slack.command" in str(bad.value)
 
 
 def test_describe() -> None:
+    config = load_config()
     state = SlackChannel.describe(
-        load_config(), {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        config, {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
     )
-    assert state.enabled and TOKEN not in state.detail
-    assert not SlackChannel.describe(load_config(), {}).enabled
+    assert state.enabled and TOKEN not in state.detail and "/slack/events" in state.detail
+    socket = SlackChannel.describe(config, {"SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": APP_TOKEN})
+    assert socket.enabled and "Socket Mode" in socket.detail and APP_TOKEN not in socket.detail
+    assert not SlackChannel.describe(config, {}).enabled
+    assert not SlackChannel.describe(config, {"SLACK_BOT_TOKEN": TOKEN}).enabled

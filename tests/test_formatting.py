@@ -113,8 +113,8 @@ def test_slack_mrkdwn() -> None:
     assert "**" not in out and "#" not in out
     assert "> a quote" in out
     assert render_slack("ping <@U123ABC> in <#C42|general> <!here> & more") == (
-        "ping <@U123ABC> in <#C42|general> <!here> &amp; more"
-    )
+        "ping <@U123ABC> in <#C42|general> @\u200bhere &amp; more"
+    )  # broadcasts in model output are neutralised (issue 21 item 5)
 
 
 def test_discord_markdown() -> None:
