@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.config import load_config
@@ -85,6 +86,23 @@ async def test_reads_beyond_the_cap_are_turned_away_at_once(server: TestServer) 
 async def answer_keepalive(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     line = await reader.readline()
     return int(line.split(b" ", 2)[1]), line
+
+
+async def test_a_route_that_reads_its_own_body_is_left_to_it() -> None:
+    async def own(request: web.Request) -> web.Response:
+        first = await request.content.readexactly(1)
+        return web.Response(text=f"got {first!r} before the rest")
+
+    own.reads_own_body = True  # type: ignore[attr-defined]
+    runtime = AgentRuntime(config=load_config(), demo_when_unconfigured=True)
+    app = create_app(runtime, body_timeout=0.2)
+    app.router.add_post("/own", own)
+    async with TestServer(app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /own HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+        status, _ = await asyncio.wait_for(answer_keepalive(reader), 3)
+        assert status == 200
+        writer.close()
 
 
 class Clock:
