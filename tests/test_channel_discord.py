@@ -610,6 +610,18 @@ async def test_a_sticker_or_an_unsupported_file_gets_the_one_line_reply(
         await client.close()
 
 
+async def test_a_message_with_neither_text_nor_file_is_not_answered(fake: FakeDiscord) -> None:
+    client = await client_for(fake, {"channels": {"discord": {"streaming": False}}})
+    try:
+        await fake.dispatch("")  # an embed-only message, say: nothing to answer
+        await fake.dispatch("and now?")
+        await fake.wait_for(1)
+        await client.app[HOST_KEY].dispatcher.drain(5)
+        assert [m["content"].rpartition("You said: ")[2] for m in fake.sent] == ["and now?"]
+    finally:
+        await client.close()
+
+
 async def test_ask_takes_a_file(
     fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
 ) -> None:
@@ -644,6 +656,7 @@ async def test_attachments_are_fetched_only_from_discords_cdn(sink: DiscordSink)
         "https://cdn.discordapp.com@example.com/a.png",
         "http://cdn.discordapp.com/a.png",
         "https://example.com/a.png",
+        "https://cdn.discordapp.com:99999/a.png",
         "",
     ):
         with pytest.raises(MediaError):
