@@ -221,6 +221,44 @@ async def test_malformed_uploads_get_400(
     assert model.requests == []
 
 
+def raw(*parts: tuple[str, bytes]) -> bytes:
+    body = b"".join(
+        b'--x\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (n.encode(), v)
+        for n, v in parts
+    )
+    return body + b"--x--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (raw(("session_id", b"s1"), ("text", b"\xff\xfe")), "the text field is not UTF-8"),
+        (raw(("session_id", b"s1"), ("text", b"a" * 90_000)), "the text field is too long"),
+        (raw(("session_id", b"s1"), ("url", b"http://x/y.png")), "unexpected form field 'url'"),
+        (raw(("session_id", b"s1"), ("file", PNG), ("file", PNG)), "unexpected form field"),
+        (raw(("text", b"hi")), "session_id must be a non-empty string"),
+    ],
+)
+async def test_form_fields_are_checked(
+    tmp_path: Path, model: FakeAnthropic, body: bytes, reason: str
+) -> None:
+    async with served(tmp_path) as client:
+        headers = {"Content-Type": "multipart/form-data; boundary=x"}
+        refused = await upload(client, body, **headers)
+        assert refused.status == 400 and reason in await refused.text()
+    assert model.requests == []
+
+
+async def test_uploads_beyond_the_cap_are_turned_away(
+    tmp_path: Path, model: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_upload, "MOST_AT_ONCE", 0)
+    async with served(tmp_path) as client:
+        refused = await upload(client, form(PNG))
+        assert refused.status == 503 and "too many uploads" in await refused.text()
+    assert stored_files() == []
+
+
 async def test_an_upload_that_stalls_is_cut(
     tmp_path: Path, model: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
