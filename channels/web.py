@@ -52,7 +52,7 @@ from channels.web_access import (
     new_browser_cookie,
     security_headers,
 )
-from channels.web_upload import UploadRefused, Uploads, media_fetch, reads_own_body
+from channels.web_upload import Upload, UploadRefused, Uploads, media_fetch, reads_own_body
 
 log = logging.getLogger(__name__)
 
@@ -225,26 +225,30 @@ class WebChannel:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.guard.same_origin(request, uploads=True)
         self.guard.admit(request, demo=self.host.runtime.models.demo_reason is not None)
-        try:
-            session, text, files = await self._read(request)
-        except UploadRefused as refused:
-            return refused.response(request)
         if self.host.draining:
             raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
+        try:
+            upload = await self._read(request)
+        except UploadRefused as refused:
+            return refused.response(request)
         sender = self.guard.client_address(request)
         browser = browser_id(request)
         cookie: web.StreamResponse | None = None
         if browser is None:  # a browser's first message: its conversations are its own
             cookie = web.StreamResponse()
             browser = new_browser_cookie(cookie, secure=request.secure)
-        chat = f"{browser}:{session}"
         inbound = InboundMessage(
-            "web", chat, sender, text, message_id=f"{time.time_ns()}", attachments=files
+            "web",
+            f"{browser}:{upload.session}",
+            sender,
+            upload.text,
+            message_id=f"{time.time_ns()}",
+            attachments=upload.parts,
         )
         waiter = self.sink.expect(inbound)
         try:
             # Stored before the stream starts: a store that is down answers 503.
-            outcome = await self.host.dispatcher.submit(inbound, answer_here=True)
+            outcome = await self._submit(inbound, upload)
             if outcome is Outcome.DRAINING:
                 raise web.HTTPServiceUnavailable(text="the server is restarting; try again shortly")
             response = await _open_stream(request, cookie)
@@ -257,8 +261,8 @@ class WebChannel:
         finally:
             self.sink.forget(inbound)
 
-    async def _read(self, request: web.Request) -> tuple[str, str, tuple[MediaPart, ...]]:
-        """The message's session, text and files (a file is stored before the message)."""
+    async def _read(self, request: web.Request) -> Upload:
+        """The message's session, text and file (a file is stored before the message)."""
         if request.content_type == "multipart/form-data":
             return await self.uploads.read(request)
         try:
@@ -266,7 +270,17 @@ class WebChannel:
                 session, text = await _read_body(request)
         except TimeoutError:
             raise UploadRefused(408, "the request body did not arrive in time") from None
-        return session, text, ()
+        return Upload(session, text)
+
+    async def _submit(self, inbound: InboundMessage, upload: Upload) -> Outcome:
+        """Store the message; a file it brought is removed again if it is not taken."""
+        outcome = None
+        try:
+            outcome = await self.host.dispatcher.submit(inbound, answer_here=True)
+            return outcome
+        finally:
+            if outcome is not Outcome.ACCEPTED:
+                self.uploads.discard(upload)
 
     async def _pump(
         self, request: web.Request, waiter: _Waiter, response: web.StreamResponse

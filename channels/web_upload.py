@@ -7,7 +7,9 @@ may be empty) and one ``file``. The file is streamed into the media store
 past ``agent.media.max_bytes`` the request is cut with 413 and nothing is kept.
 Only then is the message stored and its turn started, so the attachment is on
 disk before the stream begins; the message names it by its sha256
-(``MediaPart.media_id``), never by a URL.
+(``MediaPart.media_id``), never by a URL. A message that is not taken
+(``allow_from``, the rate limit, a store that is down) takes back the file it
+added, so refused uploads cannot fill the disk.
 
 A body that stalls for ``STALL`` seconds is cut (408), as is one that is not
 in after ``DEADLINE``; at most ``MOST_AT_ONCE`` uploads are read at once.
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import BodyPartReader, web
@@ -63,6 +66,17 @@ class UploadRefused(Exception):
         return answer
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A message as the page sent it; ``fresh``: media ids this upload added to the store
+    (removed again when the message is not taken)."""
+
+    session: str
+    text: str
+    parts: tuple[MediaPart, ...] = ()
+    fresh: tuple[str, ...] = ()
+
+
 class Uploads:
     """Reads the web chat's multipart messages into the media store."""
 
@@ -71,8 +85,8 @@ class Uploads:
         self.max_bytes = max_bytes
         self.reading = 0
 
-    async def read(self, request: web.Request) -> tuple[str, str, tuple[MediaPart, ...]]:
-        """``(session_id, caption, attachments)`` of a multipart message, the file stored."""
+    async def read(self, request: web.Request) -> Upload:
+        """A multipart message, its file stored."""
         declared = request.content_length
         if declared is not None and declared > self.max_bytes + FORM_SLACK:
             raise UploadRefused(413, str(too_big(self.max_bytes)))
@@ -88,16 +102,17 @@ class Uploads:
         finally:
             self.reading -= 1
 
-    async def _read(self, request: web.Request) -> tuple[str, str, tuple[MediaPart, ...]]:
+    async def _read(self, request: web.Request) -> Upload:
         fields: dict[str, str] = {}
         parts: list[MediaPart] = []
+        fresh: list[str] = []
         try:
             reader = await request.multipart()
             while (part := await asyncio.wait_for(reader.next(), STALL)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise UploadRefused(400, "nested multipart bodies are not taken")
                 if part.name == "file" and not parts:
-                    parts.append(await self._file(part))
+                    parts.append(await self._file(part, fresh))
                 elif part.name in ("session_id", "text") and part.name not in fields:
                     fields[part.name] = await _field(part)
                 else:
@@ -109,9 +124,15 @@ class Uploads:
             raise UploadRefused(400, "session_id must be a non-empty string")
         if not parts and not text.strip():
             raise UploadRefused(400, "send a file, a text, or both")
-        return session, text, tuple(parts)
+        return Upload(session, text, tuple(parts), tuple(fresh))
 
-    async def _file(self, part: BodyPartReader) -> MediaPart:
+    def discard(self, upload: Upload) -> None:
+        """Remove what an upload added, when its message was not taken (refused by
+        allow_from or the rate limit, or the store was down): no message names it."""
+        for media_id in upload.fresh:
+            self.store.path(media_id).unlink(missing_ok=True)
+
+    async def _file(self, part: BodyPartReader, fresh: list[str]) -> MediaPart:
         label = part.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()[:100]
         with self.store.writer() as writer:
             while chunk := await asyncio.wait_for(part.read_chunk(CHUNK), STALL):
@@ -120,7 +141,10 @@ class Uploads:
                     raise UploadRefused(413, str(too_big(self.max_bytes)))
             if writer.size == 0:
                 raise UploadRefused(400, "the file is empty")
-            stored = await asyncio.to_thread(writer.commit)
+            new = not self.store.has(writer.hash.hexdigest())
+            stored = writer.commit()
+        if new:
+            fresh.append(stored.media_id)
         return MediaPart(
             _kind(label),
             mime=label,

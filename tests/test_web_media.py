@@ -36,9 +36,15 @@ UPLOAD = {"X-Chatlane-Upload": "1"}
 
 @contextlib.asynccontextmanager
 async def served(
-    tmp_path: Path, env: dict[str, str] | None = None, limit: int = LIMIT
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    limit: int = LIMIT,
+    web: dict[str, Any] | None = None,
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    data = {"agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": limit}}}
+    data = {
+        "agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": limit}},
+        "channels": {"web": web or {}},
+    }
     env = {"ANTHROPIC_API_KEY": "sk-ant-web-1111", **(env or {})}
     storage = SQLiteStorage(tmp_path / "w.sqlite")
     runtime = AgentRuntime(config=load_config(data=data), storage=storage, env=env)
@@ -136,6 +142,18 @@ async def test_a_file_over_max_bytes_is_refused_with_413_and_not_stored(
         assert await refused.text() == "That file is too big for me: the limit is 97 KB."
         assert await host(client).runtime.storage.inbox_pending_ids() == []
     assert stored_files() == [] and model.requests == []
+
+
+async def test_a_refused_message_leaves_no_file_behind(
+    tmp_path: Path, model: FakeAnthropic
+) -> None:
+    async with served(tmp_path, web={"rate_limit_per_minute": 1}) as client:
+        await lines(await upload(client, form(PNG, text="one")))
+        again = await lines(await upload(client, form(PNG + b"other", text="two")))
+        same = await lines(await upload(client, form(PNG, text="three")))  # the first's bytes
+    assert "too quickly" in json.dumps(again) and "too quickly" in json.dumps(same)
+    (kept,) = stored_files()
+    assert kept.read_bytes() == PNG and len(model.requests) == 1
 
 
 async def test_the_page_is_told_the_limit(tmp_path: Path, model: FakeAnthropic) -> None:
