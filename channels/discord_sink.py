@@ -16,7 +16,9 @@ appears once, also when a retry after a crash finishes it.
 Attachments are fetched from their URL in the gateway payload, and only from
 Discord's CDN (``cdn.discordapp.com``, ``media.discordapp.net``, or the origin
 of ``DISCORD_API_BASE_URL`` when it is set): the URLs are signed, so no token
-is sent with them.
+is sent with them. They expire after about a day (``ex``, hex seconds): an
+older one (a message stored during a shutdown, answered much later) is signed
+anew first (``POST /attachments/refresh-urls``, with the bot token, to the API).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bot.channel import ChannelTraits, Reply, ReplyStream, Sink, StreamOptions
 from bot.formatting import FormatMode, split_message
@@ -51,6 +54,14 @@ TRAITS = ChannelTraits(
 )
 ACK_WAIT = 5.0  # seconds a reply waits for its interaction to be acknowledged
 CDN = frozenset({"https://cdn.discordapp.com", "https://media.discordapp.net"})
+
+
+def _expires(url: str) -> float | None:
+    """When a signed CDN URL stops working (its ``ex``), or None when it does not say."""
+    try:
+        return float(int(parse_qs(urlsplit(url).query)["ex"][0], 16))
+    except (KeyError, ValueError):
+        return None
 
 
 def _origin(url: str) -> str:
@@ -187,7 +198,29 @@ class DiscordSink(Sink):
         if _origin(part.url) not in self.cdn:
             log.warning("discord: refused an attachment URL outside Discord's CDN")
             raise MediaError("I couldn't download that file from Discord.")
+        expires = _expires(part.url)
+        if expires is not None and expires < time.time() + 60:
+            return MediaFetch(await self._refreshed(part.url))
         return MediaFetch(part.url)
+
+    async def _refreshed(self, url: str) -> str:
+        """``url`` signed anew by Discord's API (it was expired, or about to be)."""
+        import discord
+
+        expired = "I couldn't download that file: Discord's link to it has expired."
+        route = discord.http.Route("POST", "/attachments/refresh-urls")
+        try:
+            answer = await self.client.http.request(route, json={"attachment_urls": [url]})
+        except (discord.DiscordException, OSError) as error:
+            log.warning("discord: an expired attachment URL was not refreshed (%s)", error)
+            raise MediaError(expired) from None
+        found = answer.get("refreshed_urls") if isinstance(answer, dict) else None
+        for item in found if isinstance(found, list) else []:
+            fresh = str(item.get("refreshed") or "") if isinstance(item, dict) else ""
+            if _origin(fresh) in self.cdn:
+                return fresh
+        log.warning("discord: the refreshed attachment URL was missing or off the CDN")
+        raise MediaError(expired)
 
     def target(self, message: InboundMessage) -> Target:
         if "interaction" in message.context:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -646,10 +647,11 @@ async def test_ask_takes_a_file(
 
 
 async def test_attachments_are_fetched_only_from_discords_cdn(sink: DiscordSink) -> None:
-    signed = "https://cdn.discordapp.com/attachments/1/2/a.png?ex=1&is=2&hm=3&"
+    ex = f"{int(time.time()) + 3600:x}"
+    signed = f"https://cdn.discordapp.com/attachments/1/2/a.png?ex={ex}&is=2&hm=3&"
     part = MediaPart("image", url=signed)
     assert await sink.media_fetch(MESSAGE, part) == MediaFetch(signed)  # no token sent
-    proxied = "https://media.discordapp.net/attachments/1/2/a.png?ex=1"
+    proxied = f"https://media.discordapp.net/attachments/1/2/a.png?ex={ex}"
     assert (await sink.media_fetch(MESSAGE, MediaPart("image", url=proxied))).url == proxied
     for elsewhere in (
         "https://cdn.discordapp.com.example.com/a.png",
@@ -663,6 +665,39 @@ async def test_attachments_are_fetched_only_from_discords_cdn(sink: DiscordSink)
             await sink.media_fetch(MESSAGE, MediaPart("image", url=elsewhere))
     own = DiscordSink(sink.client, api_base="http://127.0.0.1:8123/api/v10")
     assert (await own.media_fetch(MESSAGE, MediaPart("image", url="http://127.0.0.1:8123/x"))).url
+
+
+async def test_an_expired_attachment_url_is_signed_anew_before_the_download(
+    fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    old = fake.attachment("late.png", PNG, content_type="image/png", expired=True)
+    client = await client_for(fake, CLAUDE)
+    try:
+        await fake.dispatch("still there?", attachments=[old])
+        await fake.wait_for(1, seconds=30)
+        assert fake.sent[0]["content"] == "echo: still there?"
+        assert fake.refreshed == [old["url"]]
+        assert fake.cdn_hits == [path_of(old)]  # only the fresh URL was asked for
+        blocks = anthropic.requests[0].json["messages"][-1]["content"]
+        assert any(b["type"] == "image" for b in blocks)
+    finally:
+        await client.close()
+
+
+async def test_an_expired_url_that_cannot_be_refreshed_is_told(
+    fake: FakeDiscord, sink: DiscordSink
+) -> None:
+    sink = DiscordSink(sink.client, api_base=fake.api)  # the fake's CDN is its own address
+    gone = fake.attachment("gone.png", PNG, expired=True)
+    del fake.files[path_of(gone)]  # deleted since: Discord signs nothing
+    with pytest.raises(MediaError, match="link to it has expired"):
+        await sink.media_fetch(MESSAGE, MediaPart("image", url=gone["url"]))
+    fake.refresh_status = 403
+    kept = fake.attachment("kept.png", PNG, expired=True)
+    with pytest.raises(MediaError, match="link to it has expired"):
+        await sink.media_fetch(MESSAGE, MediaPart("image", url=kept["url"]))
+    assert fake.refreshed == [gone["url"]] and fake.cdn_hits == []
 
 
 def test_media_parts_name_each_kind_from_the_payload() -> None:

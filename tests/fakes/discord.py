@@ -21,8 +21,11 @@ Attachments: ``attachment(name, data)`` gives the payload of a file as the
 gateway describes it (id, filename, size, content_type, and a signed ``url``
 served by the fake's CDN route ``/attachments/{channel}/{id}/{name}``; a voice
 message has ``duration_secs`` and ``waveform``), to pass to ``dispatch`` or
-``interact``. The CDN answers only the signed URL (404 without its ``hm``, as
-Discord does); ``cdn_hits`` lists every path asked for.
+``interact``. The CDN answers only a signed URL that has not expired (404
+otherwise, as Discord does: ``ex`` is the hex expiry time, ``hm`` signs path
+and expiry); ``expired=True`` gives one a day old, which
+``POST /attachments/refresh-urls`` signs anew (``refreshed`` lists the URLs it
+was asked for). ``cdn_hits`` lists every path asked for.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
@@ -101,8 +106,11 @@ class FakeDiscord:
         app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._register)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
+        app.router.add_post(f"{api}/attachments/refresh-urls", self._refresh)
         self.files: dict[str, bytes] = {}
         self.cdn_hits: list[str] = []
+        self.refreshed: list[str] = []
+        self.refresh_status: int | None = None  # refresh-urls answers this error when set
         self.server = TestServer(app, host="127.0.0.1")
 
     @property
@@ -129,12 +137,13 @@ class FakeDiscord:
         size: int | None = None,
         voice: bool = False,
         channel: str = "555",
+        expired: bool = False,
     ) -> dict[str, Any]:
         """A file as a MESSAGE_CREATE lists it; ``size`` as declared (the bytes' by default)."""
         attachment_id = snowflake()
         path = f"/attachments/{channel}/{attachment_id}/{name}"
         self.files[path] = data
-        url = str(self.server.make_url(path)) + f"?ex=6a0b1c2d&is=6a09ca2d&hm={_sign(path)}&"
+        url = self._signed(path, time.time() - 86400 if expired else time.time() + 86400)
         payload: dict[str, Any] = {
             "id": attachment_id,
             "filename": name,
@@ -149,13 +158,38 @@ class FakeDiscord:
             payload["waveform"] = base64.b64encode(bytes(range(0, 256, 8))).decode()
         return payload
 
+    def _signed(self, path: str, expires: float) -> str:
+        ex = f"{int(expires):x}"
+        issued = f"{int(expires) - 86400:x}"
+        return str(self.server.make_url(path)) + f"?ex={ex}&is={issued}&hm={_sign(path, ex)}&"
+
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
         self.cdn_hits.append(request.path)
         self.changed.set()
         data = self.files.get(request.path)
-        if data is None or request.query.get("hm") != _sign(request.path):
+        ex = request.query.get("ex", "")
+        signed = request.query.get("hm") == _sign(request.path, ex)
+        if data is None or not signed or int(ex or "0", 16) < time.time():
             return web.Response(status=404, text="This content is no longer available.")
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _refresh(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bot {TOKEN}":
+            return self._json({"message": "401: Unauthorized", "code": 0}, 401)
+        if self.refresh_status is not None:
+            return self._json({"message": "Missing Access", "code": 50001}, self.refresh_status)
+        urls = (await request.json())["attachment_urls"]
+        self.refreshed.extend(urls)
+        later = time.time() + 86400
+        return self._json(
+            {
+                "refreshed_urls": [
+                    {"original": url, "refreshed": self._signed(urlsplit(url).path, later)}
+                    for url in urls
+                    if urlsplit(url).path in self.files
+                ]
+            }
+        )
 
     def _json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
         # exactly "application/json": discord.py compares the header for equality
@@ -489,5 +523,5 @@ class FakeDiscord:
         return interaction_id
 
 
-def _sign(path: str) -> str:
-    return hashlib.sha256(b"fake-cdn:" + path.encode()).hexdigest()
+def _sign(path: str, ex: str) -> str:
+    return hashlib.sha256(f"fake-cdn:{path}:{ex}".encode()).hexdigest()
