@@ -52,6 +52,7 @@ async def test_alternating_processes_never_overlap_or_repeat(
                 ANTHROPIC_BASE_URL=model.base_url,
                 TELEGRAM_BOT_TOKEN=telegram.token,
                 TELEGRAM_API_BASE_URL=telegram.base_url,
+                TELEGRAM_WEBHOOK_SECRET=SECRET,
                 PUBLIC_URL="https://bot.example.com",
                 CHATLANE__AGENT__QUEUING__MODE="followup",
             )
@@ -66,13 +67,11 @@ async def test_alternating_processes_never_overlap_or_repeat(
                 for n in range(1, 7):
                     body = update(n, f"message {n}")
                     port = ports[n % 2]
-                    posts.append(http.post(f"http://127.0.0.1:{port}/telegram/webhook", json=body))
+                    url = f"http://127.0.0.1:{port}/telegram/webhook"
+                    posts.append(http.post(url, json=body, headers=SIGNED))
                     # a redelivery of every message, to the other process
-                    posts.append(
-                        http.post(
-                            f"http://127.0.0.1:{ports[(n + 1) % 2]}/telegram/webhook", json=body
-                        )
-                    )
+                    other = f"http://127.0.0.1:{ports[(n + 1) % 2]}/telegram/webhook"
+                    posts.append(http.post(other, json=body, headers=SIGNED))
                 for response in await asyncio.gather(*posts):
                     assert response.status == 200
                     response.release()
@@ -93,6 +92,7 @@ async def test_alternating_processes_never_overlap_or_repeat(
 
 
 SECRET = "scale-s3cret"
+SIGNED = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
 CHATS = 60
 PER_CHAT = 4
 GLOBAL_CAP = 4
