@@ -21,6 +21,7 @@ thread, the thread's status says so instead); replies stream (``slack_stream``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -242,6 +243,30 @@ class SlackSink(Sink):
             log.debug("slack %s: %s", getattr(call, "__name__", "call"), _code(error))
 
 
+def _shaped(payload: Any) -> bool:
+    """Whether a request body has the shape Bolt's matchers read (their types, at least),
+    and no lone surrogate (which nothing could store)."""
+    if not isinstance(payload, dict):
+        return False
+    event, actions = payload.get("event", {}), payload.get("actions", [{}])
+    checks = (
+        isinstance(event, dict)
+        and all(isinstance(event.get(k), str | None) for k in ("type", "subtype"))
+        and all(isinstance(payload.get(k), str | None) for k in ("type", "command", "callback_id"))
+        and all(isinstance(payload.get(k, {}), dict) for k in ("view", "message", "container"))
+        and isinstance(actions, list)
+        and actions != []
+        and all(isinstance(action, dict) for action in actions)
+    )
+    if not checks:
+        return False
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        return False
+    return True
+
+
 def _code(error: Any) -> str:
     return str(error.response.get("error") or getattr(error.response, "status_code", "?"))
 
@@ -372,7 +397,7 @@ class SlackChannel:
             return web.Response(status=401, text="bad or stale signature")
         try:
             payload = parse_body(text, request.content_type)
-            shaped = isinstance(payload, dict) and isinstance(payload.get("event", {}), dict)
+            shaped = _shaped(payload)
             # Bolt reads the payload's ids as it builds the request: a shape it does not
             # expect is a malformed request, not a server error.
             bolt = AsyncBoltRequest(

@@ -173,6 +173,10 @@ async def test_bad_signatures_are_401(
         (b"[1, 2]", {}, 400),
         (b'{"type": "event_callback", "event": 5}', {}, 400),
         (b"[" * 100_000, {}, 400),
+        (b'{"type": "event_callback", "event_id": "E1", "event": {"text": "\\ud800"}}', {}, 400),
+        (b'{"type": "event_callback", "event": {"type": "message", "subtype": {}}}', {}, 400),
+        (b'{"type": "block_actions", "actions": 5}', {}, 400),
+        (b'{"type": {"nested": true}}', {}, 400),
     ],
 )
 async def test_malformed_requests_are_4xx(
@@ -431,6 +435,29 @@ async def test_a_429_on_the_final_text_is_waited_out(slack: FakeSlack, clients: 
         fakes.RETRY_AFTER = before
     assert slack.methods().count("chat.stopStream") == 1
     assert slack.visible() == ["Final words."]
+
+
+async def test_a_live_message_slack_will_not_finish_is_replaced_not_lost(
+    slack: FakeSlack, clients: Any
+) -> None:
+    slack.refuse["chat.stopStream"] = "message_not_in_streaming_state"
+    slack.refuse["chat.update"] = "cant_update_message"
+    await stream_reply(slack, clients, dm_thread(), ["Kept", " whole."])
+    assert "chat.delete" in slack.methods()
+    assert slack.visible() == ["Kept whole."]
+
+
+async def test_an_expired_response_url_answers_in_the_channel(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup)
+    fields = {**command(slack, "say hello"), "response_url": slack.response_url("x") + "/gone"}
+    body, headers = signed_form(fields)
+    assert (await client.post("/slack/events", data=body, headers=headers)).status == 200
+    posted = await slack.wait_for(1)
+    await settle(client)
+    assert posted[0]["channel"] == "C1" and "You said: say hello" in posted[0]["markdown_text"]
+    assert slack.hooks == []
 
 
 async def test_a_stream_cut_by_a_crash_is_finished_by_the_next_attempt(

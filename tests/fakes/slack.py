@@ -140,6 +140,7 @@ class FakeSlack:
             params = await request.json()
         else:
             params = {k: str(v) for k, v in (await request.post()).items()}
+        params = {**request.query, **params}  # slack-sdk sends some methods' params in the URL
         if self.rate_limits.get(method):
             self.rate_limits[method] -= 1
             self.calls.append((f"{method}!429", params))
