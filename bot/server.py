@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bot.channel import ChannelHost
 from bot.config import Config, data_dir
@@ -116,6 +117,9 @@ def body_deadline(timeout: float, most: int) -> Any:
         except TimeoutError:
             log.warning("request body not received within %ss; answered 408", timeout)
             return _cut(request, 408, f"the request body did not arrive within {timeout:g} s")
+        except RequestPayloadError as error:  # e.g. a Content-Encoding its bytes do not match
+            log.info("unreadable request body on %s (%s); answered 400", request.path, error)
+            return _cut(request, 400, "the request body could not be read")
         finally:
             reading -= 1
         return await handler(request)

@@ -88,6 +88,17 @@ async def answer_keepalive(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return int(line.split(b" ", 2)[1]), line
 
 
+async def test_a_body_that_does_not_match_its_encoding_is_a_400(server: TestServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 2\r\n\r\n\x00\x00"
+    )
+    status, data = await answer(reader)
+    assert status == 400 and b"could not be read" in data
+    writer.close()
+
+
 async def test_a_route_that_reads_its_own_body_is_left_to_it() -> None:
     async def own(request: web.Request) -> web.Response:
         first = await request.content.readexactly(1)
