@@ -18,8 +18,9 @@ class MediaPart:
     """A file that came with a message, as its channel saw it; the bytes are fetched
     later, from the platform itself (``bot.media``), never from a URL in the text.
 
-    - ``kind``: ``image``, ``voice``, ``audio``, ``video``, ``document`` or ``sticker``
-      (what the platform says; the bytes decide what is done with it).
+    - ``kind``: ``image``, ``voice``, ``audio``, ``video``, ``document``, ``sticker`` or
+      ``animation`` (what the platform says; the bytes decide what is done with it;
+      stickers and animations are refused without a download).
     - ``mime``, ``size``, ``name``: as the platform labels it (checked, not trusted).
     - ``url``: where the platform serves the bytes; ``ref``: a platform id the
       channel turns into a URL when fetching (Telegram ``file_id``).

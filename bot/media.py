@@ -294,8 +294,8 @@ class Media:
     async def _stored(
         self, message: InboundMessage, index: int, part: MediaPart, sink: ReplySink
     ) -> Stored:
-        if part.kind == "sticker":
-            raise MediaError(f"I can't read stickers. I can take {SUPPORTED}.")
+        if part.kind in ("sticker", "animation"):  # refused without downloading them
+            raise MediaError(f"I can't read {part.kind}s. I can take {SUPPORTED}.")
         if part.media_id and self.store.has(part.media_id):
             return self._known(part.media_id)
         key = f"{message.dedupe_key}:{index}"

@@ -44,10 +44,12 @@ from bot.channel import (
 from bot.config import Config, ConfigError
 from bot.dispatch import Outcome
 from bot.formatting import FormatMode
-from bot.inbound import InboundMessage
+from bot.inbound import InboundMessage, MediaPart
+from bot.media import MediaFetch
 from channels.common import send_with_retries, webhook_answer
 from channels.telegram_format import render_telegram
 from channels.telegram_http import AiohttpRequest
+from channels.telegram_media import fetch, media_parts
 from channels.telegram_stream import (
     Pacer,
     TelegramStream,
@@ -130,9 +132,14 @@ class TelegramSink(Sink):
     name = "telegram"
     traits = TRAITS
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, max_bytes: int = 10 * 1024 * 1024) -> None:
         self.bot = bot
         self.pacer = Pacer()
+        self.max_bytes = max_bytes  # agent.media.max_bytes
+
+    async def media_fetch(self, message: InboundMessage, part: MediaPart) -> MediaFetch:
+        """A file's URL on Telegram (``getFile``), for the media core to download."""
+        return await fetch(self.bot, part, self.max_bytes)
 
     def render(self, reply: Reply) -> list[Any]:
         """The reply's parts; when it was streamed into messages (``reply.live``), the
@@ -231,7 +238,8 @@ class TelegramChannel:
         self.bot = bot
         self.secret = secret
         self.mode = mode
-        self.sink = TelegramSink(bot)
+        self.max_bytes = host.config.agent.media.max_bytes
+        self.sink = TelegramSink(bot, self.max_bytes)
         self._poller: asyncio.Task[None] | None = None
 
     @classmethod
@@ -302,26 +310,32 @@ class TelegramChannel:
         except MALFORMED:
             return web.Response(status=400, text="malformed Telegram update")
         if inbound is None:
-            return web.Response(status=200, text="ok")  # edits, stickers...: nothing to answer
+            return web.Response(status=200, text="ok")  # edits, service messages: nothing to answer
         return webhook_answer(await self.host.dispatcher.submit(inbound))
 
     def inbound(self, update: dict[str, Any]) -> InboundMessage | None:
         """The message in one Update (the Bot API's JSON, read directly: PTB's
         ``Update.de_json`` costs 15x as much, more than the rest of the webhook path;
         see docs/channels/telegram.md), or None when it is nothing to answer.
-        Wrong types raise ValueError or TypeError; text is made storable."""
+        A photo, voice note or file becomes an attachment (``telegram_media``), its
+        caption the text. Wrong types raise ValueError or TypeError; text is made storable."""
         message = update.get("message")
         if not isinstance(message, dict):
             return None  # edited messages, channel posts...
-        text, sender, chat = message.get("text"), message.get("from"), message["chat"]
-        if not isinstance(text, str) or not text.strip() or not isinstance(sender, dict):
-            return None  # stickers, photos, service messages
+        sender, chat = message.get("from"), message["chat"]
+        attachments = media_parts(message, self.max_bytes)
+        text = message.get("caption", "") if attachments else message.get("text")
+        if not isinstance(text, str) or not isinstance(sender, dict):
+            return None  # service messages, locations, polls...
+        if not (text.strip() or attachments):
+            return None
         text = storable(text)
         chat_id, sender_id = whole(chat["id"]), whole(sender["id"])
         group = chat["type"] in ("group", "supergroup")
         if group:
-            addressed, text = self._addressed(message, text)
-            if not addressed or not text:
+            entities = message.get("caption_entities" if attachments else "entities")
+            addressed, text = self._addressed(message, text, entities)
+            if not addressed or not (text or attachments):
                 return None
         topic = whole(message["message_thread_id"]) if message.get("is_topic_message") else None
         username = sender.get("username")
@@ -341,15 +355,16 @@ class TelegramChannel:
                 "group": group,
             },
             group=group,
+            attachments=attachments,
         )
 
-    def _addressed(self, message: dict[str, Any], text: str) -> tuple[bool, str]:
+    def _addressed(self, message: dict[str, Any], text: str, entities: Any) -> tuple[bool, str]:
         """Whether a group message is for the bot, and its text without the mention."""
         me = (self.bot.username or "").lower()
         reply = message.get("reply_to_message") or {}
         replied = (reply.get("from") or {}).get("id") == self.bot.id
         encoded = text.encode("utf-16-le")  # entity offsets count UTF-16 units
-        for entity in message.get("entities") or []:
+        for entity in entities or []:
             start, end = (
                 whole(entity["offset"]) * 2,
                 (whole(entity["offset"]) + whole(entity["length"])) * 2,

@@ -616,6 +616,7 @@ def test_hand_parsing_agrees_with_ptb() -> None:
     channel = TelegramChannel.__new__(TelegramChannel)
     channel.bot = Bot("1:T")
     channel.bot._bot_user = User(BOT_ID, "Lane", True, username="lane_bot")
+    channel.max_bytes = 10 * 1024 * 1024
     mention = [{"type": "mention", "offset": 0, "length": 9}]
     for raw in (
         update(1, "hello 🙂"),

@@ -11,6 +11,14 @@ content is 400 "message is not modified", an unknown message 400 "message to
 edit not found", entities outside the text 400 "can't parse entities", text
 over 4096 UTF-16 units 400 "message is too long", a draft outside a private
 chat 400, a malformed command menu 400 "BOT_COMMAND_INVALID".
+
+Files: ``add_file(data)`` keeps bytes and returns the file object an update
+carries (``file_id``, ``file_unique_id``, ``file_size``); ``getFile`` answers
+its ``file_path`` (400 "invalid file_id" for an unknown one, "file is too big"
+past 20 MB, as the Bot API does) and ``GET /file/bot{token}/{file_path}``
+serves the bytes (404 for a file added with ``refused=True``, 401 for a wrong
+token), each download recorded in ``file_hits``. ``media_update`` builds an
+update carrying a photo, voice note, document...
 """
 
 from __future__ import annotations
@@ -51,11 +59,15 @@ class FakeTelegram:
     drafts: dict[int, str] = field(default_factory=dict)  # chat_id -> last draft text
     commands: list[dict[str, Any]] = field(default_factory=list)
     migrated: dict[int, int] = field(default_factory=dict)  # group id -> its supergroup's
+    files: dict[str, tuple[str, bytes, int, bool]] = field(default_factory=dict)
+    file_hits: list[str] = field(default_factory=list)  # file paths downloaded
+    gate: asyncio.Event | None = None  # when set to an Event, downloads wait for it
 
     def __post_init__(self) -> None:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_post("/via/{via}/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self.server = TestServer(app, host="127.0.0.1")
         self._next_message = 1000
 
@@ -87,6 +99,48 @@ class FakeTelegram:
         if retry_after is not None:
             parameters["retry_after"] = retry_after
         self.failures.setdefault(method, []).append((status, description, parameters))
+
+    def add_file(
+        self, data: bytes, name: str = "file", *, size: int | None = None, refused: bool = False
+    ) -> dict[str, Any]:
+        """Keep ``data`` to serve; the file object for an update. ``size`` is what
+        Telegram declares (default: the real size); ``refused`` files are 404."""
+        number = len(self.files) + 1
+        file_id = f"FILE{number:04d}-{name}"
+        declared = len(data) if size is None else size
+        self.files[file_id] = (f"documents/file_{number}_{name}", data, declared, refused)
+        return {"file_id": file_id, "file_unique_id": f"U{number}", "file_size": declared}
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401, text="Unauthorized")
+        path = request.match_info["path"]
+        self.file_hits.append(path)
+        self.changed.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        for file_path, data, _, refused in self.files.values():
+            if file_path == path and not refused:
+                return web.Response(body=data, content_type="application/octet-stream")
+        return web.json_response(
+            {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
+        )
+
+    def _file(self, params: dict[str, Any]) -> dict[str, Any] | str:
+        """getFile's result, or the Bot API's refusal."""
+        known = self.files.get(str(params.get("file_id")))
+        if known is None:
+            return "invalid file_id"
+        file_path, _, size, _ = known
+        if size > 20 * 1024 * 1024:
+            return "file is too big"
+        unique = f"U{list(self.files).index(str(params['file_id'])) + 1}"
+        return {
+            "file_id": params["file_id"],
+            "file_unique_id": unique,
+            "file_size": size,
+            "file_path": file_path,
+        }
 
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
         return [c.params for c in self.calls if c.method == method]
@@ -194,6 +248,9 @@ class FakeTelegram:
             return "message to delete not found"
         if method == "sendMessageDraft" and (key[0] <= 0 or not params.get("draft_id")):
             return "TEXTDRAFT_PEER_INVALID" if key[0] <= 0 else "draft_id must be non-zero"
+        if method == "getFile":
+            found = self._file(params)
+            return found if isinstance(found, str) else None
         if method == "setMyCommands":
             commands = params.get("commands")
             valid = isinstance(commands, list) and all(
@@ -227,6 +284,8 @@ class FakeTelegram:
             self.drafts[key[0]] = shown["text"]
         if method == "setMyCommands":
             self.commands = params["commands"]
+        if method == "getFile":
+            return self._file(params)
         if method == "getMe":
             return {
                 "id": BOT_ID,
@@ -278,3 +337,26 @@ def update(
             "text": "earlier",
         }
     return {"update_id": update_id, "message": message}
+
+
+def media_update(
+    update_id: int,
+    caption: str | None = None,
+    *,
+    chat_id: int = 42,
+    chat_type: str = "private",
+    caption_entities: list[Any] | None = None,
+    **media: Any,
+) -> dict[str, Any]:
+    """An update whose message carries a file instead of text: ``photo=[sizes]``,
+    ``voice={...}``, ``document={...}``, ``sticker={...}`` (file objects from
+    ``FakeTelegram.add_file`` plus the fields the Bot API sends with them)."""
+    body = update(update_id, "", chat_id=chat_id, chat_type=chat_type)
+    message = body["message"]
+    del message["text"]
+    if caption is not None:
+        message["caption"] = caption
+    if caption_entities:
+        message["caption_entities"] = caption_entities
+    message.update(media)
+    return body
