@@ -24,6 +24,7 @@ from bot.providers.base import (
     UsageDelta,
 )
 from bot.providers.classify import sdk_classifier, stream_failures
+from bot.providers.errors import FailoverReason, ProviderError
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ class AnthropicProvider:
                     self._warn_once(request.model, str(warning.message))
             else:
                 events = await self.client(api_key).messages.create(**params)
+            stopped = False
             async with events:
                 async for event in events:
                     if event.type == "content_block_delta" and event.delta.type == "text_delta":
@@ -221,6 +223,14 @@ class AnthropicProvider:
                         continue
                     for delta in self._map(event, tool_blocks):
                         yield delta
+                    stopped = stopped or event.type == "message_stop"
+            if not stopped:  # the body ended early: what came is not the whole reply
+                raise ProviderError(
+                    FailoverReason.CONNECTION,
+                    "the stream ended before its message_stop event",
+                    provider=self.info.name,
+                    model=request.model,
+                )
         except anthropic.AnthropicError as exc:
             raise classify_error(exc, provider=self.info.name, model=request.model) from exc
         except stream_failures() as exc:  # a reset mid-stream too

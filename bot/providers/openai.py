@@ -25,6 +25,7 @@ from bot.providers.base import (
     UsageDelta,
 )
 from bot.providers.classify import sdk_classifier, stream_failures
+from bot.providers.errors import FailoverReason, ProviderError
 from bot.providers.kind import ProviderKind
 
 if TYPE_CHECKING:
@@ -183,8 +184,14 @@ class OpenAIProvider:
             if not isinstance(arguments, dict):
                 arguments = {"value": arguments}
             yield ToolCallDelta(ToolCall(slot["id"] or f"call_{index}", slot["name"], arguments))
-        if finish:
-            yield StopDelta(FINISH_REASONS.get(finish, finish))
+        if not finish:  # the body ended early: what came is not the whole reply
+            raise ProviderError(
+                FailoverReason.CONNECTION,
+                "the stream ended before a finish_reason",
+                provider=self.info.name,
+                model=request.model,
+            )
+        yield StopDelta(FINISH_REASONS.get(finish, finish))
 
     async def aclose(self) -> None:
         for client in self._clients.values():
