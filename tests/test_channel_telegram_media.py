@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,7 +347,9 @@ async def test_hostile_media_updates_are_4xx(telegram: FakeTelegram) -> None:
         await client.close()
 
 
-async def test_fetch_refuses_what_telegram_does_not_serve(telegram: FakeTelegram) -> None:
+async def test_fetch_refuses_what_telegram_does_not_serve(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
     bot = make_bot(telegram.token, {"TELEGRAM_API_BASE_URL": telegram.base_url})
     async with bot:
         with pytest.raises(MediaError, match="couldn't download"):
@@ -359,6 +362,14 @@ async def test_fetch_refuses_what_telegram_does_not_serve(telegram: FakeTelegram
         found = await fetch(bot, MediaPart("image", ref=known["file_id"]), 10 * MB)
         assert found.url == f"{telegram.base_url}/file/bot{telegram.token}/documents/file_1_p.png"
         assert found.headers == {}
+        # a local Bot API server (--local) answers a path on its own disk: not fetched
+        local = telegram.add_file(PNG, "l.png", path=str(tmp_path / "l.png"))
+        (tmp_path / "l.png").write_bytes(PNG)
+        with pytest.raises(MediaError, match="couldn't download"):
+            await fetch(bot, MediaPart("image", ref=local["file_id"]), MB)
+        telegram.fail("getFile", 403, "Forbidden: bot was blocked by the user")
+        with pytest.raises(MediaError, match="couldn't download"):
+            await fetch(bot, MediaPart("image", ref=known["file_id"]), MB)
 
 
 def test_hand_parsed_media_agree_with_ptb() -> None:

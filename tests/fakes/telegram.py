@@ -101,14 +101,22 @@ class FakeTelegram:
         self.failures.setdefault(method, []).append((status, description, parameters))
 
     def add_file(
-        self, data: bytes, name: str = "file", *, size: int | None = None, refused: bool = False
+        self,
+        data: bytes,
+        name: str = "file",
+        *,
+        size: int | None = None,
+        refused: bool = False,
+        path: str = "",
     ) -> dict[str, Any]:
         """Keep ``data`` to serve; the file object for an update. ``size`` is what
-        Telegram declares (default: the real size); ``refused`` files are 404."""
+        Telegram declares (default: the real size); ``refused`` files are 404; ``path``
+        replaces the ``file_path`` getFile answers (a local Bot API server's own)."""
         number = len(self.files) + 1
         file_id = f"FILE{number:04d}-{name}"
         declared = len(data) if size is None else size
-        self.files[file_id] = (f"documents/file_{number}_{name}", data, declared, refused)
+        file_path = path or f"documents/file_{number}_{name}"
+        self.files[file_id] = (file_path, data, declared, refused)
         return {"file_id": file_id, "file_unique_id": f"U{number}", "file_size": declared}
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
