@@ -13,7 +13,9 @@ its own conversation), a direct message (``message`` with ``channel_type: im``),
 later messages in a thread the bot answered in (``channels.slack.thread_followups``,
 no new mention needed), messages in assistant threads, and the slash command
 (``channels.slack.command``, default ``/chatlane``: acknowledged at once, answered
-through its ``response_url``). The bot's own messages, other bots, edits and other
+through its ``response_url``). Files sent with a message (``file_share`` messages
+too) become its attachments, the text their caption (``slack_media``); a message
+with only a file is answered. The bot's own messages, other bots, edits and other
 subtypes are ignored. While the bot works, 👀 sits on the message (in an assistant
 thread, the thread's status says so instead); replies stream (``slack_stream``).
 """
@@ -43,8 +45,10 @@ from bot.channel import (
 from bot.config import ChannelConfig, Config
 from bot.dispatch import Outcome
 from bot.formatting import FormatMode
-from bot.inbound import InboundMessage
+from bot.inbound import InboundMessage, MediaPart
+from bot.media import MediaFetch
 from channels.slack_format import compose_markdown, parts
+from channels.slack_media import SlackFiles, media_parts
 from channels.slack_stream import SlackLive, Threads, retry_after
 
 if TYPE_CHECKING:  # slack_sdk and slack_bolt are imported only once the channel is on
@@ -64,7 +68,7 @@ TRAITS = ChannelTraits(
     streams=True,
     stream_every=1.0,  # chat.appendStream / chat.update about once a second per message
 )
-KEPT_SUBTYPES = {"file_share"}  # a message with files still carries its text
+KEPT_SUBTYPES = {"file_share"}  # a message with files: its files and its caption
 MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"v0=[0-9a-fA-F]{1,128}")
@@ -90,10 +94,21 @@ class SlackSink(Sink):
     name = "slack"
     traits = TRAITS
 
-    def __init__(self, client: AsyncWebClient, live: AsyncWebClient, threads: Threads) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        live: AsyncWebClient,
+        threads: Threads,
+        files: SlackFiles | None = None,
+    ) -> None:
         self.client = client
         self.live = live  # no rate-limit retries: a 429 slows the stream instead
         self.threads = threads
+        self.files = files or SlackFiles(client)
+
+    async def media_fetch(self, message: InboundMessage, part: MediaPart) -> MediaFetch:
+        """A file's private URL with the bot token, only on Slack's file host."""
+        return await self.files.fetch(message, part)
 
     def render(self, reply: Reply) -> list[Any]:
         found = parts(compose_markdown(reply.markdown, reply.reasoning), PART_LIMIT)
@@ -307,7 +322,12 @@ class SlackChannel:
         storage = host.runtime.storage
         self.threads = Threads(storage)
         self.assistant_threads = Threads(storage, namespace="slack.assistant")
-        self.sink = SlackSink(self.client, self.live_client, self.threads)
+        files = SlackFiles(
+            self.client,
+            api_base=env.get("SLACK_API_BASE_URL"),
+            max_bytes=host.config.agent.media.max_bytes,
+        )
+        self.sink = SlackSink(self.client, self.live_client, self.threads, files)
         self.bot_user: str | None = None
         self.bot_id: str | None = None
         self.app = self._build_app()
@@ -517,7 +537,8 @@ class SlackChannel:
         raw = str(event.get("text") or "")
         text = MENTION.sub("", raw).strip()
         channel = str(event.get("channel") or "")
-        if not text or not channel:
+        media = media_parts(event)
+        if not (text or media) or not channel:
             return None
         where = await self._where(event, raw, channel)
         if where is None:
@@ -541,6 +562,7 @@ class SlackChannel:
             thread_id=thread,
             group=not dm,
             context=context,
+            attachments=media,
         )
 
     async def _where(

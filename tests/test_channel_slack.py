@@ -4,26 +4,31 @@ Socket Mode websocket), from a signed request or an envelope to what a user sees
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.channel import Reply as FinalReply
 from bot.channel import StreamOptions
 from bot.config import ConfigError, load_config
 from bot.events import AgentEvent
-from bot.inbound import InboundMessage
+from bot.inbound import InboundMessage, MediaPart
+from bot.media import SUPPORTED, MediaError
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
 from bot.storage import MemoryStorage
 from bot.streaming import LiveMemory
 from channels.slack import SlackChannel, SlackConfig, SlackSink
+from channels.slack_media import SlackFiles, media_parts, origin
 from channels.slack_stream import SlackLive, Threads
 from tests.fakes import slack as fakes
-from tests.fakes.models import FakeAnthropic, Reply
+from tests.fakes.models import FakeAnthropic, FakeOpenAI, Reply
 from tests.fakes.slack import (
     APP_TOKEN,
     BOT_USER,
@@ -37,6 +42,7 @@ from tests.fakes.slack import (
     signed_form,
 )
 from tests.helpers import wait_for
+from tests.test_media import pdf
 
 Client = TestClient[Any, Any]
 
@@ -293,8 +299,6 @@ async def test_model_output_cannot_page_the_channel(
         data = {"agent": {"model": "anthropic/claude-sonnet-4-6"}}
         client = await client_for(slack, cleanup, data)
         await send(client, event("Ev15", "message", "page", channel="D9", channel_type="im"))
-        await asyncio.sleep(2)
-        print("CALLS", slack.calls)
         await slack.wait_until(lambda: slack.visible(), "the answer")
         await settle(client)
         sent = " ".join(str(p) for _, p in slack.calls)
@@ -548,3 +552,257 @@ def test_describe() -> None:
     assert socket.enabled and "Socket Mode" in socket.detail and APP_TOKEN not in socket.detail
     assert not SlackChannel.describe(config, {}).enabled
     assert not SlackChannel.describe(config, {"SLACK_BOT_TOKEN": TOKEN}).enabled
+
+
+# -- files: photos, audio clips, snippets, PDFs ------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x01" * 40
+WEBM = b"\x1a\x45\xdf\xa3" + b"\x00" * 200  # what Slack records an audio clip as
+MB = 1024 * 1024
+CLAUDE = {
+    "agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": MB}},
+    "channels": {"slack": {"streaming": False}},
+}
+
+
+@pytest.fixture
+async def models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-slack-0000")
+        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
+        yield anthropic, openai
+
+
+def shared(event_id: str, text: str, *files: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A DM with files, as Slack sends it (subtype file_share)."""
+    where = {"channel": "D9", "channel_type": "im", **fields}
+    return event(event_id, "message", text, subtype="file_share", files=list(files), **where)
+
+
+def shown(posted: dict[str, Any]) -> str:
+    return str(posted.get("markdown_text") or posted.get("text"))
+
+
+def download_path(file: dict[str, Any]) -> str:
+    return urlsplit(file["url_private_download"]).path
+
+
+async def test_a_photo_with_a_caption_reaches_the_model_as_an_image(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    photo = slack.add_file("cat.png", PNG, "image/png")
+    client = await client_for(slack, cleanup, CLAUDE)
+    assert (await send(client, shared("EvF1", "what is in this picture?", photo))).status == 200
+    posted = await slack.wait_for(1, seconds=30)  # the first turn imports the anthropic SDK
+    await settle(client)
+    assert posted[0]["channel"] == "D9"
+    assert posted[0]["markdown_text"] == "echo: what is in this picture?"
+    blocks = anthropic.requests[0].json["messages"][-1]["content"]
+    image = next(b for b in blocks if b["type"] == "image")
+    assert image["source"]["media_type"] == "image/png"
+    assert base64.b64decode(image["source"]["data"]) == PNG
+    assert slack.file_hits == [(download_path(photo), f"Bearer {TOKEN}")]  # once, with the token
+    assert [p["file"] for m, p in slack.calls if m == "files.info"] == [photo["id"]]
+
+
+async def test_an_audio_clip_over_socket_mode_is_transcribed_and_answered(
+    slack: FakeSlack,
+    cleanup: contextlib.AsyncExitStack,
+    models: tuple[FakeAnthropic, FakeOpenAI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    anthropic, openai = models
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-slack-1111")
+    clip = slack.add_file("audio_message.webm", WEBM, "audio/webm", subtype="slack_audio")
+    env = {"SLACK_SIGNING_SECRET": "", "SLACK_APP_TOKEN": APP_TOKEN}
+    client = await client_for(slack, cleanup, CLAUDE, **env)
+    mention = event("EvF2", "app_mention", f"<@{BOT_USER}>", files=[clip])  # nothing but the clip
+    await slack.push("events_api", mention, "env-f2")
+    posted = await slack.wait_for(1, seconds=30)
+    await settle(client)
+    said = "[Voice note, transcribed]\nhello from a voice note"
+    assert anthropic.requests[0].last_user_text == said
+    assert posted[0]["markdown_text"] == "echo: " + said
+    assert posted[0]["thread_ts"] == "1700000000.000100"  # in the mention's thread
+    [upload] = openai.transcriptions
+    assert upload["filename"] == "voice.webm" and upload["size"] == len(WEBM)
+
+
+async def test_an_oversized_file_gets_the_one_line_reply_without_a_download(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    big = slack.add_file("huge.jpg", b"\xff\xd8\xff" + b"\x00" * 64, "image/jpeg", size=25 * MB)
+    liar = slack.add_file("small.png", PNG + b"\x00" * (2 * MB), "image/png", size=len(PNG))
+    client = await client_for(slack, cleanup, CLAUDE)
+    await send(client, shared("EvF3", "", big))
+    await slack.wait_for(1)
+    assert slack.file_hits == [] and "files.info" not in slack.methods()
+    await send(client, shared("EvF4", "", liar))  # says it is small: cut while it arrives
+    posted = await slack.wait_for(2)
+    await settle(client)
+    assert [shown(p) for p in posted] == ["That file is too big for me: the limit is 1 MB."] * 2
+    assert slack.file_hits == [(download_path(liar), f"Bearer {TOKEN}")]
+    assert anthropic.requests == []
+
+
+async def test_a_url_in_the_text_is_never_fetched(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    bait = slack.add_file("bait.png", PNG, "image/png")  # served to the token, named only in text
+    client = await client_for(slack, cleanup, CLAUDE)
+    text = f"look at <{bait['url_private_download']}> please"
+    await send(client, event("EvF5", "message", text, channel="D9", channel_type="im"))
+    await slack.wait_for(1, seconds=30)
+    await settle(client)
+    assert slack.file_hits == [] and "files.info" not in slack.methods()
+    assert anthropic.requests[0].json["messages"][-1]["content"] == [{"type": "text", "text": text}]
+
+
+async def test_the_token_goes_to_no_host_but_slacks(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    seen: list[str | None] = []
+
+    async def stranger(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{any:.*}", stranger)
+    other = TestServer(app, host="127.0.0.1")
+    await other.start_server()
+    cleanup.push_async_callback(other.close)
+    off = str(other.make_url("/files-pri/T1-F9/download/x.png"))
+    elsewhere = slack.add_file("x.png", PNG, "image/png", url_private_download=off)
+    moved = slack.add_file("moved.png", PNG, "image/png")
+    slack.file_redirects[moved["id"]] = off
+    client = await client_for(slack, cleanup, CLAUDE)
+    await send(client, shared("EvF6", "", elsewhere))  # a file URL off Slack's file host
+    await slack.wait_for(1)
+    assert seen == [] and slack.file_hits == []
+    await send(client, shared("EvF7", "", moved))  # Slack's host redirects elsewhere
+    posted = await slack.wait_for(2)
+    await settle(client)
+    assert seen == [None]  # followed without the token
+    assert slack.file_hits == [(download_path(moved), f"Bearer {TOKEN}")]
+    assert shown(posted[0]) == "I couldn't download that file from Slack."
+    assert shown(posted[1]) == "I couldn't download that file from the platform."
+    assert anthropic.requests == []
+
+
+async def test_a_thread_follow_up_with_a_snippet_and_a_pdf_is_read_as_text(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    snippet = slack.add_file("-.py", b"print('hi')\n", "text/plain", mode="snippet", title="hi.py")
+    paper = slack.add_file("q3.pdf", pdf("Quarterly"), "application/pdf")
+    client = await client_for(slack, cleanup, CLAUDE)
+    root = "1700000000.000100"
+    await send(client, event("EvF8", "app_mention", f"<@{BOT_USER}> hello", ts=root))
+    await slack.wait_for(1, seconds=30)
+    follow = shared("EvF9", "sum these up", snippet, paper, channel="C1", thread_ts=root)
+    follow["event"].update(channel_type="channel", ts="1700000001.0")
+    await send(client, follow)
+    posted = await slack.wait_for(2)
+    await settle(client)
+    said = anthropic.requests[1].last_user_text
+    assert said.startswith("sum these up\n\n[File -.py]\nprint('hi')")
+    assert "[PDF q3.pdf]\nQuarterly" in said
+    assert posted[1]["thread_ts"] == root
+
+
+async def test_unsupported_deleted_and_unreadable_files_get_one_line(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack, models: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic, _ = models
+    archive = slack.add_file("photos.zip", b"PK\x03\x04" + b"\x00" * 100, "application/zip")
+    gone = slack.add_file("old.png", PNG, "image/png")
+    slack.gone_files.add(gone["id"])
+    linked = slack.add_file("plan.gdoc", b"", "application/vnd.google-apps.document")
+    slack.files[linked["id"]].update(is_external=True, url_private="https://docs.google.com/d/1")
+    client = await client_for(slack, cleanup, CLAUDE)
+    for number, file in enumerate((archive, gone, linked)):
+        await send(client, shared(f"EvF1{number}", "", file))
+        await slack.wait_for(number + 1)
+    slack.refuse["files.info"] = "missing_scope"
+    await send(client, shared("EvF13", "", slack.add_file("a.png", PNG, "image/png")))
+    posted = await slack.wait_for(4)
+    await settle(client)
+    assert [shown(p) for p in posted] == [
+        f"I can't read application/zip files. I can take {SUPPORTED}.",
+        "That file was deleted from Slack before I could read it.",
+        "I can only read files uploaded to Slack, not files linked from elsewhere.",
+        "I can't open files here yet: the Slack app needs the files:read scope "
+        "(add it under OAuth & Permissions and reinstall the app).",
+    ]
+    assert slack.file_hits == [(download_path(archive), f"Bearer {TOKEN}")]
+    assert anthropic.requests == []
+
+
+def test_media_parts_read_only_the_payload() -> None:
+    clip = {
+        "id": "F1",
+        "name": "clip.m4a",
+        "mimetype": "audio/mp4; codecs=mp4a",
+        "size": 900,
+        "subtype": "slack_audio",
+        "url_private": "https://files.slack.com/files-pri/T1-F1/clip.m4a",
+    }
+    song = {"id": "F2", "mimetype": "audio/mpeg", "size": True, "title": "song"}
+    odd = {"id": "../F3", "mimetype": 5, "size": -1, "url_private_download": 7}
+    linked = {"id": "F4", "is_external": True, "url_private": "https://drive.example/x"}
+    found = media_parts({"text": "https://files.slack.com/x", "files": [clip, song, odd, linked]})
+    assert found == (
+        MediaPart("voice", "audio/mp4", 900, "clip.m4a", clip["url_private"], "F1"),
+        MediaPart("audio", "audio/mpeg", None, "song", "", "F2"),
+        MediaPart("document"),
+        MediaPart("document", ref="F4"),
+    )
+    assert media_parts({"files": "nope"}) == () and media_parts({}) == ()
+    assert len(media_parts({"files": [{"id": f"F{i}"} for i in range(12)]})) == 10
+
+
+async def test_a_message_with_malformed_files_is_not_a_server_error(
+    slack: FakeSlack, cleanup: contextlib.AsyncExitStack
+) -> None:
+    client = await client_for(slack, cleanup, {"channels": {"slack": {"streaming": False}}})
+    assert (await send(client, shared("EvF20", "", 5, "x"))).status == 200  # type: ignore[arg-type]
+    bad = event("EvF21", "message", "", channel="D9", channel_type="im", files={"a": 1})
+    assert (await send(client, bad)).status == 200
+    assert await pending(client) == []
+
+
+def test_file_hosts() -> None:
+    assert origin("https://files.slack.com/files-pri/x") == "https://files.slack.com"
+    assert origin("http://127.0.0.1:8080/api/") == "http://127.0.0.1:8080"
+    assert origin("https://files.slack.com:443/x") == "https://files.slack.com"
+    assert origin("https://h:99999/x") == "" and origin("ftp://files.slack.com/x") == ""
+    assert origin("no url") == ""
+
+
+async def test_files_info_checks_the_size_and_falls_back_to_the_events_url(
+    slack: FakeSlack, clients: Any
+) -> None:
+    photo = slack.add_file("cat.png", PNG, "image/png")
+    [part] = media_parts({"files": [photo]})
+    files = SlackFiles(clients[0], api_base=slack.base_url, max_bytes=MB)
+    slack.refuse["files.info"] = "internal_error"  # Slack could not say: the event's URL
+    fetch = await files.fetch(dm_thread(), part)
+    assert fetch.url == photo["url_private_download"]
+    assert dict(fetch.headers) == {"Authorization": f"Bearer {TOKEN}"}
+    assert TOKEN not in repr(fetch)
+    del slack.refuse["files.info"]
+    slack.files[photo["id"]]["size"] = 2 * MB  # grown since the event: refused before download
+    with pytest.raises(MediaError, match="too big"):
+        await files.fetch(dm_thread(), part)
+    nowhere = MediaPart("image", url=photo["url_private_download"])  # no id; not files.slack.com
+    with pytest.raises(MediaError, match="couldn't download"):
+        await SlackFiles(clients[0]).fetch(dm_thread(), nowhere)
+    assert slack.file_hits == []

@@ -6,6 +6,14 @@ and ``chat.startStream`` create one, ``chat.update`` replaces its text,
 ``chat.appendStream`` / ``chat.stopStream`` add to it, ``chat.delete`` removes it.
 ``refuse[method] = "error"`` makes a method answer ``{"ok": false}``;
 ``rate_limits[method] = n`` answers the next n calls with a 429.
+
+Files: ``add_file`` keeps bytes and returns the file object an event carries
+(``url_private``, ``url_private_download`` on the fake's own origin, ``size``,
+``mimetype``...); ``GET /files-pri/{team}-{id}/...`` serves them to the bot token
+only (403 otherwise), 404 for an unknown file or one in ``gone_files``, a 302 to
+``file_redirects[id]`` when set;
+``files.info`` answers the same object (``file_not_found`` for those).
+Each download is noted in ``file_hits`` (path, Authorization header).
 """
 
 from __future__ import annotations
@@ -42,9 +50,17 @@ class FakeSlack:
         self.acks: list[dict[str, Any]] = []  # Socket Mode acknowledgements
         self.sockets: list[web.WebSocketResponse] = []
         self.changed = asyncio.Event()
+        self.files: dict[str, dict[str, Any]] = {}  # id -> the file object events carry
+        self.file_bytes: dict[str, bytes] = {}
+        self.gone_files: set[str] = set()  # deleted: 404 and file_not_found
+        self.file_redirects: dict[str, str] = {}  # id -> a URL its download redirects to
+        self.file_hits: list[tuple[str, str | None]] = []
         self._ts = itertools.count(1)
+        self._file_ids = itertools.count(1)
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle)
+        app.router.add_get("/api/{method}", self._handle)  # files.info is a GET in slack-sdk
+        app.router.add_get("/files-pri/{key}/{rest:.+}", self._file)
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/link", self._socket)
         self.server = TestServer(app, host="127.0.0.1")
@@ -88,6 +104,49 @@ class FakeSlack:
 
     async def wait_until(self, condition: Any, what: str, seconds: float = 10) -> None:
         await wait_for(condition, what, seconds, changed=self.changed)
+
+    # -- files -------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        name: str,
+        data: bytes,
+        mimetype: str = "application/octet-stream",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Keep ``data`` as a Slack file; the file object (``fields`` override it)."""
+        file_id = f"F{next(self._file_ids):08d}"
+        private = str(self.server.make_url(f"/files-pri/T1-{file_id}/{name}"))
+        download = str(self.server.make_url(f"/files-pri/T1-{file_id}/download/{name}"))
+        found = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rpartition(".")[2],
+            "size": len(data),
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": private,
+            "url_private_download": download,
+            **fields,
+        }
+        self.files[file_id] = found
+        self.file_bytes[file_id] = data
+        return found
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization")
+        self.file_hits.append((request.path, auth))
+        self.changed.set()
+        file_id = request.match_info["key"].partition("-")[2]
+        if file_id not in self.file_bytes or file_id in self.gone_files:
+            return web.Response(status=404, text="file not found")
+        if auth != f"Bearer {TOKEN}":
+            return web.Response(status=403, text="not allowed")
+        if file_id in self.file_redirects:
+            raise web.HTTPFound(self.file_redirects[file_id])
+        return web.Response(body=self.file_bytes[file_id], content_type="application/octet-stream")
 
     # -- Socket Mode ------------------------------------------------------------------
 
@@ -163,6 +222,14 @@ class FakeSlack:
         ts = params.get("ts", "")
         if method == "auth.test":
             return {"user_id": BOT_USER, "user": "lane", "team_id": "T1", "bot_id": "B1"}
+        if method == "files.info":
+            found = self.files.get(params.get("file", ""))
+            if found is None or found["id"] in self.gone_files:
+                raise web.HTTPOk(
+                    text=json.dumps({"ok": False, "error": "file_not_found"}),
+                    content_type="application/json",
+                )
+            return {"file": found}
         if method == "apps.connections.open":
             return {"url": str(self.server.make_url("/link")).replace("http", "ws", 1)}
         if method in ("chat.postMessage", "chat.startStream"):
