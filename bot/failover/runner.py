@@ -63,7 +63,9 @@ class ModelRouter:
         session_id: str | None = None,
     ) -> AsyncGenerator[Delta | Failover, None]:
         attempts: list[ProviderError] = []
-        previous: str | None = None
+        # The model the turn is labelled with until a switch: the primary, even when it
+        # is skipped without a request (its keys resting), so that skip is a switch too.
+        previous: str | None = chain.models[0] if chain.models else None
         for ref in chain.models:
             provider_name, _, model = ref.partition("/")
             provider = self.providers.get(provider_name)
