@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import Durable, durable
+
 SCRUB = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_BASE_URL",
@@ -105,3 +107,12 @@ def redis_server() -> Iterator[str]:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"chatlane-test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def storage_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Durable]:
+    """The durable state of the test's ``chatlane serve`` processes, once per backend: a
+    process-level test asks for it and runs on SQLite and on a PostgreSQL database of
+    its own (``tests.procs.durable``; ``indirect`` parametrizing adds ``postgres+redis``)."""
+    async with durable(request.param, tmp_path) as backend:
+        yield backend

@@ -7,12 +7,14 @@ what the process saw (``Serve.log()``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,95 @@ class RedisProcess:
             self.proc.terminate()
             await self.proc.wait()
         self.proc = None
+
+
+@dataclass
+class Durable:
+    """Where the serve processes of a test keep their durable state: SQLite under the
+    data directory, or a PostgreSQL database of the test's own (``DATABASE_URL``), with
+    lanes in a redis-server of its own too (``REDIS_URL``) for ``postgres+redis``.
+    ``env`` is what a serve's environment needs for it."""
+
+    kind: str
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def expect_health(self, health: dict[str, Any]) -> None:
+        """``/healthz``'s body says this backend serves (its variables took effect)."""
+        backend = "SQLiteStorage" if self.kind == "sqlite" else "PostgresStorage"
+        redis = "ok" if "REDIS_URL" in self.env else "not configured"
+        seen = (health["backend"], health["storage"], health["redis"])
+        assert seen == (backend, "ok", redis), health
+
+    async def pending(self) -> list[Any]:
+        """What the store still holds to answer, read as the next process would."""
+        from bot.storage.postgres import PostgresStorage
+        from bot.storage.sqlite import SQLiteStorage
+
+        url = self.env.get("DATABASE_URL")
+        store: Any = (
+            PostgresStorage(url) if url else SQLiteStorage(self.data_dir / "chatlane.sqlite3")
+        )
+        await store.open()
+        try:
+            return list(await store.inbox_pending())
+        finally:
+            await store.close()
+
+    async def lapse_leases(self) -> int:
+        """Make the leases a killed process held run out now, as its ``CLAIM_TTL`` (30 s)
+        would: its claims on inbox rows (PostgreSQL) and its lane tickets (Redis). The
+        claims lapsed; 0 on SQLite, whose claims live in the process that held them."""
+        lapsed = 0
+        if url := self.env.get("DATABASE_URL"):
+            import asyncpg
+
+            connection = await asyncpg.connect(url)
+            try:
+                rows = await connection.fetch(
+                    "UPDATE chatlane_inbox SET claim_until = clock_timestamp() - interval '1s' "
+                    "WHERE claim_token IS NOT NULL AND NOT done RETURNING id"
+                )
+                lapsed = len(rows)
+            finally:
+                await connection.close()
+        if url := self.env.get("REDIS_URL"):
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(url)
+            try:  # bot.queuing.redis_backend: a lane's tickets scored by their lease's end
+                async for key in client.scan_iter(match="chatlane:lane:*:alive"):
+                    tickets = await client.zrange(key, 0, -1)
+                    if tickets:
+                        await client.zadd(key, dict.fromkeys(tickets, 0))
+            finally:
+                await client.aclose()
+        return lapsed
+
+
+DURABLE_KINDS = ("sqlite", "postgres", "postgres+redis")
+
+
+@contextlib.asynccontextmanager
+async def durable(kind: str, cwd: Path) -> AsyncIterator[Durable]:
+    """A ``Durable`` of ``kind`` (one of ``DURABLE_KINDS``); its database and redis-server
+    are created for it and dropped or stopped afterwards. Skips when PostgreSQL or
+    redis-server is not on this machine, saying why."""
+    if kind not in DURABLE_KINDS:
+        raise ValueError(f"unknown durable kind {kind!r}; one of {DURABLE_KINDS}")
+    data_dir = Path(os.environ.get("CHATLANE_DATA_DIR", cwd / "data"))
+    if kind == "sqlite":
+        yield Durable(kind, data_dir)
+        return
+    import tests.pg
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = stack.enter_context(tests.pg.database())
+        env = {"DATABASE_URL": url}
+        if kind == "postgres+redis":
+            redis = RedisProcess(cwd / "redis", free_port())
+            redis.directory.mkdir(exist_ok=True)
+            await redis.start()
+            stack.push_async_callback(redis.stop)
+            env["REDIS_URL"] = redis.url
+        yield Durable(kind, data_dir, env)

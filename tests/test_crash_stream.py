@@ -4,7 +4,8 @@ A group reply is shown as one message edited while the model writes. The
 process is killed after that message is on the platform and half written;
 after a restart the stored message is answered again, and the new attempt
 edits the message the first one left (its id was kept in storage while the
-turn ran), so the chat ends with the complete reply, once.
+turn ran), so the chat ends with the complete reply, once. On SQLite and on
+PostgreSQL (``storage_backend``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import ClientSession
 
 from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
-from tests.procs import start_serve
+from tests.procs import Durable, start_serve
 from tests.test_crash import SECRET, telegram_env
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ ANSWER = " ".join(f"word{n}" for n in range(60)) + " THE END"
 
 
 async def test_kill_9_mid_stream_then_restart_finishes_the_same_message(
-    tmp_path: Path, cleanup: contextlib.AsyncExitStack
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, storage_backend: Durable
 ) -> None:
     async with FakeAnthropic() as model, FakeTelegram() as telegram:
         asked: list[Recorded] = []
@@ -39,7 +40,7 @@ async def test_kill_9_mid_stream_then_restart_finishes_the_same_message(
             return Reply(text=ANSWER, chunks=30, pace=0.3 if slow else 0.0)
 
         model.default = answer
-        stream = {"CHATLANE__CHANNELS__TELEGRAM__STREAM_EVERY": "0.1"}
+        stream = {"CHATLANE__CHANNELS__TELEGRAM__STREAM_EVERY": "0.1", **storage_backend.env}
         first = await start_serve(
             tmp_path, telegram_env(model, telegram, "first", **stream), name="first"
         )
@@ -59,6 +60,8 @@ async def test_kill_9_mid_stream_then_restart_finishes_the_same_message(
             half = telegram.visible(GROUP)
             assert len(half) == 1 and "THE END" not in half[0], half
             [streamed] = [key[1] for key in telegram.messages]
+            if storage_backend.env:  # its claim would hold for 30 s (CLAIM_TTL): run out now
+                assert await storage_backend.lapse_leases() == 1
 
             second = await start_serve(
                 tmp_path, telegram_env(model, telegram, "second", **stream), name="second"
@@ -77,3 +80,4 @@ async def test_kill_9_mid_stream_then_restart_finishes_the_same_message(
         by_second = [c for c in telegram.calls if c.via == "second" and c.method.startswith("edit")]
         assert by_second and all(c.params["message_id"] == streamed for c in by_second)
         assert len(asked) == 2
+        assert await storage_backend.pending() == []
