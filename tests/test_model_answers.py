@@ -175,3 +175,12 @@ async def test_a_stream_without_its_stop_event_says_it_was_cut_off(
     raw.answers.append((SSE, body))
     said = await answer(model)
     assert said.startswith("The answer is 4") and "cut off" in said, said
+
+
+async def test_no_key_says_no_key_is_set_not_that_keys_were_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    said = await answer("anthropic/claude-sonnet-4")
+    assert "no API key is set for anthropic" in said, said
+    assert "refused" not in said

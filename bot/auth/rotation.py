@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.auth.profile import AuthProfile, ProfileStore
-from bot.providers.errors import FailoverReason, ProviderError
+from bot.providers.errors import NO_KEY, FailoverReason, ProviderError
 from bot.storage.base import KeyValue
 
 REFRESH_EVERY = 1.0
@@ -127,7 +127,7 @@ class RotationManager:
                 FailoverReason.NO_PROFILE,
                 f"every {provider} key is cooling down or disabled"
                 if self.store.profiles_for(provider)
-                else f"no API key is configured for {provider}",
+                else f"{NO_KEY} {provider}",
                 provider=provider,
                 retry_after=self.seconds_until_ready(provider),
             )

@@ -128,6 +128,9 @@ class FailoverError(ProviderError):
         self.attempts = attempts
 
 
+NO_KEY = "no API key is set for"  # how a provider with no key at all is named
+
+
 def user_message(error: ProviderError) -> str:
     """One plain sentence for the person chatting: what failed and when to retry."""
     wait = error.retry_after
@@ -146,6 +149,10 @@ def user_message(error: ProviderError) -> str:
         return "The model could not accept that request. Try rephrasing, or send /new."
     if reason is FailoverReason.REFUSAL:
         return "The model declined to answer that."
+    if reason is FailoverReason.NO_PROFILE and error.message.startswith(NO_KEY):
+        return (
+            f"The bot cannot reach its AI provider: {error.message}. The operator needs to set one."
+        )
     if reason is FailoverReason.NO_PROFILE and wait is not None:
         return f"The bot's API keys are all resting after errors. {when}"
     if reason in (FailoverReason.AUTH, FailoverReason.BILLING, FailoverReason.NO_PROFILE):
