@@ -66,7 +66,8 @@ async def slack(config: Config, env: Mapping[str, str]) -> Live:
         )
     detail = f"{body.get('user', '?')} in {body.get('team', body.get('team_id', '?'))}"
     if scopes:
-        missing = {"app_mentions:read", "chat:write", "im:history"} - set(scopes.split(","))
+        wanted = {"app_mentions:read", "chat:write", "files:read", "im:history"}
+        missing = wanted - set(scopes.split(","))
         detail += f"; scopes {scopes}"
         if missing:
             detail += f"; missing {', '.join(sorted(missing))} (add them and reinstall the app)"

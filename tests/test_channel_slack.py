@@ -806,3 +806,14 @@ async def test_files_info_checks_the_size_and_falls_back_to_the_events_url(
     with pytest.raises(MediaError, match="couldn't download"):
         await SlackFiles(clients[0]).fetch(dm_thread(), nowhere)
     assert slack.file_hits == []
+
+
+async def test_check_live_names_a_missing_files_read_scope(slack: FakeSlack) -> None:
+    from channels import live
+
+    env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_API_BASE_URL": slack.base_url}
+    slack.scopes = "app_mentions:read,chat:write,im:history,commands"
+    found = await live.slack(load_config(), env)
+    assert found.ok and "missing files:read (add them and reinstall the app)" in found.detail
+    slack.scopes += ",files:read"
+    assert "missing" not in (await live.slack(load_config(), env)).detail

@@ -45,6 +45,7 @@ class FakeSlack:
         self.rate_limits: dict[str, int] = {}
         self.refuse: dict[str, str] = {}
         self.refuse_markdown = False  # markdown_text refused (invalid_arguments)
+        self.scopes: str | None = None  # the token's scopes, as X-OAuth-Scopes says them
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> channel, thread_ts, text, streaming
         self.hooks: list[dict[str, Any]] = []  # what was sent to response_url
         self.acks: list[dict[str, Any]] = []  # Socket Mode acknowledgements
@@ -215,7 +216,8 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": self.refuse[method]})
         if self.refuse_markdown and "markdown_text" in params:
             return web.json_response({"ok": False, "error": "invalid_arguments"})
-        return web.json_response({"ok": True, **self._apply(method, params)})
+        headers = {"X-OAuth-Scopes": self.scopes} if self.scopes is not None else None
+        return web.json_response({"ok": True, **self._apply(method, params)}, headers=headers)
 
     def _apply(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         text = params.get("markdown_text") or params.get("text") or ""
