@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bot.channel import adapter_classes
@@ -67,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from bot.logs import setup_logging
 
-    setup_logging(extra_secret_names=_configured_secret_names(config))
+    log_file = _chat_log() if args.command == "chat" else None
+    setup_logging(extra_secret_names=_configured_secret_names(config), file=log_file)
+    if log_file is not None:
+        print(f"chatlane chat: the log goes to {log_file}", file=sys.stderr)
     handlers = {
         "serve": _serve,
         "worker": _worker,
@@ -83,6 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _chat_log() -> Path | None:
+    """Where the terminal chat logs (its screen is the conversation): ``chat.log`` in
+    the data directory, or None (stderr) when that cannot be written."""
+    from bot.config import data_dir
+
+    path = data_dir(os.environ) / "chat.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        return None
+    return path
 
 
 def _configured_secret_names(config: Config) -> list[str]:

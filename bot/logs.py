@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring as _string  # ensure_ascii=False's, in C
+from pathlib import Path
 
 SECRET_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "SID")
 turn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("turn_id", default=None)
@@ -121,13 +122,23 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup_logging(
-    env: Mapping[str, str] | None = None, extra_secret_names: Iterable[str] = ()
+    env: Mapping[str, str] | None = None,
+    extra_secret_names: Iterable[str] = (),
+    *,
+    file: Path | None = None,
 ) -> None:
+    """Log to stderr, or to ``file`` (the terminal chat: its screen is the conversation)."""
     env = os.environ if env is None else env
     level = env.get("LOG_LEVEL", "INFO").upper()
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stderr)
+        terminal = sys.stderr.isatty()
+    else:
+        handler = logging.FileHandler(file, encoding="utf-8")
+        terminal = True  # text lines unless LOG_FORMAT=json: a person reads this file
     as_json = env.get("LOG_FORMAT", "").lower() == "json" or (
-        env.get("LOG_FORMAT", "").lower() != "text" and not sys.stderr.isatty()
+        env.get("LOG_FORMAT", "").lower() != "text" and not terminal
     )
     handler.setFormatter(
         JSONFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")

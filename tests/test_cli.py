@@ -30,6 +30,9 @@ def own_logging() -> Iterator[None]:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     yield
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()  # the chat's log file
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
 

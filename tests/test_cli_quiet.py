@@ -1,0 +1,39 @@
+"""The command line's manners (issue 21, "Also"): the terminal chat keeps log lines out
+of the conversation, ``check | head`` ends quietly, ``worker`` without Redis says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    env.update(CHATLANE_DATA_DIR=str(tmp_path / "data"), **extra)
+    return env
+
+
+@pytest.mark.slow
+def test_the_terminal_chat_shows_the_conversation_and_logs_to_a_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "chat"],
+        input="hi\n",
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "You said: hi" in done.stdout
+    screen = done.stdout + done.stderr
+    assert "turn done" not in screen and '"level"' not in screen, screen
+    log = (tmp_path / "data" / "chat.log").read_text()
+    assert "turn done" in log
+    assert f"the log goes to {tmp_path / 'data' / 'chat.log'}" in done.stderr
