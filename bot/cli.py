@@ -81,12 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _migrate,
     }
     try:
-        return handlers[args.command](config, args)
+        code = handlers[args.command](config, args)
+        sys.stdout.flush()  # a reader that left is found here, not at exit
+        return code
     except ConfigError as exc:
         print(f"chatlane: bad config\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # ``chatlane check | head``: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
+        return 141  # 128 + SIGPIPE, as a writer killed by the signal
 
 
 def _chat_log() -> Path | None:

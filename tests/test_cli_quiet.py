@@ -37,3 +37,25 @@ def test_the_terminal_chat_shows_the_conversation_and_logs_to_a_file(tmp_path: P
     log = (tmp_path / "data" / "chat.log").read_text()
     assert "turn done" in log
     assert f"the log goes to {tmp_path / 'data' / 'chat.log'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_check_into_a_pipe_whose_reader_left_ends_quietly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "check"],
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # `| head -0`: every write finds the reader gone
+    try:
+        errors = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.stderr.close()
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+    assert code == 141
