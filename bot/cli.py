@@ -155,7 +155,20 @@ def _serve(config: Config, args: Any) -> int:
 
 
 def _worker(config: Config, args: Any) -> int:
+    """Refused without ``REDIS_URL``: a worker answers what web processes stored, and
+    without shared lanes and storage it would sit on its own empty inbox, looking well
+    (on a PaaS each process has its own disk). ``serve`` alone answers its messages."""
     from bot.worker import run_worker
+
+    if not os.environ.get("REDIS_URL"):
+        print(
+            "chatlane worker: REDIS_URL is not set. A worker answers messages that "
+            "'chatlane serve' processes stored, which needs Redis shared between them "
+            "(and DATABASE_URL on a PaaS, whose disks are not shared). Set REDIS_URL, or "
+            "run 'chatlane serve' alone: it answers its own messages.",
+            file=sys.stderr,
+        )
+        return 2
 
     return asyncio.run(run_worker(config))
 

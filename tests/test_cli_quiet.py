@@ -3,12 +3,27 @@ of the conversation, ``check | head`` ends quietly, ``worker`` without Redis say
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def own_logging() -> Iterator[None]:
+    """main() sets up logging on the root logger: put it back for the tests after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -59,3 +74,14 @@ def test_check_into_a_pipe_whose_reader_left_ends_quietly(tmp_path: Path) -> Non
         proc.stderr.close()
     assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
     assert code == 141
+
+
+def test_worker_without_redis_refuses_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["worker"]) == 2
+    said = capsys.readouterr().err
+    assert "REDIS_URL is not set" in said and "chatlane serve" in said
