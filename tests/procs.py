@@ -207,9 +207,9 @@ class Durable:
             client = aioredis.Redis.from_url(url)
             try:  # bot.queuing.redis_backend: a lane's tickets scored by their lease's end
                 async for key in client.scan_iter(match="chatlane:lane:*:alive"):
-                    tickets = await client.zrange(key, 0, -1)
-                    if tickets:
-                        await client.zadd(key, dict.fromkeys(tickets, 0))
+                    ended: dict[Any, float] = {t: 0 for t in await client.zrange(key, 0, -1)}
+                    if ended:
+                        await client.zadd(key, ended)
             finally:
                 await client.aclose()
         return lapsed

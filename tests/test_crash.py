@@ -1,7 +1,8 @@
-"""Crashes with real processes: kill -9 in the middle of a burst, Redis gone mid-run.
+"""Crashes with real processes: kill -9 in the middle of a burst, the store gone mid-run.
 
 The kill -9 test runs on each durable store (``storage_backend``): SQLite,
-PostgreSQL, and PostgreSQL with lanes in Redis.
+PostgreSQL, and PostgreSQL with lanes in Redis; the outage test takes Redis or
+PostgreSQL away from a running serve and brings it back.
 
 What "nothing lost, nothing twice" means here, precisely: every message whose
 webhook was answered 200 is answered after a restart, and a redelivery of it
@@ -18,13 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientConnectionError, ClientSession
 
+import tests.pg
 from tests.fakes.models import FakeAnthropic, Recorded, Reply
 from tests.fakes.telegram import FakeTelegram, update
 from tests.helpers import wait_for, wait_for_event
@@ -34,6 +39,7 @@ from tests.procs import (
     RedisProcess,
     Serve,
     base_env,
+    durable,
     free_port,
     start_serve,
 )
@@ -145,11 +151,46 @@ async def test_kill_9_during_a_burst_then_restart_answers_everything_once(
         print(f"kill -9 burst: {len(twice)} part(s) of {MESSAGES} sent twice (the send window)")
 
 
-@pytest.mark.redis
-async def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
-    redis = RedisProcess(tmp_path / "redis", free_port())
-    redis.directory.mkdir()
-    await redis.start()
+@dataclass
+class Outage:
+    """A store of the test's own that goes away mid-run and comes back: ``env`` points a
+    serve at it; ``field`` is the /healthz entry that says it is unreachable."""
+
+    env: dict[str, str]
+    backend: str
+    field: str
+    stop: Callable[[], Awaitable[None]]
+    start: Callable[[], Awaitable[None]]
+    durable: Durable | None = None
+
+
+@contextlib.asynccontextmanager
+async def outage_of(kind: str, tmp_path: Path) -> AsyncIterator[Outage]:
+    """``redis``: a redis-server stopped and started again on its port, with its data.
+    ``postgres``: a database of the test's own behind a TCP proxy (``tests.pg.Proxy``)
+    that cuts every connection and refuses new ones, then lets them through again: to
+    the serve, PostgreSQL stopped and restarted."""
+    if kind == "redis":
+        redis = RedisProcess(tmp_path / "redis", free_port())
+        redis.directory.mkdir()
+        await redis.start()
+        try:
+            yield Outage({"REDIS_URL": redis.url}, "RedisStorage", "redis", redis.stop, redis.start)
+        finally:
+            await redis.stop()
+        return
+    async with durable("postgres", tmp_path) as database:
+        proxy = tests.pg.Proxy()
+        await proxy.start()
+        try:
+            env = {"DATABASE_URL": proxy.url(database.env["DATABASE_URL"])}
+            yield Outage(env, "PostgresStorage", "storage", proxy.stop, proxy.start, database)
+        finally:
+            await proxy.stop()
+
+
+@pytest.mark.parametrize("kind", [pytest.param("redis", marks=pytest.mark.redis), "postgres"])
+async def test_the_store_gone_mid_run_loses_nothing(tmp_path: Path, kind: str) -> None:
     arrived = asyncio.Event()
     delay = {"seconds": 0.02}
 
@@ -157,60 +198,71 @@ async def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
         arrived.set()
         return Reply(text=f"answer to {request.last_user_text}", delay=delay["seconds"])
 
-    try:
-        async with FakeAnthropic() as model, FakeTelegram() as telegram:
-            model.default = reply
-            env = telegram_env(model, telegram, REDIS_URL=redis.url)
-            serve = await start_serve(tmp_path, env)
-            try:
-                async with ClientSession() as http:
-                    await serve.wait_ready(http)
-                    status, health = await serve.healthz(http)
-                    assert (status, health["redis"], health["backend"]) == (
-                        200,
-                        "ok",
-                        "RedisStorage",
-                    )
-                    assert {await deliver(http, serve, n) for n in range(4)} == {200}
-                    await telegram.wait_for("sendMessage", 4, seconds=30)
+    async with (
+        outage_of(kind, tmp_path) as store,
+        FakeAnthropic() as model,
+        FakeTelegram() as telegram,
+    ):
+        model.default = reply
+        serve = await start_serve(tmp_path, telegram_env(model, telegram, **store.env))
+        try:
+            async with ClientSession() as http:
+                await serve.wait_ready(http)
+                status, health = await serve.healthz(http)
+                assert (status, health[store.field], health["backend"]) == (
+                    200,
+                    "ok",
+                    store.backend,
+                )
+                assert {await deliver(http, serve, n) for n in range(4)} == {200}
+                await telegram.wait_for("sendMessage", 4, seconds=30)
 
-                    # Turns in flight when Redis goes away, for longer than a client
-                    # retries a command: they fail, and are answered once it is back.
-                    delay["seconds"] = 1.0
-                    arrived.clear()
-                    assert {await deliver(http, serve, n) for n in range(4, 8)} == {200}
-                    await wait_for_event(arrived, "a turn to reach the model", 10)
-                    await redis.stop()
-                    status, health = await serve.healthz(http)
-                    assert (status, health["status"], health["redis"]) == (
-                        503,
-                        "unavailable",
-                        "unreachable",
-                    )
-                    # A platform's delivery now cannot be stored: 503, so it comes again.
-                    assert await deliver(http, serve, 8) == 503
-                    await wait_for(  # the outage outlasts the client's retries
-                        lambda: "will retry" in serve.log(), "a turn to fail and be retried", 30
-                    )
-                    delay["seconds"] = 0.02
-                    await redis.start()
-                    assert await deliver(http, serve, 8) == 200  # the redelivery
-                    assert await deliver(http, serve, 5) == 200  # a duplicate, ignored
-                    expected = {f"answer to message {n}" for n in range(9)}
-                    await wait_for(
-                        lambda: expected <= {m["text"] for m in telegram.sent()},
-                        "every message to be answered once Redis is back",
-                        60,
-                        changed=telegram.changed,
-                    )
-                    status, health = await serve.healthz(http)
-                    assert (status, health["redis"]) == (200, "ok")
-            finally:
-                await serve.stop()
-            assert serve.proc.returncode == 0, serve.log()
-            counts = Counter(m["text"] for m in telegram.sent())
-            assert set(counts) == expected
-            assert set(counts.values()) == {1}, counts
-            assert "Traceback" not in serve.log(), serve.log()
-    finally:
-        await redis.stop()
+                # Turns in flight when the store goes away, for longer than a client
+                # retries: they fail, and are answered once it is back.
+                delay["seconds"] = 1.0
+                arrived.clear()
+                assert {await deliver(http, serve, n) for n in range(4, 8)} == {200}
+                await wait_for_event(arrived, "a turn to reach the model", 10)
+                await store.stop()
+                status, health = await serve.healthz(http)
+                assert (status, health["status"], health[store.field]) == (
+                    503,
+                    "unavailable",
+                    "unreachable",
+                )
+                # A platform's delivery now cannot be stored: 503, so it comes again.
+                began = time.monotonic()
+                assert await deliver(http, serve, 8) == 503
+                refused_in = time.monotonic() - began
+                await wait_for(  # the outage outlasts the client's retries
+                    lambda: "will retry" in serve.log(), "a turn to fail and be retried", 30
+                )
+                # Within the client's retry window (PostgreSQL: 5 s), not twice that.
+                assert refused_in < 8, refused_in
+                delay["seconds"] = 0.02
+                await store.start()
+                if store.durable is not None:
+                    # A turn that failed while the store was down could not release its
+                    # claim: it lapses CLAIM_TTL (30 s) after it was taken; here, now.
+                    await store.durable.lapse_leases()
+                assert await deliver(http, serve, 8) == 200  # the redelivery
+                assert await deliver(http, serve, 5) == 200  # a duplicate, ignored
+                expected = {f"answer to message {n}" for n in range(9)}
+                await wait_for(
+                    lambda: expected <= {m["text"] for m in telegram.sent()},
+                    "every message to be answered once the store is back",
+                    60,
+                    changed=telegram.changed,
+                )
+                status, health = await serve.healthz(http)
+                assert (status, health[store.field]) == (200, "ok")
+        finally:
+            await serve.stop()
+        assert serve.proc.returncode == 0, serve.log()
+        counts = Counter(m["text"] for m in telegram.sent())
+        assert set(counts) == expected
+        assert set(counts.values()) == {1}, counts
+        assert "Traceback" not in serve.log(), serve.log()
+        if store.durable is not None:
+            assert await store.durable.pending() == []
+        print(f"{kind} outage: a delivery refused with 503 in {refused_in:.1f} s")

@@ -171,6 +171,21 @@ async def test_a_restart_is_ridden_out_within_the_retry_window(
     assert await store.inbox_add("telegram:1", {"text": "x"}) == 1  # waited, not failed
 
 
+async def test_an_outage_is_reported_within_one_retry_window(
+    url: str, proxy: tests.pg.Proxy, cleanup: contextlib.AsyncExitStack
+) -> None:
+    """A webhook's 503 comes when connecting has failed for ``retry_for``, not after a
+    second window (found by tests/test_crash.py's outage test: 9 s, not 4.6)."""
+    store = await opened(cleanup, proxy.url(url), retry_for=1.0)
+    await proxy.stop()
+    assert not await store.ping()  # (the pool has seen its connections go)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(PostgresUnavailable, match="unreachable"):
+        await store.inbox_add("telegram:1", {"text": "x"})
+    assert loop.time() - began < 1.2  # gives up at ~0.75 s (was ~1.5: two windows)
+
+
 def dispatcher_on(
     store: PostgresStorage, cleanup: contextlib.AsyncExitStack, config: Any = None
 ) -> tuple[Dispatcher, Sink]:

@@ -53,6 +53,10 @@ class PostgresUnavailable(Exception):
     """PostgreSQL cannot be reached or written just now: try again later."""
 
 
+class _ConnectionLost(PostgresUnavailable):
+    """A connection died under a statement (not: no connection could be made)."""
+
+
 # Refused, reset or timed out; the server shutting down, starting, or out of connections,
 # memory or disk; a statement cancelled for running too long.
 UNREACHABLE: tuple[type[Exception], ...] = (
@@ -120,7 +124,9 @@ class PostgresStorage:
         self._pool = await self._retrying(
             lambda: asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                # No floor: asyncpg restores one with a traceback in the log each
+                # second-to-minute of an outage; connections are made when needed.
+                min_size=0,
                 max_size=self.pool_size,
                 timeout=5,  # to connect
                 command_timeout=30,
@@ -180,7 +186,7 @@ class PostgresStorage:
         try:
             yield connection
         except UNREACHABLE as error:
-            raise PostgresUnavailable(f"PostgreSQL connection lost: {error}") from error
+            raise _ConnectionLost(f"PostgreSQL connection lost: {error}") from error
         finally:
             with contextlib.suppress(*_GONE):
                 await pool.release(connection)
@@ -188,11 +194,12 @@ class PostgresStorage:
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, once: bool) -> T:
         """``work`` on a pooled connection. When the connection dies under it (one that
         sat idle through a restart), it runs once more on a new one, unless ``once``:
-        work that may have been done already and would then be done twice."""
+        work that may have been done already and would then be done twice. No
+        connection within ``retry_for`` is not tried again: a webhook gets its 503 then."""
         try:
             async with self._connection() as connection:
                 return await work(connection)
-        except PostgresUnavailable:
+        except _ConnectionLost:
             if once:
                 raise
         async with self._connection() as connection:
