@@ -85,3 +85,27 @@ def test_worker_without_redis_refuses_naming_the_variable(
     assert main(["worker"]) == 2
     said = capsys.readouterr().err
     assert "REDIS_URL is not set" in said and "chatlane serve" in said
+
+
+def test_a_broken_pipe_in_process_returns_141_and_sends_the_rest_nowhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import io
+
+    from bot.cli import main
+
+    class ReaderLeft(io.StringIO):
+        def __init__(self, fd: int) -> None:
+            super().__init__()
+            self.fd = fd
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return self.fd
+
+    with (tmp_path / "out").open("w") as target:
+        monkeypatch.setattr(sys, "stdout", ReaderLeft(target.fileno()))
+        monkeypatch.setenv("CHATLANE_DATA_DIR", str(tmp_path / "data"))
+        assert main(["check"]) == 141
