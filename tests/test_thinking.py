@@ -100,9 +100,9 @@ def test_tags_in_fences_of_either_kind_are_text(text: str) -> None:
     assert extractor.extract(text) == ("", text.strip())
 
 
-def test_tildes_mid_line_are_no_fence() -> None:
-    assert extractor.extract("x ~~~ <think>y</think> z") == ("y", "x ~~~  z")
-    assert extractor.extract("    ~~~\n<think>y</think>") == ("y", "~~~")  # 4 spaces: code
+def test_a_tilde_fence_closes_on_a_run_as_long_as_its_own() -> None:
+    text = "~~~~\n<think>kept</think>\n~~~\n<think>still kept</think>\n~~~~\n<think>y</think>z"
+    assert extractor.extract(text) == ("y", text.removesuffix("<think>y</think>z").strip() + "\nz")
 
 
 def test_paragraph_before_tag_stays_answer() -> None:

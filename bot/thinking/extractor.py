@@ -5,7 +5,7 @@ Rules:
 - Reasoning sits in ``<thinking>``, ``<thought>``, ``<antthinking>`` or
   ``<think>`` tags: any case, optional spaces (``< think >``) and attributes
   (``<thinking type="plan">``). Tags inside inline code (`` `<think>` ``) or
-  a fenced block (```` ``` ```` anywhere, ``~~~`` at the start of a line) are
+  a fenced block (```` ``` ```` or ``~~~``; each closes only its own kind) are
   text, not tags. A fence left open runs to the end. A backtick with no
   matching run after it in the same paragraph (and within ``INLINE_MAX``
   characters) is a plain backtick: it protects nothing.
@@ -44,9 +44,10 @@ Kind = Literal["thinking", "text"]
 Piece = tuple[Kind, str]
 
 _NAMES = "|".join(sorted(TAG_NAMES, key=len, reverse=True))
-_OPENING = rf"<\s{{0,3}}(?:{_NAMES})(?:\s[^<>]{{0,{MAX_TAG_LENGTH}}})?"
+# An opening tag; one whose text ends with "/" before its ">" closes itself (_empty).
+_OPENING = rf"<\s{{0,3}}(?:{_NAMES})(?:\s[^<>]{{0,{MAX_TAG_LENGTH}}}|/\s{{0,3}})?>"
 _TAGS = (
-    rf"(?P<self>{_OPENING}/\s{{0,3}}>)|(?P<open>{_OPENING}>)"
+    rf"(?P<open>{_OPENING})"
     rf"|(?P<close><\s{{0,3}}/\s{{0,3}}(?:{_NAMES})\s{{0,3}}>)"
 )
 # A token that changes state in text: backticks, a tilde fence, a tag of any kind.
@@ -88,18 +89,24 @@ def _hold_from(text: str, start: int) -> int:
     return run
 
 
+def _empty(tag: str) -> bool:
+    """A self-closing tag: ``<think/>``, ``<thinking id="1" />``."""
+    return tag[:-1].rstrip().endswith("/")
+
+
 def _span_end(text: str, start: int, ticks: int, final: bool) -> int | None:
     """Where the inline code span opened by ``ticks`` backticks ending at ``start``
     ends; -1 when those backticks open no span; None when that is not known yet."""
     limit = min(len(text), start + INLINE_MAX)
-    paragraph = _PARAGRAPH_END.search(text, start, limit)
-    stop = paragraph.start() if paragraph else limit
-    close = _RUNS[ticks].search(text, start, stop)
+    close = _RUNS[ticks].search(text, start, limit)
+    stop = close.start() if close is not None else limit
+    if text.find("\n", start, stop) != -1 and _PARAGRAPH_END.search(text, start, stop):
+        return -1  # the paragraph ends first: a plain backtick
     if close is not None:
         if close.end() == len(text) and not final:
             return None  # the closing run may still grow into a longer one
         return close.end()
-    if final or paragraph is not None or start + INLINE_MAX <= len(text):
+    if final or start + INLINE_MAX <= len(text):
         return -1
     return None
 
@@ -115,7 +122,6 @@ class StreamingThinkingExtractor:
         self._lead = True  # still on the first line, before any answer text
         self._lead_text = ""
         self._blocks = 0
-        self._before = ""  # the last characters consumed (for "at the start of a line")
 
     def feed(self, chunk: str) -> list[Piece]:
         # Fast path, the common case: nothing held and nothing in the chunk that could
@@ -125,7 +131,6 @@ class StreamingThinkingExtractor:
                 if "<" not in chunk:
                     return [("thinking", chunk)]
             elif "`" not in chunk and "~" not in chunk and (self._fence or "<" not in chunk):
-                self._before = chunk
                 return [("text", chunk)]
         return self._process(self._held + chunk, final=False)
 
@@ -188,16 +193,6 @@ class StreamingThinkingExtractor:
         lead = self._lead_text + before
         return self._lead and "\n" not in lead and len(lead) <= LEAD_IN_MAX
 
-    def _at_line_start(self, text: str, start: int) -> bool:
-        look = text[max(0, start - 4) : start]
-        if len(look) < 4:
-            look = (self._before + look)[-4:]
-        spaces = len(look) - len(look.rstrip(" "))
-        if spaces > 3:
-            return False
-        rest = look[: len(look) - spaces]
-        return rest.endswith("\n") if rest else len(look) < 4
-
     def _process(self, text: str, *, final: bool) -> list[Piece]:
         out: list[Piece] = []
         pos = 0
@@ -213,8 +208,6 @@ class StreamingThinkingExtractor:
                 pos = -step - 1
                 break
             pos = step
-        consumed = text[max(0, pos - 4) : pos]
-        self._before = (self._before + consumed)[-4:] if pos < 4 else consumed
         self._held = text[pos:]
         return out
 
@@ -228,11 +221,10 @@ class StreamingThinkingExtractor:
             self._emit_thinking(out, text[pos:stop])
             return -stop - 1
         self._emit_thinking(out, text[pos : match.start()])
-        kind = match.lastgroup
-        if kind == "open":
-            self._depth += 1
-        elif kind == "close":
+        if match.lastgroup == "close":
             self._depth -= 1
+        elif not _empty(match.group()):
+            self._depth += 1
         return match.end()
 
     def _in_fence(self, out: list[Piece], text: str, pos: int, final: bool) -> int:
@@ -244,10 +236,7 @@ class StreamingThinkingExtractor:
         if not final and match.end() == len(text):
             self._emit_text(out, text[pos : match.start()])
             return -match.start() - 1  # the run may still grow
-        run = match.end() - match.start()
-        if self._fence == "`" or (
-            run >= self._fence_length and self._at_line_start(text, match.start())
-        ):
+        if self._fence == "`" or match.end() - match.start() >= self._fence_length:
             self._fence = ""
         self._emit_text(out, text[pos : match.end()])
         return match.end()
@@ -277,15 +266,14 @@ class StreamingThinkingExtractor:
             self._emit_text(out, text[pos:end])
             return end
         if kind == "tildes":
-            if self._at_line_start(text, match.start()):
-                self._fence, self._fence_length = "~", match.end() - match.start()
+            self._fence, self._fence_length = "~", match.end() - match.start()
             self._emit_text(out, text[pos : match.end()])
-        elif kind == "open":
-            self._open_block(out, before)
         elif kind == "close":
             self._stray_close(out, before)
-        else:  # a self-closing tag: an empty block, dropped
+        elif _empty(match.group()):  # a self-closing tag: an empty block, dropped
             self._emit_text(out, before)
+        else:
+            self._open_block(out, before)
         return match.end()
 
 
