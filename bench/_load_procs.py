@@ -34,6 +34,10 @@ from bench import ROOT
 PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 """All a child inherits: no API keys, no channel tokens, no CHATLANE__ overrides."""
 
+SITE = "BENCH_LOAD_SITE"
+"""A directory put first on serve's ``PYTHONPATH``: its ``sitecustomize.py`` runs in every
+serve process (a profiler, a count of Redis round trips), nowhere else."""
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -182,9 +186,10 @@ class Children:
     async def serve(self, name: str, env: dict[str, str]) -> Child:
         port = free_port()
         args = [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"]
-        return await self.start(
-            name, args, port=port, env={**env, "PORT": str(port)}, cwd=self.directory
-        )
+        env = {**env, "PORT": str(port)}
+        if os.environ.get(SITE):  # a profiler or a counter, in serve processes only
+            env["PYTHONPATH"] = f"{os.environ[SITE]}{os.pathsep}{ROOT}"
+        return await self.start(name, args, port=port, env=env, cwd=self.directory)
 
     async def redis(self) -> Child:
         """A private redis-server, no persistence, ready for commands."""

@@ -56,21 +56,29 @@ class Snapshot:
 
 
 class LiveMemory:
-    """What a stream left on the platform, kept in storage while its turn runs."""
+    """What a stream left on the platform, kept in storage while its turn runs.
 
-    def __init__(self, storage: KeyValue, key: str) -> None:
+    ``earlier``: an earlier attempt at this turn may have left a record. When it did
+    not, and this one remembered nothing (a draft, shown without a message), ``forget``
+    has nothing to delete and costs no trip to storage."""
+
+    def __init__(self, storage: KeyValue, key: str, *, earlier: bool = True) -> None:
         self.storage = storage
         self.key = key
+        self._stored = earlier
 
     async def recall(self) -> dict[str, Any] | None:
         found = await self.storage.kv_get(NAMESPACE, self.key)
         return found if isinstance(found, dict) else None
 
     async def remember(self, value: dict[str, Any]) -> None:
+        self._stored = True  # (before the write: one that fails may still have landed)
         await self.storage.kv_set(NAMESPACE, self.key, value)
 
     async def forget(self) -> None:
-        await self.storage.kv_delete(NAMESPACE, self.key)
+        if self._stored:
+            await self.storage.kv_delete(NAMESPACE, self.key)
+            self._stored = False
 
 
 class LiveStream:

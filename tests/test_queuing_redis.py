@@ -215,3 +215,63 @@ async def test_release_never_waits_on_a_renewal_that_lost_its_cancel(
     finally:
         await lanes.aclose()
         await cleanup(redis_server, redis_prefix)
+
+
+async def test_a_turn_joins_and_leaves_both_lanes_in_one_trip_each(
+    redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat's lane and the global lane are joined together, and left together; a chat
+    whose lane is busy takes no place in the global line while it waits, and the pair's
+    release wakes the waiters of both lanes (no polling: the retry is pushed away)."""
+    monkeypatch.setattr("bot.queuing.redis_backend.RETRY_EVERY", 3600.0)
+    lanes = [RedisLanes(redis_server, prefix=redis_prefix, lease=30, global_cap=1) for _ in "ab"]
+    managers = [QueueManager(redis=lane) for lane in lanes]
+    trips: list[int] = []  # which process ran a script
+    for index, lane in enumerate(lanes):
+        original = lane.client.evalsha
+
+        async def counted(sha: str, *args: Any, _original: Any = original, _i: int = index) -> Any:
+            trips.append(_i)
+            return await _original(sha, *args)
+
+        monkeypatch.setattr(lane.client, "evalsha", counted)
+    client = aioredis.Redis.from_url(redis_server, decode_responses=True)
+    global_line = f"{redis_prefix}lane:global:queue"
+    try:
+        async with managers[0].hold("chat") as held:
+            assert len(trips) == 1  # both lanes, one script
+            assert len(held._tickets) == 2
+            assert await client.zcard(global_line) == 1
+            trips.clear()
+            same_chat = asyncio.ensure_future(managers[1].hold("chat").__aenter__())
+            other_chat = asyncio.ensure_future(managers[1].hold("other").__aenter__())
+            chat_line = f"{redis_prefix}lane:session:chat:queue"
+            lines = {global_line: 0, chat_line: 0}
+
+            async def both_waiting() -> bool:
+                lines.update({k: await client.zcard(k) for k in lines})
+                return lines == {global_line: 2, chat_line: 2}
+
+            # "chat" waits for its own lane, not in the global line; "other" waits there.
+            async with asyncio.timeout(5):
+                while not await both_waiting():
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # were "chat" to join the global line, it would now
+            assert await both_waiting(), lines
+            trips.clear()
+        assert trips.count(0) == 1  # left both lanes in one script
+        async with asyncio.timeout(5):
+            await asyncio.wait([same_chat, other_chat], return_when=asyncio.FIRST_COMPLETED)
+        first = same_chat if same_chat.done() else other_chat
+        slot = first.result()
+        await slot.__aexit__(None, None, None)
+        async with asyncio.timeout(5):
+            second = await (other_chat if first is same_chat else same_chat)
+        await second.__aexit__(None, None, None)
+        assert await client.zcard(global_line) == 0
+        assert await client.zcard(f"{redis_prefix}lane:session:chat:queue") == 0
+    finally:
+        for lane in lanes:
+            await lane.aclose()
+        await client.aclose()
+        await cleanup(redis_server, redis_prefix)

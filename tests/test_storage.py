@@ -149,6 +149,25 @@ async def test_inbox_dedupes_and_tracks_progress(storage: Any) -> None:
     assert await storage.inbox_add("telegram:1", {"text": "late redelivery"}) is None
 
 
+async def test_inbox_open_reads_and_counts_an_attempt_in_one_step(storage: Any) -> None:
+    first = await storage.inbox_add("telegram:open-1", {"text": "hi"})
+    assert first is not None
+    opened = await storage.inbox_open(first)
+    assert opened is not None
+    assert (opened.id, opened.data, opened.reply, opened.sent) == (first, {"text": "hi"}, None, 0)
+    assert opened.attempts == 1
+    await storage.inbox_set_reply(first, ["one", "two"])
+    await storage.inbox_mark_sent(first, 1)
+    again = await storage.inbox_open(first)
+    assert again is not None
+    assert (again.attempts, again.reply, again.sent) == (2, ["one", "two"], 1)
+    assert await storage.inbox_begin(first) == 3  # the same count inbox_begin keeps
+    await storage.inbox_done(first)
+    assert await storage.inbox_open(first) is None  # done: not opened, nothing re-created
+    assert await storage.inbox_get(first) is None
+    assert await storage.inbox_pending_ids() == []
+
+
 async def test_concurrent_adds_are_each_stored_once_in_order(storage: Any) -> None:
     """Adds made at once share writes (group commit) but keep their own ids and data;
     a key repeated within the burst, or stored before it, is a duplicate."""

@@ -93,6 +93,34 @@ async def test_live_memory_keeps_what_a_stream_left_until_forgotten() -> None:
     await storage.close()
 
 
+async def test_live_memory_forgets_without_a_trip_when_nothing_was_stored() -> None:
+    """A first attempt that remembered nothing (a draft) deletes nothing; one that may
+    follow an earlier attempt's record, or that remembered, does."""
+    storage = MemoryStorage()
+    await storage.open()
+    deleted: list[str] = []
+    original = storage.kv_delete
+
+    async def counted(namespace: str, key: str) -> None:
+        deleted.append(key)
+        await original(namespace, key)
+
+    storage.kv_delete = counted  # type: ignore[method-assign]
+    await LiveMemory(storage, "telegram:2", earlier=False).forget()
+    assert deleted == []
+    await storage.kv_set("live", "telegram:3", {"messages": [1]})  # a crashed attempt's
+    await LiveMemory(storage, "telegram:3", earlier=True).forget()
+    assert deleted == ["telegram:3"]
+    assert await LiveMemory(storage, "telegram:3").recall() is None
+    fresh = LiveMemory(storage, "telegram:4", earlier=False)
+    await fresh.remember({"messages": [5]})
+    await fresh.forget()
+    await fresh.forget()  # once is enough
+    assert deleted == ["telegram:3", "telegram:4"]
+    assert await fresh.recall() is None
+    await storage.close()
+
+
 async def test_text_of_a_model_that_failed_over_is_taken_back() -> None:
     stream = Recorder(StreamOptions(live=True, every=0.01))
     await stream.feed(text("Checking. "))

@@ -54,15 +54,17 @@ class Slot:
         """Acquire the session lane then a global slot; yield queue positions meanwhile."""
         session = self.manager.get_session_lane(self.session_id)
         self._session = session
+        glob = self.manager.get_global_lane()
         redis = self.manager.redis
-        steps = (
-            (session, redis.session(self.session_id) if redis else None),
-            (self.manager.get_global_lane(), redis.global_lane() if redis else None),
+        tickets = (
+            (redis.session(self.session_id).ticket(), redis.global_lane().ticket())
+            if redis
+            else (None, None)
         )
-        for lane, remote in steps:
-            if lane in self._held:  # taken by take_now()
-                continue
-            if not lane.try_acquire():  # (the common case waits for nothing)
+        for lane, ticket in ((session, tickets[0]), (glob, tickets[1])):
+            if lane in self._held:  # taken by take_now(), or with the Redis lanes below
+                pass
+            elif not lane.try_acquire():  # (the common case waits for nothing)
                 waiter = lane.join()
                 try:
                     self.lane = lane.name
@@ -71,13 +73,25 @@ class Slot:
                 except BaseException:
                     lane.abandon(waiter)
                     raise
-            self._held.append(lane)
-            if remote is not None:
-                async for position in self._remote(remote.ticket()):
-                    yield position
+                self._held.append(lane)
+            else:
+                self._held.append(lane)
+            if redis is None or ticket is None:
+                continue
+            if lane is session and tickets[1] is not None and glob.try_acquire():
+                # Both local lanes free (the common case): both Redis lanes in one trip.
+                self._held.append(glob)
+                self._tickets += tickets
+                await redis.join_pair(*tickets)
+                if tickets[1].token is None:  # the chat's turn waits: so does the global
+                    self._held.remove(glob)
+                    glob.release()
+            async for position in self._remote(ticket):
+                yield position
 
     async def _remote(self, ticket: Ticket) -> AsyncIterator[int]:
-        self._tickets.append(ticket)
+        if ticket not in self._tickets:
+            self._tickets.append(ticket)
         self.lane = ticket.lane.name
         async with contextlib.aclosing(ticket.acquire()) as positions:
             async for position in positions:
@@ -92,9 +106,10 @@ class Slot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for ticket in reversed(self._tickets):
-            await ticket.release()
-        self._tickets.clear()
+        if self._tickets:
+            tickets, self._tickets = self._tickets[::-1], []
+            assert self.manager.redis is not None
+            await self.manager.redis.release(tickets)
         while self._held:
             self._held.pop().release()
         if self._session is not None:

@@ -38,53 +38,75 @@ from bot.storage.redis import redis_client, run_script
 
 log = logging.getLogger(__name__)
 
+# One lane's step, as a Lua function: join (``ticket`` empty: take a ticket and queue)
+# or try again with a ticket, renew its lease, evict dead tickets (waking whoever now
+# holds their slots), and grant when the ticket's rank is below the capacity.
+# Returns {granted (1 yes, 0 waits, -1 evicted), position, ticket}.
 _GRANT = """
-redis.call('ZADD', alive, now + lease, ticket)
-local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now)
-for _, member in ipairs(dead) do
-  redis.call('ZREM', queue, member)
-  redis.call('ZREM', alive, member)
-end
-redis.call('PEXPIRE', queue, lease * 4)
-redis.call('PEXPIRE', alive, lease * 4)
-if #dead > 0 then  -- slots a dead holder had: wake whoever now holds one
-  for _, member in ipairs(redis.call('ZRANGE', queue, 0, capacity - 1)) do
-    redis.call('PUBLISH', KEYS[3], ARGV[5] .. '|' .. member)
+local function grant(queue, alive, counter, channel, ticket, now, lease, capacity, name)
+  if ticket == '' then
+    ticket = redis.call('INCR', counter)
+    redis.call('ZADD', queue, ticket, ticket)
+  elseif redis.call('ZSCORE', queue, ticket) == false then
+    return {-1, 0, ticket}
   end
+  redis.call('ZADD', alive, now + lease, ticket)
+  local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now)
+  for _, member in ipairs(dead) do
+    redis.call('ZREM', queue, member)
+    redis.call('ZREM', alive, member)
+  end
+  redis.call('PEXPIRE', queue, lease * 4)
+  redis.call('PEXPIRE', alive, lease * 4)
+  if #dead > 0 then  -- slots a dead holder had: wake whoever now holds one
+    for _, member in ipairs(redis.call('ZRANGE', queue, 0, capacity - 1)) do
+      redis.call('PUBLISH', channel, name .. '|' .. member)
+    end
+  end
+  local rank = redis.call('ZRANK', queue, ticket)
+  if rank == false then return {-1, 0, ticket} end
+  if rank < capacity then return {1, rank, ticket} end
+  return {0, rank - capacity + 1, ticket}
 end
-local rank = redis.call('ZRANK', queue, ticket)
-if rank == false then return {-1, 0, ticket} end
-if rank < capacity then return {1, rank, ticket} end
-return {0, rank - capacity + 1, ticket}
 """
-_ARGS = """
-local queue, alive = KEYS[1], KEYS[2]
-local now, lease, capacity = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-"""
-JOIN = (
-    _ARGS
+# KEYS: queue, alive, wake channel, counter; ARGV: ticket ('' to join), now, lease,
+# capacity, lane name.
+GRANT = (
+    _GRANT
     + """
-local ticket = redis.call('INCR', KEYS[4])
-redis.call('ZADD', queue, ticket, ticket)
+return grant(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[1],
+  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 """
-    + _GRANT
 )
-TRY_ACQUIRE = (
-    _ARGS
+# A turn's two lanes in one trip: the chat's, then (only if that is granted, so a chat
+# that waits holds no place in the global line) the global one. KEYS: the chat lane's
+# queue, alive, counter, the global lane's, the wake channel; ARGV: now, lease, then
+# each lane's capacity and name. Returns both steps' results, the second {0, 0, 0}
+# when the global lane was not joined.
+JOIN_PAIR = (
+    _GRANT
     + """
-local ticket = ARGV[1]
-if redis.call('ZSCORE', queue, ticket) == false then return {-1, 0, ticket} end
+local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local first = grant(KEYS[1], KEYS[2], KEYS[3], KEYS[7], '', now, lease, tonumber(ARGV[3]), ARGV[4])
+if first[1] ~= 1 then return {first[1], first[2], first[3], 0, 0, 0} end
+local second = grant(KEYS[4], KEYS[5], KEYS[6], KEYS[7], '', now, lease, tonumber(ARGV[5]), ARGV[6])
+return {first[1], first[2], first[3], second[1], second[2], second[3]}
 """
-    + _GRANT
 )
+# Leave lanes in one trip, waking the ticket that comes within each one's capacity.
+# KEYS: the wake channel, then each lane's queue and alive; ARGV: each lane's ticket,
+# capacity and name.
 LEAVE = """
-local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-local capacity = tonumber(ARGV[2])
-if rank ~= false and rank < capacity then
-  local next = redis.call('ZRANGE', KEYS[1], capacity - 1, capacity - 1)
-  if next[1] then redis.call('PUBLISH', KEYS[3], ARGV[3] .. '|' .. next[1]) end
+for i = 0, #ARGV / 3 - 1 do
+  local queue, alive = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local ticket, capacity, name = ARGV[1 + 3 * i], tonumber(ARGV[2 + 3 * i]), ARGV[3 + 3 * i]
+  local rank = redis.call('ZRANK', queue, ticket)
+  redis.call('ZREM', queue, ticket)
+  redis.call('ZREM', alive, ticket)
+  if rank ~= false and rank < capacity then
+    local next = redis.call('ZRANGE', queue, capacity - 1, capacity - 1)
+    if next[1] then redis.call('PUBLISH', KEYS[1], name .. '|' .. next[1]) end
+  end
 end
 return 1
 """
@@ -142,10 +164,11 @@ class RedisLane:
     def ticket(self) -> Ticket:
         return Ticket(self)
 
-    async def _run(self, script: str, ticket: str) -> tuple[int, int, int]:
+    async def _run(self, ticket: str) -> tuple[int, int, int]:
+        """Join (``ticket`` empty) or try again with a ticket: (granted, position, ticket)."""
         granted, position, token = await run_script(
             self.client,
-            script,
+            GRANT,
             [self.queue, self.alive, self.wakes.channel, self.counter],
             [ticket, self._now(), self.lease_ms, self.capacity, self.name],
         )
@@ -226,6 +249,7 @@ class Ticket:
     def __init__(self, lane: RedisLane) -> None:
         self.lane = lane
         self.token: int | None = None
+        self.joined: tuple[int, int] | None = None  # (granted, position) of a join made for it
         self._renewer: asyncio.Task[None] | None = None
         self._released = False
 
@@ -233,7 +257,12 @@ class Ticket:
         """Wait for a slot, yielding the queue position when it changes; ends holding it."""
         lane = self.lane
         try:
-            granted, position, self.token = await lane._run(JOIN, "")
+            if self.joined is not None and self.token is not None:  # joined with its chat's
+                (granted, position), self.joined = self.joined, None  # lane (join_pair)
+                token = self.token
+            else:
+                granted, position, token = await lane._run("")
+                self.token = token
             last = None
             while granted != 1:
                 if granted == -1:  # evicted while waiting (a long pause): queue again
@@ -241,8 +270,8 @@ class Ticket:
                 if position != last:
                     last = position
                     yield position
-                await lane.wakes.wait(lane.name, self.token, RETRY_EVERY)
-                granted, position, _ = await lane._run(TRY_ACQUIRE, str(self.token))
+                await lane.wakes.wait(lane.name, token, RETRY_EVERY)
+                granted, position, _ = await lane._run(str(token))
         except BaseException:
             await self._leave()
             raise
@@ -290,7 +319,7 @@ class Ticket:
         await run_script(
             lane.client,
             LEAVE,
-            [lane.queue, lane.alive, lane.wakes.channel],
+            [lane.wakes.channel, lane.queue, lane.alive],
             [str(token), lane.capacity, lane.name],
         )
 
@@ -308,12 +337,15 @@ class Ticket:
         # completes, and waiting here would then hang the turn (and swallow a cancel aimed
         # at it). The flag ends its loop; a renewal after the ticket left finds nothing
         # to renew. ``RedisLanes.aclose`` waits for stragglers, with a bound.
+        self._stop()
+        await self._leave()
+        self.token = None
+
+    def _stop(self) -> None:
         self._released = True
         if self._renewer is not None:
             self._renewer.cancel()
             self._renewer = None
-        await self._leave()
-        self.token = None
 
 
 class RedisLanes:
@@ -363,6 +395,47 @@ class RedisLanes:
             cleanups=self.cleanups,
             wakes=self.wakes,
         )
+
+    async def join_pair(self, first: Ticket, second: Ticket) -> None:
+        """Join a chat's lane and, when it is granted at once, the global lane, in one
+        trip: each ticket's ``acquire()`` then goes on from there. ``second`` is left
+        unjoined while the chat's lane is busy."""
+        a, b = first.lane, second.lane
+        result = await run_script(
+            self.client,
+            JOIN_PAIR,
+            [a.queue, a.alive, a.counter, b.queue, b.alive, b.counter, self.wakes.channel],
+            [a._now(), a.lease_ms, a.capacity, a.name, b.capacity, b.name],
+        )
+        steps = [int(n) for n in result]
+        first.joined, first.token = (steps[0], steps[1]), steps[2]
+        if steps[5]:
+            second.joined, second.token = (steps[3], steps[4]), steps[5]
+
+    async def release(self, tickets: list[Ticket]) -> None:
+        """``Ticket.release`` for several tickets, leaving their lanes in one trip."""
+        joined = [ticket for ticket in tickets if ticket.token is not None]
+        if len(joined) < 2:
+            for ticket in tickets:
+                await ticket.release()
+            return
+        for ticket in tickets:
+            ticket._stop()
+        keys, args = [self.wakes.channel], []
+        for ticket in joined:
+            keys += [ticket.lane.queue, ticket.lane.alive]
+            args += [str(ticket.token), ticket.lane.capacity, ticket.lane.name]
+        try:
+            await run_script(self.client, LEAVE, keys, args)
+        except (RedisError, OSError) as error:
+            log.warning("could not leave the lanes (%s); retrying", error)
+            for ticket in joined:
+                assert ticket.token is not None
+                task = asyncio.ensure_future(ticket._remove_later(ticket.token))
+                self.cleanups.add(task)
+                task.add_done_callback(self.cleanups.discard)
+        for ticket in tickets:
+            ticket.token = None
 
     async def ping(self) -> bool:
         try:

@@ -117,6 +117,13 @@ class MemoryStorage(LocalClaims):
         item.attempts += 1
         return item.attempts
 
+    async def inbox_open(self, item_id: int) -> InboxItem | None:
+        item = self._inbox.get(item_id)
+        if item is None:
+            return None
+        item.attempts += 1
+        return copy.deepcopy(item)
+
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         self._inbox[item_id].reply = copy.deepcopy(parts)
 

@@ -359,6 +359,15 @@ class PostgresStorage:
         )
         return int(attempts or 0)
 
+    async def inbox_open(self, item_id: int) -> InboxItem | None:
+        rows = await self._fetch(
+            "UPDATE chatlane_inbox SET attempts = attempts + 1 WHERE id = $1 AND NOT done "
+            "RETURNING id, data, reply, sent, attempts",
+            item_id,
+            once=True,
+        )
+        return self._item(rows[0]) if rows else None
+
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         await self._execute(
             "UPDATE chatlane_inbox SET reply = $2 WHERE id = $1", item_id, to_json(parts)

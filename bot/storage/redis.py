@@ -96,6 +96,12 @@ for i = 2, #ARGV, 2 do
 end
 return lost
 """
+# An item read for a turn, its attempt counted (HINCRBY alone would create a done one).
+OPEN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HGETALL', KEYS[1])
+"""
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -357,6 +363,13 @@ class RedisStorage:
     async def inbox_begin(self, item_id: int) -> int:
         key = self.key("inbox", "item", str(item_id))
         return int(str(await self.client.hincrby(key, "attempts", 1)))
+
+    async def inbox_open(self, item_id: int) -> InboxItem | None:
+        key = self.key("inbox", "item", str(item_id))
+        flat = await run_script(self.client, OPEN, [key], [])
+        if not flat:
+            return None
+        return self._item(item_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         await self.client.hset(

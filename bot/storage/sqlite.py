@@ -379,6 +379,14 @@ class SQLiteStorage(LocalClaims):
         )
         return int(rows[0][0]) if rows else 0
 
+    async def inbox_open(self, item_id: int) -> InboxItem | None:
+        rows = await self._hot_rows(
+            "UPDATE inbox SET attempts = attempts + 1 WHERE id = ? AND done = 0 "
+            "RETURNING id, data, reply, sent, attempts",
+            (item_id,),
+        )
+        return self._item(rows[0]) if rows else None
+
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         await self._hot_rows("UPDATE inbox SET reply = ? WHERE id = ?", (to_json(parts), item_id))
 
