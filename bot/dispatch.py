@@ -290,7 +290,8 @@ class Dispatcher:
         items: list[InboxItem] = []
         try:
             ours = await self.claims.check([*item_ids, *dropped])
-            items = [i for n in item_ids if n in ours and (i := await self.storage.inbox_get(n))]
+            # Read and counted as an attempt in one step (one trip on shared storage).
+            items = [i for n in item_ids if n in ours and (i := await self.storage.inbox_open(n))]
             lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
             found = {item.id for item in (*items, *lost)}
             for closed in ours - found:  # answered meanwhile: let go
@@ -329,15 +330,13 @@ class Dispatcher:
         message = InboundMessage.from_dict(last.data)
         sink = self.sinks[message.channel]
         if last.reply is not None:  # answered before; its delivery was cut short
-            last.attempts = await self.storage.inbox_begin(last.id)
             for item in items[:-1]:
                 await self._done(item)
             await self._deliver(sink, message, last, last.reply)
             return
         texts: list[str] = []
         images: list[Attachment] = []
-        for item in items:
-            item.attempts = await self.storage.inbox_begin(item.id)
+        for item in items:  # (each one's attempt counted when it was opened)
             inbound = InboundMessage.from_dict(item.data)
             answer = await handle_command(self.runtime, session_id, inbound.text, message=inbound)
             text = inbound.text
@@ -380,7 +379,11 @@ class Dispatcher:
             show_reasoning=self._shows_reasoning(message),
             live=live,
             every=config.stream_every or traits.stream_every,
-            memory=LiveMemory(self.runtime.storage, message.dedupe_key) if live else None,
+            memory=(
+                LiveMemory(self.runtime.storage, message.dedupe_key, earlier=resumed)
+                if live
+                else None
+            ),
             resumed=resumed,
         )
 
