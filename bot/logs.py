@@ -54,22 +54,31 @@ class RedactSecrets(logging.Filter):
 
 
 class RepeatLimiter(logging.Filter):
-    """At most ``per_second`` records of one kind (logger, level and message template, so
+    """At most ``per_second`` warnings (or worse) of one kind (logger, level and template, so
     ``"bad request from %s"`` is one kind whatever the address) in a second; the rest are
     counted, and the next line of that kind to pass says how many were left out. A crowd
     of bad clients then costs a few lines a second, not tens of thousands."""
 
     MOST_KINDS = 1000  # kinds remembered; older ones are forgotten past this
 
-    def __init__(self, per_second: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_second: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        least: int = logging.WARNING,
+    ) -> None:
         super().__init__()
         self.per_second = per_second
         self.clock = clock
+        self.least = least  # below this level every line passes: it follows real traffic
         # kind -> [start of its current second, passed in it, left out since one last passed,
         # when one last passed]
         self.kinds: dict[tuple[str, int, object], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.least:
+            return True
         now = self.clock()
         kind = (record.name, record.levelno, record.msg)
         seen = self.kinds.get(kind)

@@ -140,9 +140,11 @@ def limited() -> Any:
     handler.addFilter(RepeatLimiter(per_second=5, clock=clock))
     logger = logging.getLogger("tests.flood")
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     logger.propagate = False
     yield logger, handler, clock
     logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
     logger.propagate = True
 
 
@@ -160,6 +162,9 @@ def test_a_line_repeated_many_times_a_second_is_collapsed_with_a_count(limited: 
     clock.now += 1.5
     logger.warning("bad request from %s", "10.0.0.2")
     assert handler.lines[-1] == "bad request from 10.0.0.2"
+    for n in range(100):  # info lines follow the traffic: never limited
+        logger.info("stored message %d", n)
+    assert len([line for line in handler.lines if line.startswith("stored")]) == 100
 
 
 def test_setup_logging_installs_the_limiter() -> None:
