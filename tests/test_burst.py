@@ -24,7 +24,7 @@ async def test_a_burst_into_one_chat_gets_one_notice_and_every_message_reaches_t
             tmp_path, monkeypatch, cleanup, model, max_pending=5
         )
         await dispatcher.start()
-        for n in range(200):
+        for n in range(120):
             await dispatcher.submit(inbound(f"message {n}", f"m{n}", sender=f"u{n}"))  # a group
         await wait_for(
             lambda: len(model.requests) >= 2 and not dispatcher.mailbox.waiting,
@@ -35,5 +35,5 @@ async def test_a_burst_into_one_chat_gets_one_notice_and_every_message_reaches_t
         assert "still working" in sink.notices[0]
         seen = " ".join(json.dumps(r.json["messages"]) for r in model.requests)
         reached = {int(n) for n in re.findall(r"message (\d+)", seen)}
-        missing = sorted(set(range(200)) - reached)
+        missing = sorted(set(range(120)) - reached)
         assert missing == [], f"{len(missing)} messages never reached the model: {missing[:5]}"
