@@ -297,11 +297,12 @@ class TelegramChannel:
     async def webhook(self, request: web.Request) -> web.Response:
         if self.secret is not None:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-            if not hmac.compare_digest(given.encode(), self.secret.encode()):
+            # Bytes on both sides: a header that is not ASCII is simply wrong, not an error.
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.secret.encode()):
                 return web.Response(status=403, text="bad secret token")
         try:
             data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested thousands deep too
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="not a Telegram update")

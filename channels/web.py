@@ -314,7 +314,7 @@ class WebChannel:
 async def _read_body(request: web.Request) -> tuple[str, str]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise web.HTTPBadRequest(text='send JSON: {"session_id": ..., "text": ...}') from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="send a JSON object")
