@@ -106,6 +106,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
+        self._deadlines: dict[str, asyncio.Timeout] = {}  # running turns, by message
+        self._abandoned: set[str] = set()  # messages whose sender left before their turn
         self._turn_seconds = 0.0  # a moving average, for the wait a busy notice announces
         self.metrics = Metrics()
         queuing = self.config.agent.queuing
@@ -246,6 +248,26 @@ class Dispatcher:
         sink = self.sinks.get(message.channel)
         return sink.traits if sink is not None else DEFAULT_TRAITS
 
+    def abandon(self, message: InboundMessage) -> None:
+        """The sender stopped waiting (a browser closed the page): stop the turn now, as a
+        timeout would, so it frees its lane slots; one not started yet will not start."""
+        deadline = self._deadlines.get(message.dedupe_key)
+        if deadline is not None:
+            deadline.reschedule(asyncio.get_running_loop().time())
+        elif len(self._abandoned) < 10_000:
+            self._abandoned.add(message.dedupe_key)
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, message: InboundMessage, limit: float) -> AsyncIterator[None]:
+        key = message.dedupe_key
+        async with asyncio.timeout(0 if key in self._abandoned else limit) as deadline:
+            self._abandoned.discard(key)
+            self._deadlines[key] = deadline
+            try:
+                yield
+            finally:
+                self._deadlines.pop(key, None)
+
     async def _done(self, item: InboxItem, message: InboundMessage | None = None) -> None:
         await self.storage.inbox_done(item.id)
         self.claims.forget(item.id)
@@ -355,8 +377,8 @@ class Dispatcher:
             dropped = "\n".join(f"- {InboundMessage.from_dict(i.data).text}" for i in lost)
             texts.insert(0, f"[These earlier messages arrived while I was busy:]\n{dropped}")
         options = self._stream_options(sink, message, resumed=last.attempts > 1)
-        meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
         text = "\n\n".join(texts)
+        meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
         reply = await self._timed_turn(sink, message, session_id, text, options, images, meter)
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply) if reply else []
@@ -403,7 +425,7 @@ class Dispatcher:
             meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=False)
         outcome = "failed"
         try:
-            async with asyncio.timeout(limit):
+            async with self._deadline(message, limit):
                 reply = await self._run_turn(
                     sink, message, session_id, text, options, images, meter
                 )
