@@ -6,7 +6,9 @@ as a quote above the answer, and what is running as a small line under it
 
 Discord has no tables, so a table becomes aligned code; an image becomes a
 link; raw HTML is dropped. Links are wrapped in ``<…>`` so Discord shows no
-embed for them.
+embed for them. A reply split into messages passes ``MARKERS`` to
+``split_message``, so bold, italic, underline, strike and spoilers a break falls
+inside are closed and reopened in each message.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import re
 
 from bot.formatting import MarkdownStyle
+
+MARKERS = ("**", "*", "__", "_", "~~", "||")
+"""Discord's emphasis: bold, italic, underline, italic, strike, spoiler."""
 
 
 def _ticks(text: str) -> str:

@@ -231,7 +231,7 @@ class DiscordSink(Sink):
         """Parts in order: ``{"edit": id, "text"}`` finishes a message the stream left,
         ``{"text", "first"}`` sends one, ``{"delete": id}`` removes one no longer needed."""
         text = discord_format.DISCORD.compose(reply.markdown, reply.reasoning)
-        chunks = split_message(text, LIMIT)
+        chunks = split_message(text, LIMIT, markers=discord_format.MARKERS)
         left = [str(m) for m in (reply.live or {}).get("messages", [])]
         parts: list[JSONPart] = []
         for index, chunk in enumerate(chunks):
@@ -289,8 +289,9 @@ class DiscordStream(LiveStream):
 
         await self._recall()
         text = discord_format.live(snapshot.text, snapshot.reasoning, snapshot.status)
+        chunks = split_message(text, LIMIT, markers=discord_format.MARKERS)
         try:
-            for index, chunk in enumerate(split_message(text, LIMIT)):
+            for index, chunk in enumerate(chunks):
                 await self._show_chunk(index, chunk)
         except discord.DiscordException as error:
             slow = slow_down(error)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.formatting import MarkdownStyle, split_message
+from bot.formatting import MARKDOWN_EMPHASIS, MarkdownStyle, split_message
 
 SLACK_TOKEN = re.compile(r"<(?:[@#!][^<>\s]+|https?://[^<>\s|]+(?:\|[^<>]*)?)>")
 _KEPT = re.compile("\ue000(\\d+)\ue001")
@@ -101,8 +101,13 @@ def compose_markdown(markdown: str, reasoning: str | None = None) -> str:
     return neutralise(text)
 
 
+MARKERS = MARKDOWN_EMPHASIS
+"""The split is made on the standard Markdown, so its emphasis is what a break closes
+and reopens; each part's mrkdwn is rendered from a balanced part, so it is balanced too."""
+
+
 def parts(markdown: str, limit: int) -> list[dict[str, Any]]:
-    """The reply as parts within ``limit``: each ``{"markdown": …, "text": mrkdwn}``."""
-    return [
-        {"markdown": chunk, "text": SLACK.render(chunk)} for chunk in split_message(markdown, limit)
-    ]
+    """The reply as parts within ``limit``: each ``{"markdown": …, "text": mrkdwn}``;
+    emphasis a break falls inside is closed and reopened in both forms."""
+    chunks = split_message(markdown, limit, markers=MARKERS)
+    return [{"markdown": chunk, "text": SLACK.render(chunk)} for chunk in chunks]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import re
 
+import discord
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
+from bot.channel import Reply, StreamOptions
 from bot.formatting import (
+    MARKDOWN_EMPHASIS,
     PLAIN,
+    Emphasis,
     FormatMode,
     MarkdownStyle,
     ToolFormatter,
@@ -20,9 +25,13 @@ from bot.formatting import (
     split_sms,
     utf16_len,
 )
+from bot.streaming import Snapshot
 from bot.tools.result import ToolResult
 from channels.discord_format import DISCORD, render_discord
+from channels.discord_format import MARKERS as DISCORD_MARKERS
+from channels.discord_sink import DiscordSink, DiscordStream
 from channels.slack_format import SLACK, render_slack
+from channels.slack_format import parts as slack_parts
 from channels.telegram_format import render_telegram
 
 formatter = ToolFormatter()
@@ -288,3 +297,237 @@ def test_split_rejects_tiny_limits_and_empty_text() -> None:
     with pytest.raises(ValueError):
         split_message("x", 5)
     assert split_message("  \n\n", 100) == []
+
+
+# -- emphasis split across parts (issue 21 item 18) ----------------------------
+
+_md = MarkdownIt("commonmark").enable("strikethrough")
+STYLES = {"em_open", "strong_open", "s_open"}
+
+
+def _styled(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Each word of ``text`` with the emphasis around it, as CommonMark reads it; markers
+    left over as literal text show up as words of their own."""
+    words: list[tuple[str, tuple[str, ...]]] = []
+    for block in _md.parse(text):
+        stack: list[str] = []
+        for token in block.children or []:
+            if token.type in STYLES:
+                stack.append(token.type[:-5])
+            elif token.type.endswith("_close") and token.type[:-6] + "_open" in STYLES:
+                stack.pop()
+            elif token.type in ("text", "code_inline"):
+                kind = ("code",) if token.type == "code_inline" else ()
+                style = tuple(sorted((*stack, *kind)))  # ***x***: either nesting looks the same
+                words += [(w, style) for w in token.content.split()]
+    return words
+
+
+def _literal_markers(text: str, chars: str = "*_~") -> list[str]:
+    """Words that begin or end with a marker CommonMark did not take as emphasis."""
+    edges = tuple(chars)
+    found = []
+    for word, style in _styled(text):
+        bare = word.strip(".,!?()")
+        if "code" not in style and (bare.startswith(edges) or bare.endswith(edges)):
+            found.append(word)
+    return found
+
+
+def test_italic_split_across_discord_messages_is_closed_and_reopened() -> None:
+    text = render_discord("intro\n\n*" + "word " * 500 + "end*")
+    parts = split_message(text, 2000, markers=DISCORD_MARKERS)
+    assert len(parts) == 3 and all(len(p) <= 2000 for p in parts)
+    assert parts[0] == "intro"
+    assert parts[1].startswith("*word") and parts[1].endswith("word*")
+    assert parts[2].startswith("*word") and parts[2].endswith("end*")
+    assert [w for p in parts for w in _styled(p)] == _styled(text)
+    assert split_message(text, 2000)[1][-1] != "*"  # without markers, as before
+
+
+def test_discord_sink_renders_balanced_messages() -> None:
+    sink = DiscordSink(discord.Client(intents=discord.Intents.none()))
+    long = "Start **" + "bold " * 300 + "middle ~~" + "gone " * 300 + "end~~ done**."
+    parts = sink.render(Reply(text=long))
+    assert len(parts) == 2 and all(len(str(p["text"])) <= 2000 for p in parts)
+    first, second = (str(p["text"]) for p in parts)
+    assert first.startswith("Start **bold") and first.endswith("**")
+    assert second.startswith("**") and second.endswith("done**.")
+    assert [w for p in (first, second) for w in _styled(p)] == _styled(DISCORD.render(long))
+
+
+async def test_discord_stream_shows_balanced_messages() -> None:
+    class Target:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, text: str, *, first: bool) -> str:
+            self.sent.append(text)
+            return str(len(self.sent))
+
+        async def edit(self, message_id: str, text: str) -> None:
+            self.sent[int(message_id) - 1] = text
+
+        async def delete(self, message_id: str) -> None:
+            raise AssertionError("nothing is deleted")
+
+    target = Target()
+    stream = DiscordStream(target, StreamOptions(live=True, every=0.0))
+    await stream.show(Snapshot(text="*" + "word " * 450 + "end*"))
+    assert len(target.sent) == 2
+    assert target.sent[0].endswith("word*") and target.sent[1].startswith("*word")
+    assert target.sent[1].endswith("end*")
+
+
+def test_discord_underline_spoiler_and_nesting() -> None:
+    for marker in ("__", "||", "~~", "**", "_"):
+        text = f"{marker}" + "secret " * 60 + f"end{marker}"
+        parts = split_message(text, 100, markers=DISCORD_MARKERS)
+        assert len(parts) > 3 and all(len(p) <= 100 for p in parts), marker
+        for part in parts:
+            assert part.startswith(marker) and part.endswith(marker), (marker, part)
+            assert part.count(marker) == 2 or marker == "_", (marker, part)
+    nested = "***" + "both " * 40 + "inner** only " + "em " * 40 + "end*"
+    parts = split_message(nested, 60, markers=DISCORD_MARKERS)
+    assert parts[0].startswith("***") and parts[0].endswith("***")
+    assert all(not _literal_markers(p) for p in parts)
+    assert [w for p in parts for w in _styled(p)] == _styled(nested)
+
+
+def test_reopened_after_a_quote_prefix() -> None:
+    reasoning = "*" + "\n".join(f"thought {i} " + "idea " * 8 for i in range(40)) + " done*"
+    text = DISCORD.compose("The answer.", reasoning)
+    parts = split_message(text, 300, markers=DISCORD_MARKERS)
+    assert len(parts) > 3 and all(len(p) <= 300 for p in parts)
+    for part in parts[1:-1]:
+        assert part.startswith("> *thought") and part.endswith("*"), part
+    assert [w for p in parts for w in _styled(p)] == _styled(text)
+
+
+def test_slack_parts_balance_both_markdown_and_mrkdwn() -> None:
+    markdown = "Intro with a_snake_case name.\n\n_" + "word " * 400 + "end_ and **" + "b " * 900
+    markdown += "end**"
+    found = slack_parts(markdown, 1000)
+    assert len(found) > 3 and all(len(p["markdown"]) <= 1000 for p in found)
+    for part in found:
+        assert not _literal_markers(part["markdown"]), part["markdown"]
+    assert found[1]["markdown"].startswith("_word") and found[1]["markdown"].endswith("word_")
+    assert found[1]["text"].startswith("_word") and found[1]["text"].endswith("word_")
+    assert found[-1]["text"].startswith("*b") and found[-1]["text"].endswith("end*")
+    assert "a_snake_case" in found[0]["markdown"]
+
+
+FALSE_FRIENDS = {  # no sentence ends: breaks fall between any two words
+    "bullets": "* item one\n* item two\n"
+    + "\n".join(f"* point {i} " + "x " * 9 for i in range(60)),
+    "snake_case": "Use my_var_name with other_thing_here and __init__ too " * 40,
+    "urls": "See https://example.com/**x and www.example.org/_a then b_/ or "
+    "<https://example.com/*p> then [t](<https://x.example/y*>) now " * 30,
+    "code": "Run `*a` or `b*` and `**kwargs` and ``x ` *y `` here " * 40
+    + "\n\n```py\n"
+    + "print(2 *x)  # *not italic\nprint(y* 3)  # nor this*\n" * 30
+    + "```",
+    "lone": "5 * 3 = 15 and 2 ** 10, a * b; *shrug and ~ approx and a || b " * 40,
+    "escaped": r"\*not italic\* nor \_this one\_ nor \~\~that one\~\~ " * 60,
+    "unclosed": "*" + "word " * 300,
+}
+
+
+@pytest.mark.parametrize("name", list(FALSE_FRIENDS))
+def test_false_friends_are_not_taken_for_emphasis(name: str) -> None:
+    text = FALSE_FRIENDS[name]
+    for markers in (DISCORD_MARKERS, MARKDOWN_EMPHASIS):
+        for limit in range(60, 200, 13):
+            plain = split_message(text, limit)
+            assert len(plain) > 3
+            assert split_message(text, limit, markers=markers) == plain, (name, limit)
+
+
+def test_emphasis_markers_are_checked() -> None:
+    with pytest.raises(ValueError, match="emphasis marker '\\*\\*\\*'"):
+        Emphasis(["***"])
+    with pytest.raises(ValueError, match="emphasis marker '#'"):
+        split_message("x", 100, markers=["#"])
+    assert not Emphasis([]) and Emphasis(["*"]).spans("*a*") == [(1, 2, "*")]
+
+
+def test_markers_nested_too_deep_for_the_limit_are_left_alone() -> None:
+    text = "**__~~||" + "w " * 40 + "end||~~__**"  # 16 markers around a break: no room
+    parts = split_message(text, 20, markers=DISCORD_MARKERS)
+    assert parts == split_message(text, 20) and all(len(p) <= 20 for p in parts)
+
+
+_WORD = st.one_of(
+    st.text(st.sampled_from("abcxyzé語😀"), min_size=1, max_size=6),
+    st.sampled_from(["end.", "Yes!", "so,", "`a*b`", "`__x__`", "(p)", "x_y"]),
+)
+
+
+def _words_of(draw: st.DrawFn, most: int) -> str:
+    return " ".join(draw(st.lists(_WORD, min_size=1, max_size=most)))
+
+
+_KIND = {"*": "*", "_": "*", "**": "**", "__": "**", "~~": "~~"}
+
+
+@st.composite
+def _inline(draw: st.DrawFn, outer: tuple[str, ...] = ()) -> str:
+    """Words and emphasis, nested up to three deep; never a span inside one of its own
+    kind, which no channel shows (Discord writes ``_`` as ``*`` too): closed and reopened
+    together, ``*`` and ``*`` would read as ``**``, and ``~~~~`` at a line start as a fence."""
+    pieces = []
+    for _ in range(draw(st.integers(1, 4))):
+        if len(outer) < 3 and draw(st.booleans()):
+            kind = draw(st.sampled_from([k for k in ("*", "**", "~~") if k not in outer]))
+            inner = draw(_inline((*outer, kind)))
+            marker = draw(st.sampled_from([m for m, k in _KIND.items() if k == kind]))
+            pieces.append(f"{marker}{_words_of(draw, 3)} {inner} {_words_of(draw, 3)}{marker}")
+        else:
+            pieces.append(_words_of(draw, 25))
+    return draw(st.sampled_from([" ", "\n"])).join(pieces)
+
+
+EMPHASIS_TEXT = st.lists(_inline(), min_size=1, max_size=3).map("\n\n".join)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=EMPHASIS_TEXT, limit=st.integers(40, 400), unit=st.sampled_from(["chars", "utf16"]))
+def test_every_part_is_balanced_markdown(text: str, limit: int, unit: str) -> None:
+    assume(not _literal_markers(text))  # the generated Markdown reads as intended
+    parts = split_message(text, limit, unit=unit, markers=MARKDOWN_EMPHASIS)
+    measure = utf16_len if unit == "utf16" else len
+    assert all(measure(p) <= limit for p in parts)
+    for part in parts:
+        assert not _literal_markers(part), part
+    assert [w for p in parts for w in _styled(p)] == _styled(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=EMPHASIS_TEXT, limit=st.integers(40, 400))
+def test_every_part_is_balanced_discord(text: str, limit: int) -> None:
+    rendered = render_discord(text)
+    assume(not _literal_markers(rendered))
+    parts = split_message(rendered, limit, markers=DISCORD_MARKERS)
+    assert all(len(p) <= limit for p in parts)
+    for part in parts:
+        assert not _literal_markers(part), part
+    assert [w for p in parts for w in _styled(p)] == _styled(rendered)
+
+
+def test_telegram_split_keeps_emphasis_in_every_part() -> None:
+    """Telegram needs no markers: its splitter clips each entity to every part it spans."""
+    parts = render_telegram("intro\n\n*" + "word " * 1000 + "end* and **" + "b " * 2500 + "end**")
+    assert all(utf16_len(p["text"]) <= 4096 for p in parts)
+    for part in parts:
+        for entity in part["entities"]:
+            assert entity["offset"] + entity["length"] <= utf16_len(part["text"])
+    texts = [p["text"] for p in parts]
+    italic = [i for i, t in enumerate(texts) if "word" in t]
+    bold = [i for i, t in enumerate(texts) if "b b" in t]
+    assert len(italic) == 2 and len(bold) == 2  # both spans cross a break
+    kinds = [{e["type"]: e for e in p["entities"]} for p in parts]
+    assert kinds[italic[0]]["italic"]["length"] == utf16_len(texts[italic[0]])  # to the end
+    assert kinds[italic[1]]["italic"]["offset"] == 0  # and on from the start
+    assert texts[italic[1]][: kinds[italic[1]]["italic"]["length"]].endswith("end")
+    assert kinds[bold[1]]["bold"]["offset"] == 0
+    assert kinds[bold[1]]["bold"]["length"] == utf16_len(texts[bold[1]].rstrip())

@@ -7,6 +7,13 @@ its language) at the start of the next, so every part renders on its own.
 Nothing is reordered and no text is lost: only whitespace at the breaks and
 the added fence lines differ from the input.
 
+Given the channel's emphasis ``markers`` (``("**", "*", "~~")``; see
+``emphasis``), a span of bold, italic and the like that a break falls inside
+is closed at the end of one part and reopened at the start of the next (after
+a quote's ``>``), so no part shows a stray marker; each part still fits the
+limit with the markers added. Only spans the text both opens and closes count,
+and code, URLs, bullets and ``snake_case`` are not mistaken for them.
+
 Lengths are counted in the channel's unit: characters, UTF-16 code units
 (Telegram, SMS in UCS-2) or GSM-7 septets (SMS).
 """
@@ -14,14 +21,19 @@ Lengths are counted in the channel's unit: characters, UTF-16 code units
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+
+from bot.formatting.emphasis import Emphasis, Span, deepest, open_at
 
 Measure = Callable[[str], int]
 
 FENCE = re.compile(r"^(`{3,}|~{3,})([^\n`]*)$")
 SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+_QUOTE = re.compile(r"[ \t]*(?:>+[ \t]*)*")
+_SPACE = re.compile(r"\s*")
+MIN_ROOM = 8  # the least room a part keeps for text when markers are reserved
 SMS_LIMIT = 1600
 GSM_SEGMENT = 153
 UCS2_SEGMENT = 67
@@ -129,12 +141,67 @@ def _split_fence(block: str, opener: str, limit: int, measure: Measure) -> list[
     return [f"{opener}\n{chunk}\n{close}" for chunk in chunks]
 
 
+def _starts(block: str, pieces: list[str]) -> list[int] | None:
+    """Where each piece begins in ``block`` (its first non-space character); None if the
+    pieces are not ``block`` with only whitespace changed."""
+    solid = [index for index, char in enumerate(block) if not char.isspace()]
+    starts, count = [], 0
+    for piece in pieces:
+        starts.append(solid[count] if count < len(solid) else len(block))
+        count += sum(1 for char in piece if not char.isspace())
+    return starts if count == len(solid) else None
+
+
+def _rebalanced(block: str, pieces: list[str], spans: list[Span]) -> list[str] | None:
+    """``pieces`` with each span a break falls inside closed before it and reopened after it."""
+    starts = _starts(block, pieces)
+    if starts is None:
+        return None
+    across = open_at(spans, starts[1:])
+    out = []
+    for index, piece in enumerate(pieces):
+        if index and across[index - 1]:
+            start = starts[index]
+            at_line = block[:start].rstrip(" \t").endswith("\n")
+            head = _QUOTE if at_line else _SPACE
+            found = head.match(piece)
+            cut = found.end() if found else 0
+            piece = piece[:cut] + "".join(across[index - 1]) + piece[cut:]
+        if index < len(across) and across[index]:
+            piece = piece.rstrip() + "".join(reversed(across[index]))
+        out.append(piece)
+    return out
+
+
+def _balanced_pieces(block: str, limit: int, measure: Measure, emphasis: Emphasis) -> list[str]:
+    """A paragraph split as ``_pieces`` does, its emphasis spans closed and reopened
+    at the breaks, each piece still within ``limit`` with the markers added."""
+    pieces = _pieces(block, limit, measure)
+    spans = emphasis.spans(block) if len(pieces) > 1 else []
+    if not spans:
+        return pieces
+    balanced = _rebalanced(block, pieces, spans)
+    if balanced is not None and all(measure(p) <= limit for p in balanced):
+        return balanced
+    room = limit - 2 * deepest(spans, measure)  # each piece gains at most this much
+    if balanced is None or room < MIN_ROOM:
+        return pieces  # markers nested too deep to fit: left as they are
+    return _rebalanced(block, _pieces(block, room, measure), spans) or pieces
+
+
 def split_message(
-    text: str, limit: int, *, unit: str = "chars", measure: Measure | None = None
+    text: str,
+    limit: int,
+    *,
+    unit: str = "chars",
+    measure: Measure | None = None,
+    markers: Sequence[str] = (),
 ) -> list[str]:
-    """Parts of ``text``, each at most ``limit`` long in ``unit``."""
+    """Parts of ``text``, each at most ``limit`` long in ``unit``; emphasis made with
+    ``markers`` is closed and reopened where a part ends inside it."""
     if limit < 16:
         raise ValueError("limit must be at least 16")
+    emphasis = Emphasis(markers)
     size = measure or measure_for(unit)
     text = text.strip("\n")
     if not text.strip():
@@ -147,6 +214,8 @@ def split_message(
             pieces.append(block)
         elif opener is not None:
             pieces.extend(_split_fence(block, opener, limit, size))
+        elif emphasis:
+            pieces.extend(_balanced_pieces(block, limit, size, emphasis))
         else:
             pieces.extend(_pieces(block, limit, size))
     return _pack(pieces, limit, size, "\n\n")
