@@ -451,6 +451,19 @@ def test_emphasis_markers_are_checked() -> None:
     assert not Emphasis([]) and Emphasis(["*"]).spans("*a*") == [(1, 2, "*")]
 
 
+def test_emphasis_spans_follow_commonmark() -> None:
+    em, strike = Emphasis(["*", "**"]), Emphasis(["~~"])
+    assert em.spans("*foo**bar**baz*") == [(6, 9, "**"), (1, 14, "*")]  # the rule of three
+    assert em.spans("> ```\n> *a\n> b*\n> ```\n> *c d*") == [(25, 28, "*")]  # quoted code
+    assert em.spans("> ```\n> *a\n> b*") == []  # a fence left open runs to the end
+    assert em.spans("`unclosed *a b*") == [(11, 14, "*")]  # a lone backtick is text
+    assert em.spans("*a\n\nb*") == [] and em.spans("*a\n- b*") == []  # a new block
+    assert em.spans("*a\n  b*") == [(1, 6, "*")]  # a line of the same paragraph
+    assert em.spans("see https://x.example/*a b*") == []  # the URL ends at the space
+    assert strike.spans("~~a b~") == [] and strike.spans("~~a b~~") == [(2, 5, "~~")]
+    assert Emphasis(["_"]).spans("snake_case _a b_") == [(12, 15, "_")]
+
+
 def test_markers_nested_too_deep_for_the_limit_are_left_alone() -> None:
     text = "**__~~||" + "w " * 40 + "end||~~__**"  # 16 markers around a break: no room
     parts = split_message(text, 20, markers=DISCORD_MARKERS)

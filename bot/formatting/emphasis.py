@@ -14,6 +14,10 @@ What is not markup is skipped: backslash escapes, code spans, fenced code
 a line's block prefix (a ``*`` bullet, ``#`` heading, quote ``>``). A blank
 line, a list item or a heading ends every open span, as a paragraph does.
 Linear in the text's length.
+
+Not handled: a span inside one of its own kind (``*a *b* c*``, which no
+channel shows as more than one) closed and reopened together reads as
+another marker (``**``; ``~~~~`` at a line start opens a code fence).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ Lengths are counted in the channel's unit: characters, UTF-16 code units
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -141,6 +142,11 @@ def _split_fence(block: str, opener: str, limit: int, measure: Measure) -> list[
     return [f"{opener}\n{chunk}\n{close}" for chunk in chunks]
 
 
+@functools.lru_cache(maxsize=16)
+def _emphasis(markers: tuple[str, ...]) -> Emphasis:
+    return Emphasis(markers)
+
+
 def _starts(block: str, pieces: list[str]) -> list[int] | None:
     """Where each piece begins in ``block`` (its first non-space character); None if the
     pieces are not ``block`` with only whitespace changed."""
@@ -201,7 +207,7 @@ def split_message(
     ``markers`` is closed and reopened where a part ends inside it."""
     if limit < 16:
         raise ValueError("limit must be at least 16")
-    emphasis = Emphasis(markers)
+    emphasis = _emphasis(tuple(markers))
     size = measure or measure_for(unit)
     text = text.strip("\n")
     if not text.strip():
