@@ -3,8 +3,9 @@
 telegramify-markdown does the conversion: it emits plain text and
 ``MessageEntity`` offsets in UTF-16 units, so there is no escaping to get
 wrong (MarkdownV2 and HTML parse modes reject a whole message for one bad
-character), and its splitter clips entities at part boundaries, so a code
-block split in two stays a code block in both parts. Reasoning goes first,
+character). Our splitter clips entities at part boundaries, so a code block
+split in two stays a code block in both parts, and breaks at a line or a
+space, never inside a word. Reasoning goes first,
 as an expandable (collapsed) blockquote.
 
 Two things it does that a chat must not: it drops anything that looks like
@@ -18,6 +19,8 @@ code fence is closed for display, so a partial reply never has a broken entity.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any
 
 import telegramify_markdown
@@ -66,11 +69,55 @@ def render_telegram(
     if not text.strip():
         return []
     rebuilt = [telegramify_markdown.MessageEntity(**e) for e in entity_dicts]
-    parts = telegramify_markdown.split_entities(text, rebuilt, limit)
+    parts = split_entities(text, rebuilt, limit)
     return [
         {"text": part_text, "entities": [e.to_dict() for e in part_entities]}
         for part_text, part_entities in parts
     ]
+
+
+Entity = telegramify_markdown.MessageEntity
+
+
+def split_entities(text: str, entities: list[Entity], limit: int) -> list[tuple[str, list[Entity]]]:
+    """``text`` in parts of at most ``limit`` UTF-16 units, entities clipped into each.
+
+    A part ends after a line break in its second half, else after the last space,
+    and only a word longer than a whole part is cut (telegramify-markdown's own
+    splitter cuts mid-word when a paragraph has no line break). Entities that cross
+    a boundary are clipped into both parts, so bold or a code block stays so."""
+    offsets = [0, *accumulate(2 if ord(c) > 0xFFFF else 1 for c in text)]
+    parts: list[tuple[str, list[Entity]]] = []
+    start = 0
+    while start < len(text):
+        end = len(text)
+        if offsets[end] - offsets[start] > limit:
+            end = _cut(text, start, bisect_right(offsets, offsets[start] + limit) - 1)
+        chunk = text[start:end]
+        if chunk.strip():
+            parts.append((chunk, _clip(entities, offsets[start], offsets[end])))
+        start = end
+    return parts
+
+
+def _cut(text: str, start: int, end: int) -> int:
+    """Where a part from ``start`` that may reach ``end`` ends: after a line break
+    in its second half, after its last space, or (one long word) at ``end``."""
+    half = start + (end - start) // 2
+    newline = text.rfind("\n", half, end) + 1
+    if newline > start:
+        return newline
+    space = max(text.rfind(" ", start, end), text.rfind("\n", start, end)) + 1
+    return space if space > start else max(end, start + 1)
+
+
+def _clip(entities: list[Entity], start: int, end: int) -> list[Entity]:
+    clipped = []
+    for entity in entities:
+        first, last = max(entity.offset, start), min(entity.offset + entity.length, end)
+        if last > first:
+            clipped.append(entity.copy_with(offset=first - start, length=last - first))
+    return clipped
 
 
 def render_live(

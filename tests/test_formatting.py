@@ -539,8 +539,32 @@ def test_telegram_split_keeps_emphasis_in_every_part() -> None:
     bold = [i for i, t in enumerate(texts) if "b b" in t]
     assert len(italic) == 2 and len(bold) == 2  # both spans cross a break
     kinds = [{e["type"]: e for e in p["entities"]} for p in parts]
-    assert kinds[italic[0]]["italic"]["length"] == utf16_len(texts[italic[0]])  # to the end
+    first = kinds[italic[0]]["italic"]
+    assert first["offset"] + first["length"] == utf16_len(texts[italic[0]])  # to the end
     assert kinds[italic[1]]["italic"]["offset"] == 0  # and on from the start
     assert texts[italic[1]][: kinds[italic[1]]["italic"]["length"]].endswith("end")
     assert kinds[bold[1]]["bold"]["offset"] == 0
     assert kinds[bold[1]]["bold"]["length"] == utf16_len(texts[bold[1]].rstrip())
+
+
+def test_telegram_parts_never_cut_a_word_and_keep_their_entities() -> None:
+    from channels.telegram_format import render_telegram
+
+    words = ["word", "🙂emoji", "longer-word"] * 700
+    parts = render_telegram("intro\n\n*" + " ".join(words) + "*", limit=500)
+    assert len(parts) > 5
+    seen: list[str] = []
+    for part in parts:
+        text = part["text"]
+        assert utf16_len(text) <= 500
+        assert not text.startswith(" ") and text.split()[-1] in {*words, "intro"}
+        seen += text.split()
+        italic = [e for e in part["entities"] if e["type"] == "italic"]
+        assert italic and italic[0]["offset"] + italic[0]["length"] <= utf16_len(text)
+    assert seen == ["intro", *words]
+    # one word longer than a part is the only thing ever cut
+    assert [utf16_len(p["text"]) for p in render_telegram("x" * 1200, limit=500)] == [
+        500,
+        500,
+        200,
+    ]
