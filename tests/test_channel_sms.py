@@ -254,7 +254,8 @@ async def test_replies_are_smart_encoded_and_sent_from_a_messaging_service(
             2,
         ),
         (
-            "Caf\u00e9 hours: 9\u201317 \u2014 closed Sundays. \u201cLate\u201d orders are taken until 16:30.",
+            "Caf\u00e9 hours: 9\u201317 \u2014 closed Sundays. "
+            "\u201cLate\u201d orders are taken until 16:30.",
             1,
         ),
     ],
