@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -379,7 +379,8 @@ class Dispatcher:
         options = self._stream_options(sink, message, resumed=last.attempts > 1)
         text = "\n\n".join(texts)
         meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
-        reply = await self._timed_turn(sink, message, session_id, text, options, images, meter)
+        turn = _Turn(sink, message, session_id, text, options, images, meter)
+        reply = await self._timed_turn(turn)
         pending = [i for i in items if i.reply is None]
         parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
@@ -409,30 +410,17 @@ class Dispatcher:
             resumed=resumed,
         )
 
-    async def _timed_turn(
-        self,
-        sink: ReplySink,
-        message: InboundMessage,
-        session_id: str,
-        text: str,
-        options: StreamOptions,
-        images: list[Attachment] | None = None,
-        meter: TurnMeter | None = None,
-    ) -> Reply:
+    async def _timed_turn(self, turn: _Turn) -> Reply:
         started = time.monotonic()
         limit = self.config.agent.queuing.turn_timeout
-        if meter is None:
-            meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=False)
         outcome = "failed"
         try:
-            async with self._deadline(message, limit):
-                reply = await self._run_turn(
-                    sink, message, session_id, text, options, images, meter
-                )
+            async with self._deadline(turn.message, limit):
+                reply = await self._run_turn(turn)
             outcome = "error" if reply.kind is ReplyKind.ERROR else "answered"
         except TimeoutError:
             outcome = "timeout"
-            log.warning("turn for %s took longer than %ss; stopped", session_id, limit)
+            log.warning("turn for %s took longer than %ss; stopped", turn.session_id, limit)
             reply = Reply(
                 "Sorry, that took too long and I had to stop. Please try again.",
                 kind=ReplyKind.ERROR,
@@ -441,23 +429,15 @@ class Dispatcher:
             outcome = "cancelled"
             raise
         finally:
-            meter.finish(outcome)
+            turn.meter.finish(outcome)
         self._turn_seconds += (time.monotonic() - started - self._turn_seconds) / 10
         return reply
 
-    async def _run_turn(
-        self,
-        sink: ReplySink,
-        message: InboundMessage,
-        session_id: str,
-        text: str,
-        options: StreamOptions,
-        images: list[Attachment] | None = None,
-        meter: TurnMeter | None = None,
-    ) -> Reply:
+    async def _run_turn(self, turn: _Turn) -> Reply:
         """Run the turn, its events fed to the channel's stream as they come; the
         finished reply as the channel is to show it."""
-        stream = sink.open_stream(message, options)
+        sink, message = turn.sink, turn.message
+        stream = sink.open_stream(message, turn.options)
         typing: list[asyncio.Task[None]] = []
 
         def start_typing() -> None:  # once the turn holds its lanes: not while it waits
@@ -466,16 +446,16 @@ class Dispatcher:
         try:
             # Closed here, not by the garbage collector: the turn's transcript write
             # (in the generator's finally) is done, or has failed, before we go on.
-            turn = self.runtime.run(
-                session_id,
-                text,
+            run = self.runtime.run(
+                turn.session_id,
+                turn.text,
                 channel=message.channel,
                 tool_format=sink.traits.tool_format,
                 on_start=start_typing,
-                attachments=images or (),
+                attachments=turn.images,
             )
-            async with contextlib.aclosing(turn) as events:
-                return await _collect(events, stream, options.show_reasoning, meter)
+            async with contextlib.aclosing(run) as events:
+                return await _collect(events, stream, turn.options.show_reasoning, turn.meter)
         finally:
             for task in typing:
                 task.cancel()
@@ -530,6 +510,19 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.claims.release_all()
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """What one model turn answers, and where its reply goes."""
+
+    sink: ReplySink
+    message: InboundMessage
+    session_id: str
+    text: str
+    options: StreamOptions
+    images: list[Attachment]
+    meter: TurnMeter
 
 
 async def _collect(
