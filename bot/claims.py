@@ -100,6 +100,10 @@ class Claims:
         else:
             del self._held[item_id]
 
+    def token(self, item_id: int) -> str | None:
+        claim = self._held.get(item_id)
+        return claim.token if claim is not None else None
+
     def forget(self, item_id: int) -> None:
         """The message is done: its claim went with it."""
         self._held.pop(item_id, None)

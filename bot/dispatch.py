@@ -14,6 +14,10 @@ reply is recorded by marking the message done, and the other messages a
 reply answers are marked done before it is sent, so a restart never answers
 a message again.
 
+A chat's order holds across processes too: on shared storage a turn opens a
+message only when every earlier message of its chat is answered or in the same
+turn; otherwise it lets go, and whoever answers the earlier one takes it next.
+
 Under overload the mailbox admits at most the global cap of turns; the rest
 wait in line with no task, no typing and no polling. "Typing" is shown only
 for turns that run. Past ``agent.queuing.max_backlog`` waiting messages, a
@@ -54,7 +58,7 @@ from bot.media import Media
 from bot.messages import Attachment
 from bot.metrics import Metrics, TurnMeter
 from bot.queuing import Mailbox, QueueMode
-from bot.storage.base import UNAVAILABLE, Inbox, InboxItem
+from bot.storage.base import UNAVAILABLE, EarlierPending, Inbox, InboxItem
 from bot.streaming import LiveMemory
 
 if TYPE_CHECKING:
@@ -201,7 +205,9 @@ class Dispatcher:
             # A sender waiting on its request is told every time; others once.
             self._spawn(self._refuse(message, verdict.reason if answer_here else verdict.notice))
             return Outcome.REFUSED
-        log.info("stored %s message as inbox-%d", message.channel, item_id)
+        # DEBUG: at webhook rates this line was a fifth of the intake's CPU; each turn
+        # logs at INFO, with the same inbox id.
+        log.debug("stored %s message as inbox-%d", message.channel, item_id)
         here = self.process or answer_here
         if here and not self.draining and await self.claims.take(item_id):
             self._enqueue(message, item_id)
@@ -269,9 +275,14 @@ class Dispatcher:
                 self._deadlines.pop(key, None)
 
     async def _done(self, item: InboxItem, message: InboundMessage | None = None) -> None:
-        await self.storage.inbox_done(item.id)
+        later = await self.storage.inbox_done(item.id)
         self.claims.forget(item.id)
-        await self._settled(message or InboundMessage.from_dict(item.data))
+        message = message or InboundMessage.from_dict(item.data)
+        await self._settled(message)
+        if later and self.process and not self.draining:
+            # Its chat's next messages, handed back while this one was held here.
+            for n in await self.claims.take_many(later):
+                self._enqueue(message, n)
 
     async def _settled(self, message: InboundMessage) -> None:
         sink = self.sinks.get(message.channel)
@@ -313,10 +324,12 @@ class Dispatcher:
         try:
             ours = await self.claims.check([*item_ids, *dropped])
             # Read and counted as an attempt in one step (one trip on shared storage).
-            items = [i for n in item_ids if n in ours and (i := await self.storage.inbox_open(n))]
+            items = await self._open_in_order(
+                [n for n in item_ids if n in ours], [n for n in dropped if n in ours]
+            )
             lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
-            found = {item.id for item in (*items, *lost)}
-            for closed in ours - found:  # answered meanwhile: let go
+            found = {item.id for item in (*items, *lost)} if items else set()
+            for closed in ours - found:  # answered meanwhile, or to wait: let go
                 await self.claims.release(closed)
             if items:
                 await self._answer(session_id, items, lost)
@@ -339,6 +352,27 @@ class Dispatcher:
                         await self._done(item)
                 return
             await self._retry_later([*item_ids, *dropped])
+
+    async def _open_in_order(self, item_ids: list[int], dropped: list[int]) -> list[InboxItem]:
+        """A turn's items, read and counted, up to the first one that must wait: on
+        shared storage, one whose chat has an earlier message that is neither answered
+        nor part of this turn (held by another process, handed back, or behind this one
+        in this process's line). That one's claim is let go with the check; the caller
+        lets go of the rest. Whoever answers the earlier message takes them next
+        (``_done``; else a sweep), so a chat's order holds across processes."""
+        items: list[InboxItem] = []
+        turn = [*item_ids, *dropped]
+        for item_id in item_ids:
+            claim = self.claims.token(item_id) if self.storage.shared else None
+            try:
+                item = await self.storage.inbox_open(item_id, claim, turn)
+            except EarlierPending:
+                self.claims.forget(item_id)
+                log.info("inbox-%d waits for an earlier message of its chat", item_id)
+                break
+            if item is not None:
+                items.append(item)
+        return items
 
     async def _retry_later(self, item_ids: list[int]) -> None:
         """Let go of items whose turn failed: the sweeper (this process's or another's)

@@ -64,7 +64,7 @@ async def opened(cleanup: contextlib.AsyncExitStack, url: str, **options: Any) -
     return store
 
 
-async def test_a_version_1_database_is_migrated_to_2_keeping_its_data(
+async def test_a_version_1_database_is_migrated_to_the_latest_keeping_its_data(
     url: str, cleanup: contextlib.AsyncExitStack
 ) -> None:
     connection = await asyncpg.connect(url)
@@ -84,9 +84,9 @@ async def test_a_version_1_database_is_migrated_to_2_keeping_its_data(
         """INSERT INTO chatlane_kv VALUES ('cooldown', 'anthropic:0', '{"until": 5}')"""
     )
     store = await opened(cleanup, url)
-    assert await schema_version(connection) == LATEST == 2
-    indexes = await connection.fetch("SELECT indexname FROM pg_indexes")
-    assert "chatlane_inbox_done_created" in {row[0] for row in indexes}
+    assert await schema_version(connection) == LATEST == 3
+    indexes = {row[0] for row in await connection.fetch("SELECT indexname FROM pg_indexes")}
+    assert {"chatlane_inbox_done_created", "chatlane_inbox_chat_pending"} <= indexes
     assert [m.content for m in await store.load_messages("s")] == ["from v1"]
     [item] = await store.inbox_pending()
     assert (item.data, item.reply, item.sent) == ({"text": "hi"}, ["a", "b"], 1)

@@ -148,12 +148,6 @@ async def post_until_taken(http: ClientSession, serve: Serve, body: dict[str, An
 
 
 @pytest.mark.parametrize("processes", [2, 3])
-@pytest.mark.xfail(
-    raises=OutOfOrder,
-    strict=True,
-    reason="a chat's message waiting in one process's admission line holds no place in "
-    "the chat's Redis lane, so its next message, taken by another process, overtakes it",
-)
 async def test_processes_under_overload_answer_every_message_once_in_order(
     tmp_path: Path, redis_server: str, cleanup: contextlib.AsyncExitStack, processes: int
 ) -> None:

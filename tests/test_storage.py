@@ -37,6 +37,7 @@ from bot.storage import (
     Storage,
     TranscriptStore,
 )
+from bot.storage.base import EarlierPending
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.postgres import PostgresStorage, PostgresUnavailable
@@ -166,6 +167,44 @@ async def test_inbox_open_reads_and_counts_an_attempt_in_one_step(storage: Any) 
     assert await storage.inbox_open(first) is None  # done: not opened, nothing re-created
     assert await storage.inbox_get(first) is None
     assert await storage.inbox_pending_ids() == []
+
+
+def chat_message(n: int, chat: int = 5, thread: str | None = None) -> dict[str, Any]:
+    return {"channel": "telegram", "chat_id": chat, "thread_id": thread, "text": f"m{n}"}
+
+
+async def test_a_message_opens_only_after_its_chats_earlier_ones_on_shared_storage(
+    storage: Any,
+) -> None:
+    """Another process holds a chat's first message: the second is not opened (nothing
+    counted, its claim let go) until the first is done, which hands it back."""
+    first = await storage.inbox_add("telegram:o1", chat_message(1))
+    second = await storage.inbox_add("telegram:o2", chat_message(2))
+    third = await storage.inbox_add("telegram:o3", chat_message(3))
+    elsewhere = await storage.inbox_add("telegram:o4", chat_message(4, chat=6))
+    thread = await storage.inbox_add("telegram:o5", chat_message(5, thread="t"))
+    assert await storage.inbox_claim_many({first: "A#1", second: "B#1", third: "B#2"}, 30)
+    if not storage.shared:  # one process answers from it: its mailbox keeps the order
+        assert (await storage.inbox_open(second, "B#1", [second])).attempts == 1
+        assert await storage.inbox_done(first) == []
+        return
+    with pytest.raises(EarlierPending):
+        await storage.inbox_open(second, "B#1", [second])
+    assert await storage.inbox_claim(second, "C#1", 30)  # B's claim went with the check
+    await storage.inbox_release(second, "C#1")
+    # Answered together with the earlier one (collect): opened.
+    together = await storage.inbox_open(third, "B#2", [first, second, third])
+    assert together is not None and together.attempts == 1
+    # Other chats and threads wait for nothing; without a claim nothing is checked.
+    assert await storage.inbox_open(elsewhere, "B#3", [elsewhere]) is not None
+    assert await storage.inbox_open(thread, "B#4", [thread]) is not None
+    assert (await storage.inbox_open(second)).attempts == 1  # (not counted when it waited)
+    # The first done: the chat's later messages nobody holds come back, oldest first.
+    assert await storage.inbox_done(first) == [second]
+    assert await storage.inbox_open(second, "A#2", [second]) is not None
+    await storage.inbox_release(third, "B#2")
+    assert await storage.inbox_done(second) == [third]
+    assert await storage.inbox_done(third) == []
 
 
 async def test_concurrent_adds_are_each_stored_once_in_order(storage: Any) -> None:

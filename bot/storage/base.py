@@ -48,6 +48,24 @@ else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class EarlierPending(Exception):
+    """``inbox_open``: an earlier message of the same chat is not answered yet and not
+    part of the turn, so this one must wait for it; its claim was released in the same
+    step (whoever answers the earlier one takes it next: see ``inbox_done``)."""
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+
+def chat_of(data: Mapping[str, JSON]) -> str:
+    """The chat a stored inbound message belongs to (its lane: channel, chat, thread),
+    which orders a chat's messages across processes on shared storage."""
+    chat = f"{data.get('channel')}:{data.get('chat_id')}"
+    thread = data.get("thread_id")
+    return f"{chat}:{thread}" if thread else chat
+
+
 @dataclass(slots=True)
 class InboxItem:
     """An accepted inbound message and how far its answer got.
@@ -200,16 +218,29 @@ class Inbox(InboxClaims, Protocol):
         """Count one more processing attempt; returns the count."""
         ...
 
-    async def inbox_open(self, item_id: int) -> InboxItem | None:
+    async def inbox_open(
+        self, item_id: int, claim: str | None = None, turn: Sequence[int] = ()
+    ) -> InboxItem | None:
         """``inbox_get`` and ``inbox_begin`` in one step, for a turn about to answer it: the
-        item with this attempt counted; None (and nothing counted) if it is done."""
+        item with this attempt counted; None (and nothing counted) if it is done.
+
+        ``claim``, the caller's claim token on the item, asks for a chat's order across
+        processes (shared storage; a backend only this process writes ignores it): when
+        an earlier message of the same chat is not done and not among ``turn`` (the ids
+        the turn answers together), nothing is counted, the item's claim (by ``claim``)
+        is released and ``EarlierPending`` is raised.
+        """
         ...
 
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None: ...
 
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None: ...
 
-    async def inbox_done(self, item_id: int) -> None: ...
+    async def inbox_done(self, item_id: int) -> list[int]:
+        """Mark an item answered; on shared storage, the ids of the same chat's later
+        messages that nobody holds, oldest first (handed back by ``inbox_open`` while
+        this one waited), for the caller to claim and answer next. Else ``[]``."""
+        ...
 
 
 @runtime_checkable

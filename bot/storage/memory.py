@@ -117,7 +117,10 @@ class MemoryStorage(LocalClaims):
         item.attempts += 1
         return item.attempts
 
-    async def inbox_open(self, item_id: int) -> InboxItem | None:
+    async def inbox_open(
+        self, item_id: int, claim: str | None = None, turn: Sequence[int] = ()
+    ) -> InboxItem | None:
+        # Only this process answers from it: its mailbox keeps each chat's order.
         item = self._inbox.get(item_id)
         if item is None:
             return None
@@ -130,6 +133,7 @@ class MemoryStorage(LocalClaims):
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
         self._inbox[item_id].sent = sent
 
-    async def inbox_done(self, item_id: int) -> None:
+    async def inbox_done(self, item_id: int) -> list[int]:
         self._inbox.pop(item_id, None)
         self._claims.pop(item_id, None)
+        return []

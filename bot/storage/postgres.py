@@ -38,7 +38,14 @@ from typing import Any, ClassVar, TypeVar
 import asyncpg
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, Updater, to_json
+from bot.storage.base import (
+    JSON,
+    EarlierPending,
+    InboxItem,
+    Updater,
+    chat_of,
+    to_json,
+)
 from bot.storage.batch import Batcher
 from bot.storage.postgres_schema import KV_LOCK, SETTINGS_LOCK, migrate
 
@@ -69,6 +76,40 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 _GONE: tuple[type[Exception], ...] = (*UNREACHABLE, asyncpg.InterfaceError)
 
 _ITEM = "SELECT id, data, reply, sent, attempts FROM chatlane_inbox"
+# ``inbox_open`` with a claim, one statement: whether an earlier pending message of the
+# item's chat is not one of the turn's ($3); if so the item's claim ($2) is released,
+# else its attempt is counted and it is read.
+_OPEN_IN_ORDER = """
+WITH item AS (SELECT id, chat FROM chatlane_inbox WHERE id = $1 AND NOT done),
+waits AS (
+  SELECT EXISTS (
+    SELECT 1 FROM chatlane_inbox e JOIN item ON e.chat = item.chat
+    WHERE e.id < item.id AND NOT e.done AND e.id <> ALL($3::bigint[])
+  ) AS yes
+),
+released AS (
+  UPDATE chatlane_inbox i SET claim_token = NULL, claim_until = NULL FROM waits
+  WHERE waits.yes AND i.id = $1 AND i.claim_token = $2 RETURNING i.id
+),
+opened AS (
+  UPDATE chatlane_inbox i SET attempts = i.attempts + 1 FROM waits
+  WHERE NOT waits.yes AND i.id = $1 AND NOT i.done
+  RETURNING i.id, i.data, i.reply, i.sent, i.attempts
+)
+SELECT waits.yes, opened.id, opened.data, opened.reply, opened.sent, opened.attempts
+FROM waits LEFT JOIN opened ON true
+"""
+# ``inbox_done``: the row emptied and marked; the chat's later pending rows nobody holds.
+_DONE = """
+WITH done AS (
+  UPDATE chatlane_inbox SET done = true, reply = NULL, data = '{}',
+    claim_token = NULL, claim_until = NULL
+  WHERE id = $1 RETURNING chat
+)
+SELECT i.id FROM chatlane_inbox i JOIN done ON i.chat = done.chat
+WHERE i.id > $1 AND NOT i.done AND (i.claim_until IS NULL OR i.claim_until <= clock_timestamp())
+ORDER BY i.id
+"""
 _EPOCH = "coalesce((SELECT epoch FROM chatlane_sessions WHERE session_id = $1), 0)"
 
 
@@ -100,7 +141,7 @@ class PostgresStorage:
         self.pool_size = pool_size
         self.retry_for = retry_for
         self._pool: asyncpg.Pool | None = None
-        self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
+        self._inbox_adds: Batcher[tuple[str, str, str], int | None] = Batcher(self._inbox_write)
 
     @classmethod
     def from_env(
@@ -318,20 +359,22 @@ class PostgresStorage:
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
         # Group commit: concurrent adds share one statement, one commit.
-        return await self._inbox_adds.submit((dedupe_key, to_json(data)))
+        return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data)))
 
-    async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
-        """Insert (dedupe, data) rows in one statement; each row's id, or None for a key
-        seen before (in this batch too: its first occurrence is stored)."""
+    async def _inbox_write(self, rows: list[tuple[str, str, str]]) -> list[int | None]:
+        """Insert (dedupe, data, chat) rows in one statement; each row's id, or None for a
+        key seen before (in this batch too: its first occurrence is stored)."""
         found = await self._fetch(
-            "INSERT INTO chatlane_inbox (dedupe, data) "
-            "SELECT d, x FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(d, x, n) "
+            "INSERT INTO chatlane_inbox (dedupe, data, chat) "
+            "SELECT d, x, c FROM unnest($1::text[], $2::text[], $3::text[]) "
+            "WITH ORDINALITY AS t(d, x, c, n) "
             "ORDER BY n ON CONFLICT (dedupe) DO NOTHING RETURNING id, dedupe",
-            [dedupe for dedupe, _ in rows],
-            [data for _, data in rows],
+            [dedupe for dedupe, _, _ in rows],
+            [data for _, data, _ in rows],
+            [chat for _, _, chat in rows],
         )
         ids = {str(dedupe): int(n) for n, dedupe in found}
-        return [ids.pop(dedupe, None) for dedupe, _ in rows]
+        return [ids.pop(dedupe, None) for dedupe, _, _ in rows]
 
     @staticmethod
     def _item(row: Sequence[Any]) -> InboxItem:
@@ -359,14 +402,24 @@ class PostgresStorage:
         )
         return int(attempts or 0)
 
-    async def inbox_open(self, item_id: int) -> InboxItem | None:
-        rows = await self._fetch(
-            "UPDATE chatlane_inbox SET attempts = attempts + 1 WHERE id = $1 AND NOT done "
-            "RETURNING id, data, reply, sent, attempts",
-            item_id,
-            once=True,
-        )
-        return self._item(rows[0]) if rows else None
+    async def inbox_open(
+        self, item_id: int, claim: str | None = None, turn: Sequence[int] = ()
+    ) -> InboxItem | None:
+        if claim is None:
+            rows = await self._fetch(
+                "UPDATE chatlane_inbox SET attempts = attempts + 1 WHERE id = $1 AND NOT done "
+                "RETURNING id, data, reply, sent, attempts",
+                item_id,
+                once=True,
+            )
+            return self._item(rows[0]) if rows else None
+        rows = await self._fetch(_OPEN_IN_ORDER, item_id, claim, list(turn), once=True)
+        if not rows:
+            return None
+        waits, *item = rows[0]
+        if waits:
+            raise EarlierPending(item_id)
+        return self._item(item) if item[0] is not None else None
 
     async def inbox_set_reply(self, item_id: int, parts: list[JSON]) -> None:
         await self._execute(
@@ -376,13 +429,10 @@ class PostgresStorage:
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
         await self._execute("UPDATE chatlane_inbox SET sent = $2 WHERE id = $1", item_id, sent)
 
-    async def inbox_done(self, item_id: int) -> None:
+    async def inbox_done(self, item_id: int) -> list[int]:
         # The row stays (its dedupe key recognises late redeliveries for a week), emptied.
-        await self._execute(
-            "UPDATE chatlane_inbox SET done = true, reply = NULL, data = '{}', "
-            "claim_token = NULL, claim_until = NULL WHERE id = $1",
-            item_id,
-        )
+        rows = await self._fetch(_DONE, item_id)
+        return [int(row[0]) for row in rows]
 
     async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
         return bool(await self.inbox_claim_many({item_id: token}, ttl))

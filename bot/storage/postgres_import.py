@@ -12,6 +12,7 @@ histories; the SQLite file is opened read-only and left as it was.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.storage.base import chat_of
 from bot.storage.postgres import PostgresStorage
 from bot.storage.postgres_schema import migrate
 
@@ -120,7 +122,8 @@ async def _copy_tables(reader: sqlite3.Connection, connection: asyncpg.Connectio
         cursor = reader.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY rowid")
         while rows := await asyncio.to_thread(cursor.fetchmany, CHUNK):
             records = [_record(name, row, copied) for row in rows]
-            await connection.copy_records_to_table(table, records=records, columns=columns)
+            into = (*columns, "chat") if name == "inbox" else columns
+            await connection.copy_records_to_table(table, records=records, columns=into)
             copied.rows[name] += len(records)
     return copied
 
@@ -130,7 +133,8 @@ def _record(table: str, row: Sequence[Any], copied: Copied) -> tuple[Any, ...]:
         item_id, dedupe, data, done, reply, sent, attempts, created = row
         copied.pending += not done
         when = datetime.fromtimestamp(float(created or 0), UTC)
-        return (item_id, dedupe, data, bool(done), reply, sent, attempts, when)
+        chat = None if done else chat_of(json.loads(data))  # keeps a chat's order
+        return (item_id, dedupe, data, bool(done), reply, sent, attempts, when, chat)
     if table == "kv":
         copied.namespaces[row[0]] = copied.namespaces.get(row[0], 0) + 1
     return tuple(row)

@@ -75,6 +75,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX chatlane_inbox_done_created ON chatlane_inbox (created) WHERE done;
         """,
     ),
+    Migration(
+        3,
+        "the chat of each inbox row, so a chat's messages keep their order across processes",
+        """
+        ALTER TABLE chatlane_inbox ADD COLUMN chat TEXT;
+        CREATE INDEX chatlane_inbox_chat_pending ON chatlane_inbox (chat, id) WHERE NOT done;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -10,7 +10,8 @@ Keys (under a prefix, ``chatlane:`` by default):
 - ``kv:{namespace}``: a hash of JSON values; ``kv_update`` is an optimistic
   WATCH/MULTI transaction, retried on conflict, so it is atomic across processes.
 - ``inbox:dedupe:{key}`` (kept a week), ``inbox:item:{id}`` (a hash) and
-  ``inbox:pending`` (a sorted set of ids): ``inbox_add`` is one Lua script, so
+  ``inbox:pending`` (a sorted set of ids), ``inbox:chat:{chat}`` (a chat's pending
+  ids, which keep its order across processes): ``inbox_add`` is one Lua script, so
   a message is either stored and marked seen, or neither; concurrent adds share
   one call of it (one round trip).
 """
@@ -31,20 +32,30 @@ from redis.exceptions import NoScriptError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.messages import Message
-from bot.storage.base import JSON, InboxItem, Updater, to_json
+from bot.storage.base import (
+    JSON,
+    EarlierPending,
+    InboxItem,
+    Updater,
+    chat_of,
+    to_json,
+)
 from bot.storage.batch import Batcher
 
 DEDUPE_TTL = 7 * 24 * 3600
-# KEYS: the id counter, the item key prefix, the pending set, then each message's dedupe
-# key; ARGV: the dedupe TTL, then each message's data. Returns each message's id, 0 if seen.
+# KEYS: the id counter, the item key prefix, the pending set, the chat key prefix, then
+# each message's dedupe key; ARGV: the dedupe TTL, then each message's data and chat.
+# Returns each message's id, 0 if seen. ``inbox:chat:{chat}`` holds a chat's pending ids.
 INBOX_ADD = """
 local ids = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local id = 0
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     id = redis.call('INCR', KEYS[1])
-    redis.call('HSET', KEYS[2] .. id, 'data', ARGV[i - 2], 'sent', 0, 'attempts', 0)
+    local data, chat = ARGV[2 * i - 8], ARGV[2 * i - 7]
+    redis.call('HSET', KEYS[2] .. id, 'data', data, 'sent', 0, 'attempts', 0, 'chat', chat)
     redis.call('ZADD', KEYS[3], id, id)
+    redis.call('ZADD', KEYS[4] .. chat, id, id)
   end
   ids[#ids + 1] = id
 end
@@ -67,6 +78,24 @@ return last
 LOAD = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 return redis.call('ZRANGEBYSCORE', KEYS[2] .. epoch, ARGV[1], '+inf')
+"""
+# What a turn starts from, in one trip: the session's settings, its messages after ARGV[1]
+# and, when ARGV[2] names its field in ``kv:summary`` (a session not cached yet), its
+# summary, whose ``upto`` then starts the messages. KEYS: the epoch key, the messages key
+# prefix, the settings key, the summary hash. Returns {settings (flat), summary or '',
+# messages}.
+LOAD_TURN = """
+local after, summary = ARGV[1], ''
+if ARGV[2] ~= '' then
+  summary = redis.call('HGET', KEYS[4], ARGV[2]) or ''
+  local ok, stored = pcall(cjson.decode, summary)
+  if ok and type(stored) == 'table' and tonumber(stored['upto']) then
+    after = string.format('(%d', tonumber(stored['upto']))
+  end
+end
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local messages = redis.call('ZRANGEBYSCORE', KEYS[2] .. epoch, after, '+inf')
+return {redis.call('HGETALL', KEYS[3]), summary, messages}
 """
 
 CLAIM_MANY = """
@@ -97,10 +126,43 @@ end
 return lost
 """
 # An item read for a turn, its attempt counted (HINCRBY alone would create a done one).
+# With a claim token (ARGV[2]): first, if an earlier pending message of its chat is not
+# one of the turn's (ARGV[3:]), release the item's claim and return 0. KEYS: the item,
+# the chat key prefix, the claim key prefix; ARGV: the id, the token, the turn's ids.
 OPEN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local chat = redis.call('HGET', KEYS[1], 'chat')
+if ARGV[2] ~= '' and chat then
+  local turn = {}
+  for i = 3, #ARGV do turn[ARGV[i]] = true end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2] .. chat, '-inf', '(' .. ARGV[1])) do
+    if not turn[id] then
+      if redis.call('GET', KEYS[3] .. ARGV[1]) == ARGV[2] then
+        redis.call('DEL', KEYS[3] .. ARGV[1])
+      end
+      return 0
+    end
+  end
+end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return redis.call('HGETALL', KEYS[1])
+"""
+# An item answered: gone from the pending sets, its claim with it. Returns the ids of its
+# chat's later pending messages nobody holds. KEYS: the pending set, the item, the claim
+# key prefix, the chat key prefix; ARGV: the id.
+DONE = """
+local chat = redis.call('HGET', KEYS[2], 'chat')
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3] .. ARGV[1])
+local free = {}
+if chat then
+  local key = KEYS[4] .. chat
+  redis.call('ZREM', key, ARGV[1])
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. ARGV[1], '+inf')) do
+    if redis.call('EXISTS', KEYS[3] .. id) == 0 then free[#free + 1] = id end
+  end
+end
+return free
 """
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -108,6 +170,16 @@ return 0
 """
 
 DEFAULT_MAX_CONNECTIONS = 64
+
+try:  # redis-py 7.1 and later
+    from redis.driver_info import DriverInfo
+
+    # What every connection tells the server (CLIENT SETINFO), worked out once: left to
+    # redis-py, each new connection reads the package metadata again (about 1 ms of CPU),
+    # and a pool grows by a connection per concurrent command under a burst.
+    _DRIVER: dict[str, Any] = {"driver_info": DriverInfo()}
+except ImportError:  # earlier ones work the version out once, when the module loads
+    _DRIVER = {}
 _SHAS: dict[str, str] = {}
 
 
@@ -182,6 +254,7 @@ def redis_client(
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError],
+        **_DRIVER,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -208,7 +281,7 @@ class RedisStorage:
         self.max_connections = max_connections
         self.tls = dict(tls or {})
         self._client: aioredis.Redis | None = None
-        self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
+        self._inbox_adds: Batcher[tuple[str, str, str], int | None] = Batcher(self._inbox_write)
 
     @classmethod
     def from_env(
@@ -271,6 +344,29 @@ class RedisStorage:
             [self.key("epoch", session_id), self.key("msgs", session_id, "")],
             [f"({after_id}" if after_id else "-inf"],
         )
+        return self._messages(rows)
+
+    async def load_turn(
+        self, session_id: str, after_id: int | None = None, *, summary: bool = False
+    ) -> tuple[dict[str, JSON], JSON | None, list[Message]]:
+        """``get_settings`` and ``load_messages`` in one trip, with ``summary`` also
+        ``kv_get("summary", session_id)``, the messages then starting after its ``upto``."""
+        flat, stored, rows = await run_script(
+            self.client,
+            LOAD_TURN,
+            [
+                self.key("epoch", session_id),
+                self.key("msgs", session_id, ""),
+                self.key("settings", session_id),
+                self.key("kv", "summary"),
+            ],
+            [f"({after_id}" if after_id else "-inf", session_id if summary else ""],
+        )
+        settings = {str(k): json.loads(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        return settings, json.loads(stored) if stored else None, self._messages(rows)
+
+    @staticmethod
+    def _messages(rows: Sequence[Any]) -> list[Message]:
         messages = []
         for row in rows:
             data: dict[str, Any] = json.loads(str(row))
@@ -324,18 +420,20 @@ class RedisStorage:
                     continue
 
     async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        return await self._inbox_adds.submit((dedupe_key, to_json(data)))
+        return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data)))
 
-    async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
+    async def _inbox_write(self, rows: list[tuple[str, str, str]]) -> list[int | None]:
         keys = [
             self.key("inbox", "next"),
             self.key("inbox", "item", ""),
             self.key("inbox", "pending"),
+            self.key("inbox", "chat", ""),
         ]
-        keys += [self.key("inbox", "dedupe", dedupe) for dedupe, _ in rows]
-        ids = await run_script(
-            self.client, INBOX_ADD, keys, [DEDUPE_TTL, *(data for _, data in rows)]
-        )
+        keys += [self.key("inbox", "dedupe", dedupe) for dedupe, _, _ in rows]
+        args: list[Any] = [DEDUPE_TTL]
+        for _, data, chat in rows:
+            args += [data, chat]
+        ids = await run_script(self.client, INBOX_ADD, keys, args)
         return [int(n) or None for n in ids]
 
     async def inbox_pending(self) -> list[InboxItem]:
@@ -364,9 +462,18 @@ class RedisStorage:
         key = self.key("inbox", "item", str(item_id))
         return int(str(await self.client.hincrby(key, "attempts", 1)))
 
-    async def inbox_open(self, item_id: int) -> InboxItem | None:
-        key = self.key("inbox", "item", str(item_id))
-        flat = await run_script(self.client, OPEN, [key], [])
+    async def inbox_open(
+        self, item_id: int, claim: str | None = None, turn: Sequence[int] = ()
+    ) -> InboxItem | None:
+        keys = [
+            self.key("inbox", "item", str(item_id)),
+            self.key("inbox", "chat", ""),
+            self.key("inbox", "claim", ""),
+        ]
+        args = [item_id, claim or "", *turn]
+        flat = await run_script(self.client, OPEN, keys, args)
+        if flat == 0:
+            raise EarlierPending(item_id)
         if not flat:
             return None
         return self._item(item_id, dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -379,12 +486,14 @@ class RedisStorage:
     async def inbox_mark_sent(self, item_id: int, sent: int) -> None:
         await self.client.hset(self.key("inbox", "item", str(item_id)), "sent", sent)
 
-    async def inbox_done(self, item_id: int) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.key("inbox", "pending"), item_id)
-            pipe.delete(self.key("inbox", "item", str(item_id)))
-            pipe.delete(self.key("inbox", "claim", str(item_id)))
-            await pipe.execute()
+    async def inbox_done(self, item_id: int) -> list[int]:
+        keys = [
+            self.key("inbox", "pending"),
+            self.key("inbox", "item", str(item_id)),
+            self.key("inbox", "claim", ""),
+            self.key("inbox", "chat", ""),
+        ]
+        return [int(str(n)) for n in await run_script(self.client, DONE, keys, [item_id])]
 
     async def inbox_claim(self, item_id: int, token: str, ttl: float) -> bool:
         return bool(await self.inbox_claim_many({item_id: token}, ttl))

@@ -379,7 +379,10 @@ class SQLiteStorage(LocalClaims):
         )
         return int(rows[0][0]) if rows else 0
 
-    async def inbox_open(self, item_id: int) -> InboxItem | None:
+    async def inbox_open(
+        self, item_id: int, claim: str | None = None, turn: Sequence[int] = ()
+    ) -> InboxItem | None:
+        # Only this process answers from it: its mailbox keeps each chat's order.
         rows = await self._hot_rows(
             "UPDATE inbox SET attempts = attempts + 1 WHERE id = ? AND done = 0 "
             "RETURNING id, data, reply, sent, attempts",
@@ -395,9 +398,10 @@ class SQLiteStorage(LocalClaims):
         # the database is free: a kill -9 right after a send is what makes a duplicate.
         await self._hot_write("UPDATE inbox SET sent = ? WHERE id = ?", (sent, item_id))
 
-    async def inbox_done(self, item_id: int) -> None:
+    async def inbox_done(self, item_id: int) -> list[int]:
         # The record of a reply's last part: written as soon as the platform has it.
         await self._hot_write(
             "UPDATE inbox SET done = 1, reply = NULL, data = '{}' WHERE id = ?", (item_id,)
         )
         self._claims.pop(item_id, None)
+        return []
