@@ -27,9 +27,10 @@ of windows, least recently used first out; an evicted session is read from
 storage again on its next turn.
 
 Storage shared between processes (Redis) is re-read after the last known
-id on every turn, so a message another process appended is seen. The
-summary is stored under ``kv("summary", session)`` with the id of the last
-message it covers.
+id on every turn, so a message another process appended is seen; a store
+that can (``TurnLoader``) reads it with the session's settings in one trip
+when the turn begins (``begin``). The summary is stored under
+``kv("summary", session)`` with the id of the last message it covers.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bot.compaction import CompactionManager, CompactionStrategy, TokenEstimator
 from bot.compaction.analyzer import REPLY_PRIMING
@@ -70,6 +71,18 @@ MAX_IMAGES = 4  # images sent with their bytes per request (the latest); older o
 _epochs = itertools.count(1)
 
 
+@runtime_checkable
+class TurnLoader(Protocol):
+    """A shared store that reads what a turn starts from in one trip (Redis)."""
+
+    async def load_turn(
+        self, session_id: str, after_id: int | None = None, *, summary: bool = False
+    ) -> tuple[dict[str, Any], Any, list[Message]]:
+        """The session's settings, its messages after ``after_id`` and, with ``summary``,
+        ``kv_get("summary", session_id)`` (the messages then start after its ``upto``)."""
+        ...
+
+
 @dataclass(slots=True)
 class _Session:
     window: list[Message] = field(default_factory=list)
@@ -82,6 +95,7 @@ class _Session:
     summary: str | None = None
     summary_upto: int = 0
     loaded: bool = False
+    fresh: bool = False  # read by ``begin`` for the turn now starting: its window needs no read
     # what is sent changes other than by appending: a provider count no longer applies
     epoch: int = field(default_factory=lambda: next(_epochs))
     reported: int = 0  # the provider's count of a request of this epoch,
@@ -190,20 +204,50 @@ class ContextBuilder:
             _, session = sessions.popitem(last=False)
             self._held -= session.total + session.extra
 
+    async def begin(self, session_id: str) -> dict[str, Any] | None:
+        """A turn begins: on a ``TurnLoader``, the session's settings, read in the same trip
+        as what other processes appended since (and, the first time, its summary), so the
+        turn's first window costs no trip of its own. None: the store cannot; the caller
+        reads the settings itself."""
+        if not self.shared or not isinstance(self.storage, TurnLoader):
+            return None
+        session = self._sessions.get(session_id)
+        first = session is None
+        after = session.last_id if session is not None else 0
+        settings, stored, messages = await self.storage.load_turn(
+            session_id, after_id=after or None, summary=first
+        )
+        if session is None:
+            session = _Session()
+            self._summarized(session, stored)
+            self.forget(session_id)  # (one cached meanwhile: this read is as recent)
+            self._sessions[session_id] = session
+            self._evict()
+        elif self._sessions.get(session_id) is not session:
+            return settings  # evicted meanwhile: the window reads it afresh
+        self._extend(session, messages)
+        session.loaded = session.fresh = True
+        return settings
+
+    @staticmethod
+    def _summarized(session: _Session, stored: Any) -> None:
+        if isinstance(stored, dict):
+            session.summary = stored.get("text")
+            session.summary_upto = int(stored.get("upto", 0))
+            session.last_id = session.summary_upto
+
     async def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None:
             session = _Session()
-            stored = await self.storage.kv_get("summary", session_id)
-            if isinstance(stored, dict):
-                session.summary = stored.get("text")
-                session.summary_upto = int(stored.get("upto", 0))
-                session.last_id = session.summary_upto
+            self._summarized(session, await self.storage.kv_get("summary", session_id))
             self._sessions[session_id] = session
             self._evict()
         else:
             self._sessions.move_to_end(session_id)
-        if self.shared or not session.loaded:
+        if session.fresh:  # read when the turn began (``begin``)
+            session.fresh = False
+        elif self.shared or not session.loaded:
             fresh = await self.storage.load_messages(session_id, after_id=session.last_id or None)
             self._extend(session, fresh)
             session.loaded = True
@@ -218,6 +262,9 @@ class ContextBuilder:
 
     async def append(self, session_id: str, messages: list[Message]) -> list[Message]:
         # Images are stored by reference: their bytes stay in the media store.
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.fresh = False  # (a turn that ended before its first window)
         stored = await self.storage.append_messages(session_id, [_bare(m) for m in messages])
         session = self._sessions.get(session_id)
         if session is not None and session.loaded and not self.shared:

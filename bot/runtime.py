@@ -374,7 +374,10 @@ class AgentRuntime:
     ) -> AsyncGenerator[AgentEvent, None]:
         """The turn: a model call per round, tools between rounds, then ``done``."""
         assert self._context is not None
-        settings = await self.settings(session_id)
+        # Shared storage: read with the transcript's news in one trip where it can.
+        settings = await self._context.begin(session_id)
+        if settings is None:
+            settings = await self.settings(session_id)
         chain = self.models.chain_for(settings.get("model"))
         turn = _Turn(
             session_id=session_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from bot.config import load_config
 from bot.events import EventType
 from bot.failover import FallbackChain, FallbackManager
 from bot.failover.errors import FailoverError, FailoverReason
+from bot.messages import Message, Role
 from bot.storage import MemoryStorage, SQLiteStorage
+from bot.storage.redis import RedisStorage
 from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Reply
 from tests.helpers import wait_for
 
@@ -551,3 +554,73 @@ async def test_an_empty_answer_says_the_model_gave_none(
     assert await other.ask("s", "hello?") == LENGTH_NOTICE
     await runtime.close()
     await other.close()
+
+
+@pytest.mark.redis
+async def test_settings_changed_in_one_process_hold_for_the_next_turn_in_another(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], redis_server: str, redis_prefix: str
+) -> None:
+    """Two processes on one Redis: ``/model`` and ``/think`` set in one apply to the chat's
+    next turn in the other, which also sees the turns the first one answered; a turn
+    starts with one read (settings and the transcript's news together), not three."""
+    anthropic, _ = fakes
+    one, two = (
+        AgentRuntime(
+            "anthropic/claude-sonnet-4", storage=RedisStorage(redis_server, prefix=redis_prefix)
+        )
+        for _ in "12"
+    )
+    commands: list[str] = []
+    try:
+        await two.ask("chat", "first")
+        assert anthropic.requests[-1].json["model"] == "claude-sonnet-4"
+        await one.set_model("chat", "anthropic/claude-haiku-4-5")
+        await one.set_thinking_mode("chat", "stream")
+        await one.ask("chat", "second, answered by the first process")
+        storage = two.storage
+        assert isinstance(storage, RedisStorage)
+        original = storage.client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            commands.append(str(args[0]).upper())
+            return await original(*args, **options)
+
+        storage.client.execute_command = counted  # type: ignore[method-assign]
+        await two.ask("chat", "third")
+        sent = anthropic.requests[-1].json
+        assert sent["model"] == "claude-haiku-4-5"
+        assert sent["thinking"]["type"] == "enabled"
+        assert "second, answered by the first process" in json.dumps(sent["messages"])
+        assert commands == ["EVALSHA", "EVALSHA"]  # the turn's start, its transcript write
+    finally:
+        for runtime in (one, two):
+            await runtime.close()
+
+
+@pytest.mark.redis
+async def test_a_process_new_to_a_chat_starts_from_its_summary(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], redis_server: str, redis_prefix: str
+) -> None:
+    """A chat first seen by this process starts from its stored summary and the messages
+    after the one it covers, read with the settings in the same trip."""
+    anthropic, _ = fakes
+    storage = RedisStorage(redis_server, prefix=redis_prefix)
+    await storage.open()
+    try:
+        stored = await storage.append_messages(
+            "chat", [Message(Role.USER, "old question"), Message(Role.ASSISTANT, "old answer")]
+        )
+        await storage.append_messages("chat", [Message(Role.USER, "newer question")])
+        await storage.kv_set("summary", "chat", {"text": "they met", "upto": stored[-1].id})
+    finally:
+        await storage.close()
+    runtime = AgentRuntime(
+        "anthropic/claude-sonnet-4", storage=RedisStorage(redis_server, prefix=redis_prefix)
+    )
+    try:
+        await runtime.ask("chat", "now")
+    finally:
+        await runtime.close()
+    wire = json.dumps(anthropic.requests[-1].json)
+    assert "they met" in wire and "newer question" in wire
+    assert "old question" not in wire and "old answer" not in wire
