@@ -97,7 +97,9 @@ def body_deadline(timeout: float, most: int) -> Any:
     otherwise), and at most ``most`` at once (503 beyond that): a crowd of clients that
     send headers and then stall cannot hold sockets and file descriptors open. Each
     webhook's body is unauthenticated until it has been read (the signature covers it),
-    so the cap covers every read. Handlers then read the cached body."""
+    so the cap covers every read that waits. A body that arrived whole with its headers
+    (most webhooks) is read at once, with no clock to set: it cannot stall. Handlers
+    then read the cached body."""
     reading = 0
 
     @web.middleware
@@ -106,6 +108,12 @@ def body_deadline(timeout: float, most: int) -> Any:
         # A route marked reads_own_body streams and times its body itself (web uploads).
         own = getattr(request.match_info.handler, "reads_own_body", False)
         if not request.can_read_body or own:
+            return await handler(request)
+        if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+            try:
+                await request.read()
+            except RequestPayloadError as error:
+                return _unreadable(request, error)
             return await handler(request)
         if reading >= most:
             log.warning("%d request bodies being read already; answered 503", most)
@@ -117,14 +125,19 @@ def body_deadline(timeout: float, most: int) -> Any:
         except TimeoutError:
             log.warning("request body not received within %ss; answered 408", timeout)
             return _cut(request, 408, f"the request body did not arrive within {timeout:g} s")
-        except RequestPayloadError as error:  # e.g. a Content-Encoding its bytes do not match
-            log.info("unreadable request body on %s (%s); answered 400", request.path, error)
-            return _cut(request, 400, "the request body could not be read")
+        except RequestPayloadError as error:
+            return _unreadable(request, error)
         finally:
             reading -= 1
         return await handler(request)
 
     return middleware
+
+
+def _unreadable(request: web.Request, error: RequestPayloadError) -> web.Response:
+    """A body that could not be read: e.g. a Content-Encoding its bytes do not match."""
+    log.info("unreadable request body on %s (%s); answered 400", request.path, error)
+    return _cut(request, 400, "the request body could not be read")
 
 
 def _cut(request: web.Request, status: int, text: str) -> web.Response:

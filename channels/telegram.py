@@ -99,6 +99,8 @@ def whole(value: Any) -> int:
 
 def storable(text: str) -> str:
     """Text with lone surrogates (JSON ``"\\ud800"``) replaced: they cannot be stored."""
+    if text.isascii():  # most text, and checked in O(1): no surrogates possible
+        return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
