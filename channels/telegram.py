@@ -22,6 +22,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import orjson
+
 # python-telegram-bot 22 warns on every RetryAfter unless durations are opted into as
 # timedelta (its documented switch, the default in its next major version).
 os.environ.setdefault("PTB_TIMEDELTA", "true")
@@ -102,6 +104,22 @@ def storable(text: str) -> str:
     if text.isascii():  # most text, and checked in O(1): no surrogates possible
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def parse(body: bytes) -> Any:
+    """The JSON in a webhook body, or None. orjson reads valid UTF-8 JSON in a fifth of
+    json's time; what it refuses (lone surrogates, 1e400, NaN, a BOM, nesting past 1024)
+    goes to json, which reads it as it always did. One difference is left: integers past
+    64 bits come back as floats, so an update with one is refused (400) where json's int
+    could pass; Telegram's ids fit in 52 bits."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested thousands deep too
+        return None
 
 
 def check_secret(secret: str | None) -> None:
@@ -302,10 +320,7 @@ class TelegramChannel:
             # Bytes on both sides: a header that is not ASCII is simply wrong, not an error.
             if not hmac.compare_digest(given.encode("utf-8", "replace"), self.secret.encode()):
                 return web.Response(status=403, text="bad secret token")
-        try:
-            data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError, RecursionError):  # nested thousands deep too
-            data = None
+        data = parse(await request.read())
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="not a Telegram update")
         try:

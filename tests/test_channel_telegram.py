@@ -21,7 +21,7 @@ from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
 from bot.storage import MemoryStorage
 from bot.streaming import LiveMemory, RetryLater, Snapshot
-from channels.telegram import TelegramChannel, TelegramSink, make_bot
+from channels.telegram import TelegramChannel, TelegramSink, make_bot, parse
 from channels.telegram_format import render_live, tail_markdown
 from channels.telegram_stream import Pacer, TelegramStream, edit
 from tests.fakes.models import FakeAnthropic, Reply
@@ -216,7 +216,7 @@ async def test_log_lines_carry_request_and_turn_ids(telegram: FakeTelegram) -> N
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.DEBUG)  # the line a stored message logs is DEBUG
     telegram.fail("sendMessage", 502, "Bad Gateway")  # the turn logs its retry
     client = await app_client(telegram)
     try:
@@ -237,6 +237,10 @@ async def test_log_lines_carry_request_and_turn_ids(telegram: FakeTelegram) -> N
     item = stored[0]["message"].rsplit(" ", 1)[1]
     retried = [line for line in lines if "sendMessage failed" in line["message"]]
     assert retried and retried[0]["turn"] == item and "request" not in retried[0]
+    # At INFO an operator still sees every turn, with the stored message's id.
+    done = [line for line in lines if line["message"].startswith("turn done")]
+    assert [(line["level"], line["turn"]) for line in done] == [("info", item)]
+    assert stored[0]["level"] == "debug"
 
 
 async def test_per_sender_limit_and_allow_list(telegram: FakeTelegram) -> None:
@@ -667,6 +671,26 @@ HOSTILE = [
     b'{"update_id": ' + b"9" * 5000 + b"}",
     b"\xff\xfe not utf-8",
 ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"update_id": 7, "message": {"text": "a\\ud800b \xc3\xa9"}}',  # orjson refuses these
+        b'{"update_id": 1e400, "x": NaN, "y": -Infinity}',
+        b'\xef\xbb\xbf{"update_id": 7}',
+        json.dumps({"update_id": 7, "text": "hi"}).encode("utf-16"),
+        b'{"a": ' * 200 + b"1" + b"}" * 200,
+        b'{"update_id": 7, "a": {"b": [1, 2.5, -0.0, null, true]}, "a": "last"}',
+    ],
+)
+def test_webhook_json_reads_as_json_does(body: bytes) -> None:
+    assert repr(parse(body)) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe not utf-8", b"[" * 1100 + b"]" * 1100])
+def test_webhook_json_that_is_not(body: bytes) -> None:
+    assert parse(body) is None
 
 
 @pytest.mark.parametrize("body", HOSTILE)
