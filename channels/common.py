@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -25,6 +25,15 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
 MAX_WAIT = 120.0
+
+
+def for_platforms(handler: Callable[..., Any]) -> Any:
+    """Mark a webhook route only a platform calls, never a browser: its answers go
+    without the web chat's browser headers (``channels.web_access``), which cost a
+    webhook more than the rest of its answer (the policy alone is 230 bytes to check
+    and send)."""
+    handler.for_platforms = True  # type: ignore[attr-defined]
+    return handler
 
 
 @dataclass(frozen=True, slots=True)

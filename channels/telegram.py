@@ -48,7 +48,7 @@ from bot.dispatch import Outcome
 from bot.formatting import FormatMode
 from bot.inbound import InboundMessage, MediaPart
 from bot.media import MediaFetch
-from channels.common import send_with_retries, webhook_answer
+from channels.common import for_platforms, send_with_retries, webhook_answer
 from channels.telegram_format import render_telegram
 from channels.telegram_http import AiohttpRequest
 from channels.telegram_media import fetch, media_parts
@@ -314,6 +314,7 @@ class TelegramChannel:
                 await self._poller
         await self.bot.shutdown()
 
+    @for_platforms
     async def webhook(self, request: web.Request) -> web.Response:
         if self.secret is not None:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")

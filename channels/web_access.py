@@ -9,7 +9,8 @@
   one the router itself appended, so a relayed remote client is remote and
   each client has its own rate limit.
 - Every response carries a Content-Security-Policy (``img-src 'self' data:``:
-  a model's Markdown cannot load a remote image to leak the conversation).
+  a model's Markdown cannot load a remote image to leak the conversation),
+  except a platform's webhook answers (``for_platforms``), which no browser reads.
 - POSTs must be JSON from the page's own origin: a cross-site form or
   ``text/plain`` fetch is refused. An upload (multipart) must also carry
   ``X-Chatlane-Upload: 1``, which a cross-site page cannot send.
@@ -55,6 +56,8 @@ class WebConfig(ChannelConfig):
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if getattr(request.match_info.handler, "for_platforms", False):
+        return  # a platform's webhook (channels.common.for_platforms): no browser reads it
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
 

@@ -209,6 +209,20 @@ async def test_mentions_and_commands_in_groups(telegram: FakeTelegram) -> None:
         await client.close()
 
 
+async def test_webhook_answers_go_without_the_browser_headers(telegram: FakeTelegram) -> None:
+    client = await app_client(telegram)
+    try:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        ack = await client.post("/telegram/webhook", json=update(60, "hi"), headers=headers)
+        assert ack.status == 200 and "Content-Security-Policy" not in ack.headers
+        for path in ("/healthz", "/telegram/webhook"):  # a page; a GET there (405)
+            assert "img-src 'self' data:" in (await client.get(path)).headers.get(
+                "Content-Security-Policy", ""
+            ), path
+    finally:
+        await client.close()
+
+
 async def test_log_lines_carry_request_and_turn_ids(telegram: FakeTelegram) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
