@@ -231,13 +231,16 @@ def _migrate(config: Config, args: Any) -> int:
     from pathlib import Path
 
     from bot.config import data_dir
+    from bot.media import MediaStore
     from bot.storage.postgres_import import MigrateError, copy_sqlite, open_sqlite, target_url
 
     source = Path(args.sqlite) if args.sqlite else data_dir(os.environ) / "chatlane.sqlite3"
     try:
         url = target_url(os.environ)
         with contextlib.closing(open_sqlite(source)) as reader:
-            copied = asyncio.run(copy_sqlite(reader, url))
+            media = MediaStore.default(os.environ)  # the photos and files the transcripts name
+            files = [media.path(media_id) for media_id in media.local_ids()]
+            copied = asyncio.run(copy_sqlite(reader, url, files))
     except MigrateError as error:
         print(f"chatlane migrate: {error}", file=sys.stderr)
         return 1

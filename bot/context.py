@@ -163,7 +163,7 @@ class ContextBuilder:
         media: MediaStore | None = None,
     ) -> None:
         self.storage = storage
-        self.media = media or MediaStore.default()
+        self.media = media or MediaStore.default(storage=storage)  # PostgreSQL keeps media
         self.budget = budget
         self.strategy = strategy
         self.summarize = summarize

@@ -10,7 +10,10 @@ the dispatcher asks ``Media.prepare`` to turn those parts into model input:
   the download, which times out when it stalls;
 - the bytes are stored once, named by their sha256 (``MediaStore``, under the
   data directory), and each fetch is recorded in the key-value store, so a
-  retry after a crash does not download again;
+  retry after a crash does not download again; when the storage backend keeps
+  media too (``MediaBlobs``: PostgreSQL), the bytes are written to it first and
+  the directory is a cache of it, so they outlive a wiped disk and reach a
+  process on another machine;
 - the type is read from the bytes, never taken from the payload: images go to
   the model as images (``bot.messages.Attachment``), voice and audio as a
   transcript (the openai SDK's ``audio.transcriptions``), PDFs and text files
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -40,6 +44,7 @@ import aiohttp
 from bot.config import MediaConfig, data_dir
 from bot.inbound import InboundMessage, MediaPart
 from bot.messages import Attachment
+from bot.storage.base import MediaBlobs
 
 if TYPE_CHECKING:
     from bot.channel import ReplySink
@@ -85,6 +90,7 @@ class Stored:
     media_id: str
     size: int
     mime: str  # read from the bytes ("" when unknown)
+    new: bool = False  # the store did not hold these bytes before (``MediaStore.remove``)
 
 
 def sniff(head: bytes) -> str:
@@ -153,16 +159,15 @@ class _Writer:
         if len(self.head) < 512:
             self.head += chunk[: 512 - len(self.head)]
 
-    def commit(self) -> Stored:
+    async def commit(self) -> Stored:
         self.file.close()
         media_id = self.hash.hexdigest()
-        final = self.store.path(media_id)
-        if final.exists():  # stored once: the same bytes sent again cost nothing more
-            self.temp.unlink()
-        else:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.temp, final)
-        return Stored(media_id, self.size, sniff(self.head))
+        try:
+            new = await self.store._keep(self.temp, media_id)
+        except BaseException:
+            self.temp.unlink(missing_ok=True)
+            raise
+        return Stored(media_id, self.size, sniff(self.head), new)
 
     def abort(self) -> None:
         self.file.close()
@@ -171,27 +176,98 @@ class _Writer:
 
 class MediaStore:
     """Media bytes under the data directory (``media/ab/abcd...``), named by their sha256:
-    whatever storage backend holds the transcripts, they hold only the name."""
+    whatever storage backend holds the transcripts, they hold only the name.
 
-    def __init__(self, root: Path) -> None:
+    With ``blobs`` (the storage backend, when it keeps media: PostgreSQL), a commit
+    writes the bytes there before the directory, and a read the directory lacks (wiped
+    by a restart, or another machine's) gets them from there and keeps a copy."""
+
+    def __init__(self, root: Path, blobs: MediaBlobs | None = None) -> None:
         self.root = root
+        self.blobs = blobs
 
     @classmethod
-    def default(cls, env: Mapping[str, str] | None = None) -> MediaStore:
-        return cls(data_dir(env) / "media")
+    def default(cls, env: Mapping[str, str] | None = None, *, storage: object = None) -> MediaStore:
+        """Under the data directory, in front of ``storage`` when it keeps media."""
+        return cls(data_dir(env) / "media", storage if isinstance(storage, MediaBlobs) else None)
 
     def path(self, media_id: str) -> Path:
         if not MEDIA_ID.match(media_id):
             raise ValueError(f"not a media id: {media_id!r}")
         return self.root / media_id[:2] / media_id
 
+    def local_ids(self) -> list[str]:
+        """The ids of the bytes the local directory holds."""
+        if not self.root.is_dir():
+            return []
+        found = self.root.glob("??/*")
+        return sorted(p.name for p in found if p.parent.name == p.name[:2] and self.has(p.name))
+
     def has(self, media_id: str) -> bool:
+        """Whether the local directory holds the bytes (see ``find``)."""
         return bool(MEDIA_ID.match(media_id)) and self.path(media_id).is_file()
 
+    async def find(self, media_id: str) -> bool:
+        """Whether the bytes are in the local directory, copied there from the blobs
+        when only they hold them."""
+        return self.has(media_id) or await self._from_blobs(media_id) is not None
+
     async def read(self, media_id: str) -> bytes | None:
-        if not self.has(media_id):
+        if self.has(media_id):
+            return await asyncio.to_thread(self.path(media_id).read_bytes)
+        return await self._from_blobs(media_id)
+
+    async def _from_blobs(self, media_id: str) -> bytes | None:
+        if self.blobs is None or not MEDIA_ID.match(media_id):
             return None
-        return await asyncio.to_thread(self.path(media_id).read_bytes)
+        data = await self.blobs.blob_get(media_id)
+        if data is None:
+            return None
+        if not await asyncio.to_thread(self._cache, media_id, data):
+            return None
+        return data
+
+    def _cache(self, media_id: str, data: bytes) -> bool:
+        """Keep a copy of bytes read from the blobs; False when they are not ``media_id``'s."""
+        if hashlib.sha256(data).hexdigest() != media_id:
+            log.warning("media %s in the database does not match its name; ignored", media_id)
+            return False
+        temp = self.root / "tmp" / uuid.uuid4().hex
+        try:
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            final = self.path(media_id)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+        except OSError as error:  # a full disk: the bytes are still good for this read
+            log.warning("could not cache media %s locally: %s", media_id, error)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+        return True
+
+    async def _keep(self, temp: Path, media_id: str) -> bool:
+        """Move a written file to its place (the blobs first: what another process reads);
+        True when the store did not hold these bytes before."""
+        new = not self.has(media_id)
+        if self.blobs is not None:
+            data = await asyncio.to_thread(temp.read_bytes)
+            new = await self.blobs.blob_put(media_id, data) and new
+        self._place(temp, media_id)
+        return new
+
+    def _place(self, temp: Path, media_id: str) -> None:
+        final = self.path(media_id)
+        if final.exists():  # stored once: the same bytes sent again cost nothing more
+            temp.unlink()
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+
+    async def remove(self, media_id: str) -> None:
+        """Remove bytes no message names (an upload whose message was refused)."""
+        self.path(media_id).unlink(missing_ok=True)
+        if self.blobs is not None:
+            await self.blobs.blob_delete(media_id)
 
     def head(self, media_id: str) -> bytes:
         with self.path(media_id).open("rb") as file:
@@ -209,7 +285,7 @@ class MediaStore:
     async def put(self, data: bytes) -> Stored:
         with self.writer() as writer:
             writer.write(data)
-            return writer.commit()
+            return await writer.commit()
 
 
 def too_big(max_bytes: int) -> MediaError:
@@ -224,26 +300,27 @@ async def download(fetch: MediaFetch, store: MediaStore, *, max_bytes: int, stal
     """Stream ``fetch.url`` into ``store``: refused past ``max_bytes`` (declared or counted),
     cut when no byte arrives for ``stall`` seconds or the whole takes four times that."""
     stalls = aiohttp.ClientTimeout(total=None, connect=stall, sock_read=stall)
-    try:
-        async with (
-            asyncio.timeout(stall * 4),
-            aiohttp.ClientSession(timeout=stalls) as session,
-            session.get(fetch.url, headers=dict(fetch.headers), max_redirects=5) as response,
-        ):
-            if response.status != 200:
-                log.warning("media fetch refused: HTTP %s", response.status)
-                raise MediaError("I couldn't download that file from the platform.")
-            if (response.content_length or 0) > max_bytes:
-                raise too_big(max_bytes)
-            with store.writer() as writer:
+    with store.writer() as writer:
+        try:
+            async with (
+                asyncio.timeout(stall * 4),
+                aiohttp.ClientSession(timeout=stalls) as session,
+                session.get(fetch.url, headers=dict(fetch.headers), max_redirects=5) as response,
+            ):
+                if response.status != 200:
+                    log.warning("media fetch refused: HTTP %s", response.status)
+                    raise MediaError("I couldn't download that file from the platform.")
+                if (response.content_length or 0) > max_bytes:
+                    raise too_big(max_bytes)
                 async for chunk in response.content.iter_chunked(CHUNK):
                     writer.write(chunk)
                     if writer.size > max_bytes:
                         raise too_big(max_bytes)
-                return writer.commit()
-    except (TimeoutError, aiohttp.ClientError) as error:
-        log.warning("media fetch failed: %s", type(error).__name__)
-        raise MediaError("I couldn't download that file: the platform did not send it.") from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            log.warning("media fetch failed: %s", type(error).__name__)
+            message = "I couldn't download that file: the platform did not send it."
+            raise MediaError(message) from None
+        return await writer.commit()  # (the database's time is not the platform's)
 
 
 @dataclass(slots=True)
@@ -264,7 +341,13 @@ class Media:
     def __init__(self, runtime: AgentRuntime, store: MediaStore | None = None) -> None:
         self.runtime = runtime
         self.config: MediaConfig = runtime.config.agent.media
-        self.store = store or MediaStore.default()
+        if store is not None:
+            self.store = store
+
+    @functools.cached_property
+    def store(self) -> MediaStore:
+        # On first use: the runtime builds its storage only when something needs it.
+        return MediaStore.default(storage=self.runtime.storage)
 
     async def prepare(self, message: InboundMessage, sink: ReplySink) -> Prepared:
         """The model input for ``message``'s attachments; notices are sent through ``sink``."""
@@ -296,12 +379,12 @@ class Media:
     ) -> Stored:
         if part.kind in ("sticker", "animation"):  # refused without downloading them
             raise MediaError(f"I can't read {part.kind}s. I can take {SUPPORTED}.")
-        if part.media_id and self.store.has(part.media_id):
+        if part.media_id and await self.store.find(part.media_id):
             return self._known(part.media_id)
         key = f"{message.dedupe_key}:{index}"
         kv = self.runtime.storage
         record = await kv.kv_get("media", key)
-        if isinstance(record, dict) and self.store.has(str(record.get("media_id"))):
+        if isinstance(record, dict) and await self.store.find(str(record.get("media_id"))):
             return self._known(str(record["media_id"]))  # fetched before a crash or retry
         limit = self.config.max_bytes
         if part.size is not None and part.size > limit:

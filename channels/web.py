@@ -280,7 +280,7 @@ class WebChannel:
             return outcome
         finally:
             if outcome is not Outcome.ACCEPTED:
-                self.uploads.discard(upload)
+                await self.uploads.discard(upload)
 
     async def _pump(
         self, request: web.Request, waiter: _Waiter, response: web.StreamResponse

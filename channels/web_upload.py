@@ -3,7 +3,8 @@
 The page sends a file with its message: ``POST /api/chat`` as
 ``multipart/form-data`` with the fields ``session_id``, ``text`` (the caption,
 may be empty) and one ``file``. The file is streamed into the media store
-(``bot.media.MediaStore``, the one the dispatcher reads) while it is read:
+(``bot.media.MediaStore``, the one the dispatcher reads; with PostgreSQL, in the
+database too, where a process on another machine reads it) while it is read:
 past ``agent.media.max_bytes`` the request is cut with 413 and nothing is kept.
 Only then is the message stored and its turn started, so the attachment is on
 disk before the stream begins; the message names it by its sha256
@@ -103,9 +104,16 @@ class Uploads:
             self.reading -= 1
 
     async def _read(self, request: web.Request) -> Upload:
+        fresh: list[str] = []
+        try:
+            return await self._form(request, fresh)
+        except BaseException:  # refused after its file was stored: no message names it
+            await self.discard(Upload("", "", (), tuple(fresh)))
+            raise
+
+    async def _form(self, request: web.Request, fresh: list[str]) -> Upload:
         fields: dict[str, str] = {}
         parts: list[MediaPart] = []
-        fresh: list[str] = []
         try:
             reader = await request.multipart()
             while (part := await asyncio.wait_for(reader.next(), STALL)) is not None:
@@ -126,11 +134,14 @@ class Uploads:
             raise UploadRefused(400, "send a file, a text, or both")
         return Upload(session, text, tuple(parts), tuple(fresh))
 
-    def discard(self, upload: Upload) -> None:
+    async def discard(self, upload: Upload) -> None:
         """Remove what an upload added, when its message was not taken (refused by
         allow_from or the rate limit, or the store was down): no message names it."""
         for media_id in upload.fresh:
-            self.store.path(media_id).unlink(missing_ok=True)
+            try:
+                await self.store.remove(media_id)
+            except Exception as error:  # the store down: left behind, nothing worse
+                log.warning("could not remove a refused upload: %s", type(error).__name__)
 
     async def _file(self, part: BodyPartReader, fresh: list[str]) -> MediaPart:
         label = part.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()[:100]
@@ -141,9 +152,8 @@ class Uploads:
                     raise UploadRefused(413, str(too_big(self.max_bytes)))
             if writer.size == 0:
                 raise UploadRefused(400, "the file is empty")
-            new = not self.store.has(writer.hash.hexdigest())
-            stored = writer.commit()
-        if new:
+            stored = await writer.commit()
+        if stored.new:
             fresh.append(stored.media_id)
         return MediaPart(
             _kind(label),
@@ -181,5 +191,6 @@ def _file_name(name: str) -> str:
 async def media_fetch(message: InboundMessage, part: MediaPart) -> MediaFetch:
     """The web "platform" serves nothing: an upload is read from the media store, where it
     was written before its message was stored. Asked here only when it is not there any
-    more (a data directory wiped by a restart): the person is asked to send it again."""
+    more (a data directory wiped by a restart, without PostgreSQL keeping a copy): the
+    person is asked to send it again."""
     raise MediaError(GONE)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import tests.pg
 from bot.channel import Reply
 from bot.channel import Sink as BaseSink
 from bot.compaction import CompactionStrategy, TokenEstimator
-from bot.config import load_config
+from bot.config import MediaConfig, data_dir, load_config
 from bot.context import MAX_IMAGES, Budget, ContextBuilder
 from bot.dispatch import Dispatcher
 from bot.inbound import InboundMessage, MediaPart
-from bot.media import NO_TRANSCRIPTION, MediaFetch, MediaStore, sniff
+from bot.media import NO_TRANSCRIPTION, Media, MediaFetch, MediaStore, sniff
 from bot.messages import IMAGE_TOKENS, Attachment, Message, Role
 from bot.runtime import AgentRuntime
 from bot.storage import MemoryStorage
+from bot.storage.postgres import PostgresStorage, PostgresUnavailable
 from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI
 from tests.helpers import wait_for
 
@@ -419,3 +423,119 @@ def test_attachments_survive_the_inbox_and_the_transcript_as_json() -> None:
 )
 def test_types_are_read_from_the_bytes(head: bytes, mime: str) -> None:
     assert sniff(head) == mime
+
+
+# -- with PostgreSQL: the bytes in the database, the data directory a cache -------------
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with tests.pg.database() as url:
+        yield url
+
+
+async def postgres(cleanup: contextlib.AsyncExitStack, url: str, **options: Any) -> PostgresStorage:
+    """One process's connection to the shared database."""
+    store = PostgresStorage(url, **options)
+    await store.open()
+    cleanup.push_async_callback(store.close)
+    return store
+
+
+def wipe_data_dir() -> None:
+    """What a PaaS restart does to the disk (or what another machine's disk holds)."""
+    shutil.rmtree(data_dir(), ignore_errors=True)
+
+
+async def test_a_photo_one_process_fetched_is_read_by_another_with_an_empty_disk(
+    files: Files, database_url: str, cleanup: contextlib.AsyncExitStack
+) -> None:
+    config = load_config(data={"agent": {"model": "anthropic/claude-sonnet-4"}})
+    photo = message(1, MediaPart("image", url=files.url("photo.png")), text="look")
+    web = AgentRuntime(config=config, storage=await postgres(cleanup, database_url))
+    first = await Media(web).prepare(photo, Sink())
+    wipe_data_dir()
+    # The worker on another machine answers the same message (the first one died).
+    worker = AgentRuntime(config=config, storage=await postgres(cleanup, database_url))
+    again = await Media(worker).prepare(photo, Sink())
+    assert files.hits == ["photo.png"]  # not downloaded twice: read from the database
+    assert again.images[0].data == first.images[0].data == PNG
+    assert MediaStore.default().path(again.images[0].media_id).read_bytes() == PNG  # cached
+    wipe_data_dir()  # without PostgreSQL behind it, a wiped disk has lost the photo
+    alone = AgentRuntime(config=config, storage=MemoryStorage())
+    assert await Media(alone).store.read(again.images[0].media_id) is None
+
+
+async def test_a_history_image_survives_a_wiped_data_dir(
+    database_url: str, cleanup: contextlib.AsyncExitStack
+) -> None:
+    storage = await postgres(cleanup, database_url)
+    stored = await MediaStore.default(storage=storage).put(PNG)
+    image = Attachment(stored.media_id, "image/png", "cat.png")
+    await storage.append_messages("s", [Message(Role.USER, "my cat", attachments=(image,))])
+    wipe_data_dir()
+
+    async def never(messages: tuple[Message, ...], max_tokens: int) -> str:
+        raise AssertionError("no summary expected")
+
+    after_restart = ContextBuilder(
+        await postgres(cleanup, database_url),
+        budget=Budget(100_000, 0.8, 1000),
+        strategy=CompactionStrategy.KEEP_RECENT,
+        summarize=never,
+    )
+    window = await after_restart.window("s", "anthropic/claude-sonnet-4")
+    assert [m.attachments[0].data for m in window.messages] == [PNG]
+    assert window.messages[0].content == "my cat"
+
+
+async def test_a_file_at_the_size_cap_round_trips_through_postgresql(
+    database_url: str, cleanup: contextlib.AsyncExitStack, tmp_path: Path
+) -> None:
+    data = os.urandom(MediaConfig().max_bytes - 1)  # incompressible, as photos are
+    here = MediaStore(tmp_path / "here", await postgres(cleanup, database_url))
+    stored = await here.put(data)
+    assert stored.new and stored.size == len(data)
+    there = MediaStore(tmp_path / "there", await postgres(cleanup, database_url))
+    assert not there.has(stored.media_id) and await there.find(stored.media_id)
+    assert await there.read(stored.media_id) == data
+    assert not (await there.put(data)).new  # the same bytes again: held already
+    assert list((tmp_path / "there" / "tmp").iterdir()) == []
+
+
+async def test_bytes_in_the_database_that_do_not_match_their_name_are_not_used(
+    database_url: str, cleanup: contextlib.AsyncExitStack, tmp_path: Path
+) -> None:
+    storage = await postgres(cleanup, database_url)
+    named = "ab" * 32
+    assert await storage.blob_put(named, b"something else")
+    assert not await storage.blob_put(named, b"something else")  # held already
+    store = MediaStore(tmp_path / "media", storage)
+    assert await store.read(named) is None and not await store.find(named)
+    assert not store.has(named) and await store.read("not-an-id") is None
+    assert not await store.find("cd" * 32)  # in neither
+
+
+async def test_a_media_directory_that_cannot_be_written_still_reads_from_the_database(
+    database_url: str, cleanup: contextlib.AsyncExitStack, tmp_path: Path, caplog: Any
+) -> None:
+    storage = await postgres(cleanup, database_url)
+    stored = await MediaStore(tmp_path / "a", storage).put(PNG)
+    blocked = tmp_path / "blocked"
+    blocked.write_bytes(b"a file where the directory should be")
+    assert await MediaStore(blocked, storage).read(stored.media_id) == PNG
+    assert "could not cache media" in caplog.text
+
+
+async def test_an_outage_while_storing_leaves_nothing_behind(
+    database_url: str, cleanup: contextlib.AsyncExitStack, tmp_path: Path
+) -> None:
+    proxy = tests.pg.Proxy()
+    await proxy.start()
+    cleanup.push_async_callback(proxy.stop)
+    storage = await postgres(cleanup, proxy.url(database_url), retry_for=0.2)
+    store = MediaStore(tmp_path / "media", storage)
+    await proxy.stop()
+    with pytest.raises(PostgresUnavailable):
+        await store.put(PNG)  # the turn is tried again later (bot.storage.base.UNAVAILABLE)
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []

@@ -21,6 +21,7 @@ import tests.pg
 from bot.cli import main
 from bot.config import load_config
 from bot.dispatch import Dispatcher, Outcome
+from bot.media import MediaStore
 from bot.messages import Message, Role
 from bot.runtime import AgentRuntime
 from bot.storage.postgres import PostgresStorage, PostgresUnavailable
@@ -84,9 +85,10 @@ async def test_a_version_1_database_is_migrated_to_the_latest_keeping_its_data(
         """INSERT INTO chatlane_kv VALUES ('cooldown', 'anthropic:0', '{"until": 5}')"""
     )
     store = await opened(cleanup, url)
-    assert await schema_version(connection) == LATEST == 3
+    assert await schema_version(connection) == LATEST == 4
     indexes = {row[0] for row in await connection.fetch("SELECT indexname FROM pg_indexes")}
     assert {"chatlane_inbox_done_created", "chatlane_inbox_chat_pending"} <= indexes
+    assert await connection.fetchval("SELECT to_regclass('chatlane_media') IS NOT NULL")
     assert [m.content for m in await store.load_messages("s")] == ["from v1"]
     [item] = await store.inbox_pending()
     assert (item.data, item.reply, item.sent) == ({"text": "hi"}, ["a", "b"], 1)
@@ -361,4 +363,36 @@ def test_chatlane_migrate_copies_a_sqlite_store(
 
     assert main(["migrate"]) == 1  # twice would mix two histories: refused
     assert "already holds chatlane data" in capsys.readouterr().err
+    asyncio.run(_drop_schema(postgres_url))
+
+
+def test_chatlane_migrate_copies_the_media_files_too(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A bot moving to a PaaS keeps its photos: the data directory's media go into
+    chatlane_media, checked against their names; a half-written file stays behind."""
+    asyncio.run(_drop_schema(postgres_url))
+    asyncio.run(_fill_sqlite(tmp_path / "data" / "chatlane.sqlite3"))
+    local = MediaStore.default()
+    photo, voice = b"\x89PNG\r\n\x1a\n" + bytes(range(256)), b"OggS" + bytes(range(256)) * 40
+    ids = [asyncio.run(local.put(data)).media_id for data in (photo, voice)]
+    damaged = local.path("ab" * 32)
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not what its name says")
+    (local.root / "tmp" / "half-written").write_bytes(b"\x89PNG")
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+
+    assert main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "2 key-value entries (cooldown 1, summary 1), 2 media files (0.0 MB; 1 damaged" in out
+
+    async def read() -> list[tuple[str, bytes]]:
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            rows = await connection.fetch("SELECT id, data FROM chatlane_media ORDER BY id")
+        finally:
+            await connection.close()
+        return [(row[0], row[1]) for row in rows]
+
+    assert asyncio.run(read()) == sorted(zip(ids, (photo, voice), strict=True))
     asyncio.run(_drop_schema(postgres_url))

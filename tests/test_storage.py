@@ -37,7 +37,7 @@ from bot.storage import (
     Storage,
     TranscriptStore,
 )
-from bot.storage.base import EarlierPending
+from bot.storage.base import EarlierPending, MediaBlobs
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.postgres import PostgresStorage, PostgresUnavailable
@@ -501,6 +501,11 @@ async def test_backends_implement_every_protocol(storage: Any, protocol: type) -
     assert isinstance(storage, protocol)
     assert isinstance(storage, ConversationStore)
     assert not isinstance(object(), protocol)
+
+
+async def test_only_postgresql_implements_the_media_blobs_protocol(storage: Any) -> None:
+    # Redis keeps nothing on disk (and 10 MB values hurt it); SQLite's disk is the media's.
+    assert isinstance(storage, MediaBlobs) == isinstance(storage, PostgresStorage)
 
 
 # A third-party backend, as a package would ship it: registered under ``chatlane.storage``.

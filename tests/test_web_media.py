@@ -7,26 +7,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import json
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import channels.web_upload as web_upload
-from bot.config import load_config
+import tests.pg
+from bot.config import data_dir, load_config
+from bot.dispatch import Dispatcher
 from bot.inbound import InboundMessage, MediaPart
 from bot.media import Media, MediaStore
 from bot.runtime import AgentRuntime
 from bot.server import HOST_KEY, create_app
-from bot.storage import MemoryStorage, SQLiteStorage
+from bot.storage import MemoryStorage, SQLiteStorage, Storage
+from bot.storage.postgres import PostgresStorage
 from channels.web import WebSink
 from tests.fakes.models import FakeAnthropic, FakeOpenAI, Hang
 from tests.helpers import wait_for
+from tests.test_dispatch import Sink, owned
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x01" * 40
 OGG = b"OggS\x00\x02" + b"\x00" * 200
@@ -40,13 +47,15 @@ async def served(
     env: dict[str, str] | None = None,
     limit: int = LIMIT,
     web: dict[str, Any] | None = None,
+    storage: Storage | None = None,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     data = {
         "agent": {"model": "anthropic/claude-sonnet-4-6", "media": {"max_bytes": limit}},
         "channels": {"web": web or {}},
+        "server": {"shutdown_grace": 0},
     }
     env = {"ANTHROPIC_API_KEY": "sk-ant-web-1111", **(env or {})}
-    storage = SQLiteStorage(tmp_path / "w.sqlite")
+    storage = storage or SQLiteStorage(tmp_path / "w.sqlite")
     runtime = AgentRuntime(config=load_config(data=data), storage=storage, env=env)
     async with TestClient(TestServer(create_app(runtime, env=env))) as client:
         yield client
@@ -255,6 +264,7 @@ def raw(*parts: tuple[str, bytes]) -> bytes:
         (raw(("session_id", b"s1"), ("url", b"http://x/y.png")), "unexpected form field 'url'"),
         (raw(("session_id", b"s1"), ("file", PNG), ("file", PNG)), "unexpected form field"),
         (raw(("text", b"hi")), "session_id must be a non-empty string"),
+        (raw(("file", PNG), ("text", b"hi")), "session_id must be a non-empty string"),
     ],
 )
 async def test_form_fields_are_checked(
@@ -265,6 +275,7 @@ async def test_form_fields_are_checked(
         refused = await upload(client, body, **headers)
         assert refused.status == 400 and reason in await refused.text()
     assert model.requests == []
+    assert stored_files() == []  # a file read before the form was refused is taken back
 
 
 async def test_uploads_beyond_the_cap_are_turned_away(
@@ -304,3 +315,65 @@ async def test_an_upload_the_store_lost_asks_to_send_it_again(tmp_path: Path) ->
     finally:
         await runtime.close()
     assert prepared.answer == web_upload.GONE
+
+
+# -- with PostgreSQL: a web process and a worker on different machines ------------------
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with tests.pg.database() as url:
+        yield url
+
+
+class WorkerSink(Sink):
+    """The web channel as a worker process answers it (no browser attached there)."""
+
+    name = "web"
+
+
+async def media_ids(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        return [row[0] for row in await connection.fetch("SELECT id FROM chatlane_media")]
+    finally:
+        await connection.close()
+
+
+async def test_an_upload_to_the_web_process_is_answered_by_a_worker_on_another_disk(
+    tmp_path: Path, model: FakeAnthropic, database_url: str, cleanup: contextlib.AsyncExitStack
+) -> None:
+    model.script(Hang(30))  # the web process is restarted in the middle of the turn
+    async with served(tmp_path, storage=PostgresStorage(database_url)) as client:
+        response = await upload(client, form(PNG, text="what is this?"))
+        assert response.status == 200
+        await wait_for(lambda: model.requests, "the web process's turn to reach the model")
+    shutil.rmtree(data_dir())  # the worker's disk: it never saw the upload
+    config = load_config(data={"agent": {"model": "anthropic/claude-sonnet-4-6"}})
+    env = {"ANTHROPIC_API_KEY": "sk-ant-web-1111"}
+    worker = AgentRuntime(config=config, storage=PostgresStorage(database_url), env=env)
+    dispatcher = owned(cleanup, Dispatcher(worker, sweep_every=0.05))
+    sink = WorkerSink()
+    dispatcher.register(sink)
+    await worker.start()
+    await dispatcher.start()
+    await wait_for(lambda: sink.sent, "the worker's answer", 20, changed=sink.changed)
+    assert sink.sent == ["echo: what is this?"] and sink.notices == []
+    blocks = model.requests[-1].json["messages"][-1]["content"]
+    images = [base64.b64decode(b["source"]["data"]) for b in blocks if b["type"] == "image"]
+    assert images and set(images) == {PNG}
+    assert {b["text"] for b in blocks if b["type"] == "text"} == {"what is this?"}
+
+
+async def test_a_refused_upload_is_taken_out_of_the_database_too(
+    tmp_path: Path, model: FakeAnthropic, database_url: str
+) -> None:
+    web = {"rate_limit_per_minute": 1}
+    async with served(tmp_path, web=web, storage=PostgresStorage(database_url)) as client:
+        await lines(await upload(client, form(PNG, text="one")))
+        again = await lines(await upload(client, form(PNG + b"other", text="two")))
+        same = await lines(await upload(client, form(PNG, text="three")))  # the first's bytes
+    assert "too quickly" in json.dumps(again) and "too quickly" in json.dumps(same)
+    assert await media_ids(database_url) == [hashlib.sha256(PNG).hexdigest()]
+    (kept,) = stored_files()
+    assert kept.read_bytes() == PNG

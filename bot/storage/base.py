@@ -3,7 +3,8 @@
 Each consumer is typed against the narrow protocol it uses (``TranscriptStore``,
 ``SettingsStore``, ``Inbox``, ``InboxClaims``, ``KeyValue``, ``Lifecycle``, or
 ``ConversationStore`` for transcripts with their summaries); ``Storage`` is all
-of them, what a backend implements and the runtime holds.
+of them, what a backend implements and the runtime holds. ``MediaBlobs`` is
+optional: media bytes in the database, for PostgreSQL (see ``bot.media``).
 
 Backends are found through the ``chatlane.storage`` entry points (see
 ``bot.storage.factory``): SQLite (the default, under ``CHATLANE_DATA_DIR``),
@@ -284,6 +285,27 @@ class KeyValue(Protocol):
 
     async def kv_update(self, namespace: str, key: str, update: Updater) -> JSON | None:
         """Atomically replace the value with ``update(old)`` (None deletes); return the new one."""
+        ...
+
+
+@runtime_checkable
+class MediaBlobs(Protocol):
+    """Media bytes kept with the rest of the durable state (PostgreSQL), for a process
+    whose disk is wiped at restart or that answers media another process stored.
+
+    Optional: a backend without it leaves the bytes on the local disk alone (SQLite
+    shares that disk; Redis keeps nothing on disk and large values hurt it). A blob is
+    named by the sha256 of its bytes, so a put of an id already held changes nothing.
+    """
+
+    async def blob_put(self, blob_id: str, data: bytes) -> bool:
+        """Store ``data`` under ``blob_id`` unless held already; True when this put stored it."""
+        ...
+
+    async def blob_get(self, blob_id: str) -> bytes | None: ...
+
+    async def blob_delete(self, blob_id: str) -> None:
+        """Remove a blob no message names (an upload whose message was refused)."""
         ...
 
 

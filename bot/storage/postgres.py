@@ -1,7 +1,8 @@
 """PostgreSQL storage: every durable thing in one database when ``DATABASE_URL`` is set.
 
 For a PaaS, whose disk is wiped on every restart: transcripts, settings, the
-inbox with its claims, and key-value state (cooldowns, summaries) live in
+inbox with its claims, key-value state (cooldowns, summaries) and media bytes
+(``MediaBlobs``: the local media directory is then a cache) live in
 ``chatlane_*`` tables (``bot.storage.postgres_schema``), shared by every
 process (``shared`` is True). With ``REDIS_URL`` as well, lanes stay in Redis.
 
@@ -476,6 +477,25 @@ class PostgresStorage:
             item_id,
             token,
         )
+
+    async def blob_put(self, blob_id: str, data: bytes) -> bool:
+        # Sent again after a lost connection: the row is there then, and nothing changes.
+        stored = await self._fetchval(
+            "INSERT INTO chatlane_media (id, data) VALUES ($1, $2) "
+            "ON CONFLICT (id) DO NOTHING RETURNING true",
+            blob_id,
+            data,
+        )
+        return bool(stored)
+
+    async def blob_get(self, blob_id: str) -> bytes | None:
+        data: bytes | None = await self._fetchval(
+            "SELECT data FROM chatlane_media WHERE id = $1", blob_id
+        )
+        return data
+
+    async def blob_delete(self, blob_id: str) -> None:
+        await self._execute("DELETE FROM chatlane_media WHERE id = $1", blob_id)
 
 
 _KV_SET = (

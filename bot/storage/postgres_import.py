@@ -4,7 +4,9 @@ Everything the file holds goes over as it is, ids included: transcripts (with
 the session epochs that ``/new`` moved on), per-session settings, the inbox
 (messages not yet answered are answered from PostgreSQL; answered ones keep
 recognising late redeliveries), and key-value state such as key cooldowns and
-compaction summaries. It is one transaction: all of it, or nothing. The
+compaction summaries; with them, the media files of the data directory (the
+photos and files the transcripts name), each checked against its sha256 name.
+It is one transaction: all of it, or nothing. The
 target must hold no chatlane data yet, so a second run cannot mix two
 histories; the SQLite file is opened read-only and left as it was.
 """
@@ -12,6 +14,7 @@ histories; the SQLite file is opened read-only and left as it was.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -49,13 +52,18 @@ class Copied:
     rows: dict[str, int] = field(default_factory=dict)
     pending: int = 0
     namespaces: dict[str, int] = field(default_factory=dict)
+    media: int = 0
+    media_bytes: int = 0
+    damaged: list[str] = field(default_factory=list)  # media files not matching their name
 
     def describe(self) -> str:
         kv = ", ".join(f"{name} {n}" for name, n in sorted(self.namespaces.items()))
+        damaged = f"; {len(self.damaged)} damaged left out" if self.damaged else ""
         return (
             f"{self.rows.get('messages', 0)} messages, {self.rows.get('sessions', 0)} sessions, "
             f"{self.rows.get('inbox', 0)} inbox items ({self.pending} not yet answered), "
-            f"{self.rows.get('kv', 0)} key-value entries" + (f" ({kv})" if kv else "")
+            f"{self.rows.get('kv', 0)} key-value entries" + (f" ({kv})" if kv else "") + ", "
+            f"{self.media} media files ({self.media_bytes / 1024 / 1024:.1f} MB{damaged})"
         )
 
 
@@ -78,8 +86,9 @@ def open_sqlite(source: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{source}?mode=ro", uri=True, check_same_thread=False)
 
 
-async def copy_sqlite(reader: sqlite3.Connection, url: str) -> Copied:
-    """Copy what ``reader`` holds into the (empty) PostgreSQL database at ``url``."""
+async def copy_sqlite(reader: sqlite3.Connection, url: str, media: Sequence[Path] = ()) -> Copied:
+    """Copy what ``reader`` holds, and the ``media`` files (each named by the sha256 of
+    its bytes: ``bot.media.MediaStore``), into the (empty) PostgreSQL database at ``url``."""
     try:
         connection = await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError) as error:
@@ -89,6 +98,7 @@ async def copy_sqlite(reader: sqlite3.Connection, url: str) -> Copied:
         await _refuse_if_not_empty(connection)
         async with connection.transaction():
             copied = await _copy_tables(reader, connection)
+            await _copy_media(media, connection, copied)
             for table in ("chatlane_messages", "chatlane_inbox"):
                 await connection.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -126,6 +136,30 @@ async def _copy_tables(reader: sqlite3.Connection, connection: asyncpg.Connectio
             await connection.copy_records_to_table(table, records=records, columns=into)
             copied.rows[name] += len(records)
     return copied
+
+
+async def _copy_media(
+    media: Sequence[Path], connection: asyncpg.Connection, copied: Copied
+) -> None:
+    # One file at a time: up to agent.media.max_bytes each, thousands of them.
+    for path in media:
+        media_id = path.name
+        data = await asyncio.to_thread(_checked, path, media_id)
+        if data is None:
+            copied.damaged.append(media_id)
+            continue
+        await connection.execute(
+            "INSERT INTO chatlane_media (id, data) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            media_id,
+            data,
+        )
+        copied.media += 1
+        copied.media_bytes += len(data)
+
+
+def _checked(path: Path, media_id: str) -> bytes | None:
+    data = path.read_bytes()
+    return data if hashlib.sha256(data).hexdigest() == media_id else None
 
 
 def _record(table: str, row: Sequence[Any], copied: Copied) -> tuple[Any, ...]:

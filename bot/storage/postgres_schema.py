@@ -83,6 +83,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX chatlane_inbox_chat_pending ON chatlane_inbox (chat, id) WHERE NOT done;
         """,
     ),
+    Migration(
+        4,
+        "media bytes, so photos and files outlive a wiped disk and reach every process",
+        # EXTERNAL: out of line, uncompressed; photos and voice notes are compressed already.
+        """
+        CREATE TABLE chatlane_media (
+            id TEXT PRIMARY KEY,
+            data BYTEA NOT NULL,
+            created TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        ALTER TABLE chatlane_media ALTER COLUMN data SET STORAGE EXTERNAL;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
