@@ -100,6 +100,15 @@ class Claims:
         else:
             del self._held[item_id]
 
+    def ahead(self) -> tuple[tuple[str, float], float]:
+        """A claim (token, lease) to take in the same step as the item's write
+        (``inbox_add(claim=)``), and the time before that went out: ``adopt`` it after."""
+        return (f"{self.owner}#{next(self._tokens)}", CLAIM_TTL), time.monotonic()
+
+    def adopt(self, item_id: int, token: str, since: float) -> None:
+        """Hold a claim storage granted with the item's write."""
+        self._held[item_id] = Claim(token, since, confirmed=True)
+
     def token(self, item_id: int) -> str | None:
         claim = self._held.get(item_id)
         return claim.token if claim is not None else None

@@ -189,12 +189,19 @@ class Dispatcher:
         even when it only stores (a channel that streams the reply on the request)."""
         if self.draining and not when_draining:
             return Outcome.DRAINING
-        item_id = await self.storage.inbox_add(message.dedupe_key, message.to_dict())
+        # Claimed in the same step as it is stored (one trip on shared storage) when this
+        # process answers it.
+        here = (self.process or answer_here) and not self.draining
+        claim, since = self.claims.ahead()
+        data = message.to_dict()
+        item_id = await self.storage.inbox_add(message.dedupe_key, data, claim if here else None)
         if item_id is None:
             log.info(
                 "%s message %s was stored before; ignored", message.channel, message.message_id
             )
             return Outcome.DUPLICATE
+        if here:
+            self.claims.adopt(item_id, claim[0], since)
         # Checked after deduplication: a platform's redelivery is not a second message.
         verdict = await self.access.admit(message)
         if verdict.verdict is not Verdict.ALLOWED:
@@ -202,15 +209,17 @@ class Dispatcher:
                 "refused %s sender on %s: %s", message.channel, message.chat_id, verdict.verdict
             )
             await self.storage.inbox_done(item_id)
+            self.claims.forget(item_id)
             # A sender waiting on its request is told every time; others once.
             self._spawn(self._refuse(message, verdict.reason if answer_here else verdict.notice))
             return Outcome.REFUSED
         # DEBUG: at webhook rates this line (a record, a JSON line, a write) was about a
         # tenth of the intake's CPU; each turn logs at INFO, with the same inbox id.
         log.debug("stored %s message as inbox-%d", message.channel, item_id)
-        here = self.process or answer_here
-        if here and not self.draining and await self.claims.take(item_id):
+        if here and not self.draining:
             self._enqueue(message, item_id)
+        elif here:  # draining began meanwhile: left stored for the next process
+            await self.claims.release(item_id)
         return Outcome.ACCEPTED
 
     def _enqueue(self, message: InboundMessage, item_id: int) -> None:

@@ -169,6 +169,16 @@ async def test_inbox_open_reads_and_counts_an_attempt_in_one_step(storage: Any) 
     assert await storage.inbox_pending_ids() == []
 
 
+async def test_a_message_is_claimed_in_the_same_step_as_it_is_stored(storage: Any) -> None:
+    held = await storage.inbox_add("telegram:c1", {"text": "hi"}, ("A#1", 30))
+    free = await storage.inbox_add("telegram:c2", {"text": "hi"})
+    assert await storage.inbox_add("telegram:c1", {"text": "again"}, ("B#1", 30)) is None
+    assert await storage.inbox_claim_many({held: "B#2", free: "B#3"}, 30) == [free]
+    assert await storage.inbox_renew({held: "A#1"}, 30) == set()  # A holds it
+    await storage.inbox_release(held, "A#1")
+    assert await storage.inbox_claim(held, "B#4", 30)
+
+
 def chat_message(n: int, chat: int = 5, thread: str | None = None) -> dict[str, Any]:
     return {"channel": "telegram", "chat_id": chat, "thread_id": thread, "text": f"m{n}"}
 

@@ -226,8 +226,12 @@ class Inbox(InboxClaims, Protocol):
 
     shared: bool  # (as in ``Lifecycle``) whether other processes answer from it too
 
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        """Store a message; None when ``dedupe_key`` was seen before (a redelivery)."""
+    async def inbox_add(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
+    ) -> int | None:
+        """Store a message; None when ``dedupe_key`` was seen before (a redelivery).
+        ``claim`` (token, ttl): the new item is claimed by that token in the same step,
+        as ``inbox_claim`` would."""
         ...
 
     async def inbox_pending(self) -> list[InboxItem]:

@@ -93,13 +93,17 @@ class MemoryStorage(LocalClaims):
             self._kv[namespace][key] = copy.deepcopy(new)
         return new
 
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+    async def inbox_add(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
+    ) -> int | None:
         if dedupe_key in self._seen:
             return None
         self._seen.add(dedupe_key)
         item_id = self._next_inbox
         self._next_inbox += 1
         self._inbox[item_id] = InboxItem(item_id, copy.deepcopy(data))
+        if claim is not None:
+            await self.inbox_claim(item_id, *claim)
         return item_id
 
     async def inbox_pending(self) -> list[InboxItem]:

@@ -77,6 +77,7 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 _GONE: tuple[type[Exception], ...] = (*UNREACHABLE, asyncpg.InterfaceError)
 
 _ITEM = "SELECT id, data, reply, sent, attempts FROM chatlane_inbox"
+_Add = tuple[str, str, str, str | None, float]  # an inbox add: dedupe, data, chat, claim
 # ``inbox_open`` with a claim, one statement: whether an earlier pending message of the
 # item's chat is not one of the turn's ($3); if so the item's claim ($2) is released,
 # else its attempt is counted and it is read.
@@ -142,7 +143,7 @@ class PostgresStorage:
         self.pool_size = pool_size
         self.retry_for = retry_for
         self._pool: asyncpg.Pool | None = None
-        self._inbox_adds: Batcher[tuple[str, str, str], int | None] = Batcher(self._inbox_write)
+        self._inbox_adds: Batcher[_Add, int | None] = Batcher(self._inbox_write)
 
     @classmethod
     def from_env(
@@ -358,24 +359,28 @@ class PostgresStorage:
 
         return await self._run(write, once=True)
 
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+    async def inbox_add(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
+    ) -> int | None:
         # Group commit: concurrent adds share one statement, one commit.
-        return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data)))
+        token, ttl = claim or (None, 0.0)
+        return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data), token, ttl))
 
-    async def _inbox_write(self, rows: list[tuple[str, str, str]]) -> list[int | None]:
-        """Insert (dedupe, data, chat) rows in one statement; each row's id, or None for a
-        key seen before (in this batch too: its first occurrence is stored)."""
+    async def _inbox_write(self, rows: list[_Add]) -> list[int | None]:
+        """Insert (dedupe, data, chat, claim token, claim ttl) rows in one statement; each
+        row's id, or None for a key seen before (in this batch too: its first occurrence
+        is stored)."""
         found = await self._fetch(
-            "INSERT INTO chatlane_inbox (dedupe, data, chat) "
-            "SELECT d, x, c FROM unnest($1::text[], $2::text[], $3::text[]) "
-            "WITH ORDINALITY AS t(d, x, c, n) "
+            "INSERT INTO chatlane_inbox (dedupe, data, chat, claim_token, claim_until) "
+            "SELECT d, x, c, k, CASE WHEN k IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => s) END "
+            "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[]) "
+            "WITH ORDINALITY AS t(d, x, c, k, s, n) "
             "ORDER BY n ON CONFLICT (dedupe) DO NOTHING RETURNING id, dedupe",
-            [dedupe for dedupe, _, _ in rows],
-            [data for _, data, _ in rows],
-            [chat for _, _, chat in rows],
+            *(list(column) for column in zip(*rows, strict=True)),
         )
         ids = {str(dedupe): int(n) for n, dedupe in found}
-        return [ids.pop(dedupe, None) for dedupe, _, _ in rows]
+        return [ids.pop(row[0], None) for row in rows]
 
     @staticmethod
     def _item(row: Sequence[Any]) -> InboxItem:

@@ -43,19 +43,22 @@ from bot.storage.base import (
 from bot.storage.batch import Batcher
 
 DEDUPE_TTL = 7 * 24 * 3600
-# KEYS: the id counter, the item key prefix, the pending set, the chat key prefix, then
-# each message's dedupe key; ARGV: the dedupe TTL, then each message's data and chat.
-# Returns each message's id, 0 if seen. ``inbox:chat:{chat}`` holds a chat's pending ids.
+# KEYS: the id counter, the item key prefix, the pending set, the chat key prefix, the
+# claim key prefix, then each message's dedupe key; ARGV: the dedupe TTL, then each
+# message's data, chat, claim token ('' for none) and claim lease in ms. Returns each
+# message's id, 0 if seen. ``inbox:chat:{chat}`` holds a chat's pending ids.
 INBOX_ADD = """
 local ids = {}
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local id = 0
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     id = redis.call('INCR', KEYS[1])
-    local data, chat = ARGV[2 * i - 8], ARGV[2 * i - 7]
-    redis.call('HSET', KEYS[2] .. id, 'data', data, 'sent', 0, 'attempts', 0, 'chat', chat)
+    local at = 4 * (i - 6) + 2
+    local chat, token = ARGV[at + 1], ARGV[at + 2]
+    redis.call('HSET', KEYS[2] .. id, 'data', ARGV[at], 'sent', 0, 'attempts', 0, 'chat', chat)
     redis.call('ZADD', KEYS[3], id, id)
     redis.call('ZADD', KEYS[4] .. chat, id, id)
+    if token ~= '' then redis.call('SET', KEYS[5] .. id, token, 'PX', ARGV[at + 3]) end
   end
   ids[#ids + 1] = id
 end
@@ -281,7 +284,9 @@ class RedisStorage:
         self.max_connections = max_connections
         self.tls = dict(tls or {})
         self._client: aioredis.Redis | None = None
-        self._inbox_adds: Batcher[tuple[str, str, str], int | None] = Batcher(self._inbox_write)
+        self._inbox_adds: Batcher[tuple[str, str, str, str, int], int | None] = Batcher(
+            self._inbox_write
+        )
 
     @classmethod
     def from_env(
@@ -419,20 +424,25 @@ class RedisStorage:
                 except WatchError:
                     continue
 
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
-        return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data)))
+    async def inbox_add(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
+    ) -> int | None:
+        token, ttl = claim or ("", 0.0)
+        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)))
+        return await self._inbox_adds.submit(row)
 
-    async def _inbox_write(self, rows: list[tuple[str, str, str]]) -> list[int | None]:
+    async def _inbox_write(self, rows: list[tuple[str, str, str, str, int]]) -> list[int | None]:
         keys = [
             self.key("inbox", "next"),
             self.key("inbox", "item", ""),
             self.key("inbox", "pending"),
             self.key("inbox", "chat", ""),
+            self.key("inbox", "claim", ""),
         ]
-        keys += [self.key("inbox", "dedupe", dedupe) for dedupe, _, _ in rows]
+        keys += [self.key("inbox", "dedupe", row[0]) for row in rows]
         args: list[Any] = [DEDUPE_TTL]
-        for _, data, chat in rows:
-            args += [data, chat]
+        for _, data, chat, token, lease in rows:
+            args += [data, chat, token, lease]
         ids = await run_script(self.client, INBOX_ADD, keys, args)
         return [int(n) or None for n in ids]
 

@@ -303,10 +303,15 @@ class SQLiteStorage(LocalClaims):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         await self._hot_rows(sql, params)
 
-    async def inbox_add(self, dedupe_key: str, data: dict[str, JSON]) -> int | None:
+    async def inbox_add(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
+    ) -> int | None:
         # Group commit: the adds of concurrent requests go into one statement, one commit,
         # and each returns once its row is committed.
-        return await self._inbox_adds.submit((dedupe_key, to_json(data)))
+        item_id = await self._inbox_adds.submit((dedupe_key, to_json(data)))
+        if item_id is not None and claim is not None:
+            await self.inbox_claim(item_id, *claim)
+        return item_id
 
     async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
         """Insert (dedupe, data) rows in one autocommitted statement; each row's id, or
