@@ -61,6 +61,7 @@ class Run:
     answered: int  # acknowledged messages with an answer
     lost: int  # acknowledged messages without one when the run ended
     twice: int  # messages answered more than once
+    out_of_order: int  # messages first answered after a later message of their chat
     per_second: float  # messages answered, from the first send to the last first answer
     p50: float  # seconds from send to first answer
     p99: float
@@ -280,6 +281,7 @@ async def measure(
         answered=len(answered),
         lost=len(acknowledged) - len(answered),
         twice=sum(1 for count in times.values() if count > 1),
+        out_of_order=out_of_order(replies, scale.messages // PER_CHAT),
         per_second=len(first) / max(end - sent[0][1], 1e-9),
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
@@ -302,13 +304,30 @@ async def measure(
     )
 
 
+def out_of_order(replies: list[tuple[float, list[int]]], chats: int) -> int:
+    """Messages first answered after a later message of their chat was (message ``k`` is
+    chat ``k % chats``'s ``k // chats``-th): a chat's replies must follow its messages."""
+    latest: dict[int, int] = {}  # by chat, the latest message answered so far
+    seen: set[int] = set()
+    late = 0
+    for _, tokens in sorted(replies, key=lambda reply: reply[0]):
+        fresh = [k for k in tokens if k not in seen and k < WARM_UP]
+        seen.update(fresh)
+        for k in fresh:
+            late += k < latest.get(k % chats, -1)
+        for k in fresh:
+            latest[k % chats] = max(latest.get(k % chats, -1), k)
+    return late
+
+
 def describe(run: Run) -> str:
     """The line a run leaves on stderr as it ends, to follow a long benchmark."""
     environment = ", ".join(f"{name} {value:.0f}%" for name, value in run.environment_cpu.items())
     return (
         f"{run.load:g}x {run.system.name}: {run.per_second:.1f}/s answered "
         f"({run.answered} of {run.acknowledged} acknowledged, {run.lost} lost, "
-        f"{run.twice} twice), p50 {run.p50:.2f} s, p99 {run.p99:.2f} s, "
+        f"{run.twice} twice, {run.out_of_order} out of order), "
+        f"p50 {run.p50:.2f} s, p99 {run.p99:.2f} s, "
         f"{run.cpu_ms:.1f} ms CPU each; {run.sends} sendMessage, {run.chat_actions} "
         f"sendChatAction, {run.model_calls} model calls ({run.peak_model_calls} at once); "
         f"generator lag p99 {run.lag_p99_ms:.1f} ms, webhook ack p99 {run.ack_p99_ms:.0f} ms; "

@@ -196,6 +196,11 @@ def chatlane_rows(run: Run, relay: dict[str, float]) -> list[tuple[str, float, s
         ),
         (f"{name}: answered twice", run.twice, f"{run.sends} sendMessage calls"),
         (
+            f"{name}: answered out of order",
+            run.out_of_order,
+            "messages answered after a later message of their chat",
+        ),
+        (
             f"{name} / relay: CPU per answer",
             run.cpu_ms / relay["cpu"],
             f"{run.cpu_ms:.1f} vs {relay['cpu']:.1f} ms; "
