@@ -229,6 +229,17 @@ class ContextBuilder:
         session.loaded = session.fresh = True
         return settings
 
+    async def unfinished(self, session_id: str, text: str) -> bool:
+        """Whether the transcript ends with ``text`` from the user and no answer after it
+        (only tool rounds that finished): a turn for it was cut short after it was stored."""
+        session = await self._session(session_id)
+        for message in reversed(session.window):
+            if message.role is Role.USER:
+                return message.content == text
+            if message.role is not Role.TOOL and not message.tool_calls:
+                return False
+        return False
+
     @staticmethod
     def _summarized(session: _Session, stored: Any) -> None:
         if isinstance(stored, dict):

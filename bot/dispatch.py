@@ -496,6 +496,7 @@ class Dispatcher:
                 tool_format=sink.traits.tool_format,
                 on_start=start_typing,
                 attachments=turn.images,
+                resumed=turn.options.resumed,
             )
             async with contextlib.aclosing(run) as events:
                 return await _collect(events, stream, turn.options.show_reasoning, turn.meter)

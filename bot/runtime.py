@@ -293,6 +293,7 @@ class AgentRuntime:
         tool_format: FormatMode | str | None = None,
         on_start: Callable[[], object] | None = None,
         attachments: Sequence[Attachment] = (),
+        resumed: bool = False,
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
 
@@ -302,7 +303,10 @@ class AgentRuntime:
         the channel's own way to show tool results, used where the runtime and the
         config set none.
         ``on_start`` is called once the turn holds its lanes and is about to call the
-        model (a channel shows "typing" from then on, not while the turn waits)."""
+        model (a channel shows "typing" from then on, not while the turn waits).
+        ``resumed``: ``text`` was taken up before and that turn was cut short (a restart,
+        a failure): when the transcript ends with it unanswered, the turn goes on from
+        there (tool rounds it finished included) instead of storing it a second time."""
         await self.start()
         assert self._context is not None
         lane = self.queue.slot(session_id) if self.queuing_enabled else nullcontext()
@@ -317,8 +321,10 @@ class AgentRuntime:
             # The inner generator is closed in place (``aclosing``) when the caller stops
             # early, so that write happens, or fails, before ``run`` returns.
             unsaved = [Message(Role.USER, text, attachments=tuple(attachments))]
+            if resumed and await self._context.unfinished(session_id, text):
+                unsaved = []
             try:
-                turn = self._hooked(session_id, unsaved, channel, thinking_mode, tool_format)
+                turn = self._hooked(session_id, text, unsaved, channel, thinking_mode, tool_format)
                 async with aclosing(turn) as rounds:
                     async for event in rounds:
                         yield event
@@ -328,6 +334,7 @@ class AgentRuntime:
     async def _hooked(
         self,
         session_id: str,
+        text: str,
         unsaved: list[Message],
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
@@ -335,7 +342,6 @@ class AgentRuntime:
     ) -> AsyncGenerator[AgentEvent, None]:
         """The turn between the hooks: ``before_turn`` may refuse it or add context for it,
         ``after_turn`` sees how it ended."""
-        text = unsaved[0].content
         contexts, refusal = await self.hooks.before_turn(TurnStart(session_id, channel, text))
         end = TurnEnd(session_id, channel, text, reply="")
         if refusal is not None:

@@ -145,3 +145,37 @@ async def test_a_context_builder_needs_no_runtime() -> None:
 def test_context_and_runtime_do_not_import_each_other() -> None:
     source = Path(context.__file__).read_text()
     assert "bot.runtime" not in source and "AgentRuntime" not in source
+
+
+async def test_a_turn_cut_short_after_its_tool_round_goes_on_from_there(
+    anthropic: FakeAnthropic,
+) -> None:
+    """``resumed``: the transcript ends with the question and a finished tool round (the
+    process stopped before the answer): the model gets them once, and the answer follows."""
+    from bot.messages import ToolCall
+
+    storage = MemoryStorage()
+    runtime = AgentRuntime("anthropic/claude-sonnet-4", config=small_context(), storage=storage)
+    call = ToolCall("toolu_1", "clock", {})
+    await storage.append_messages(
+        "s",
+        [
+            Message(Role.USER, "what time is it?"),
+            Message(Role.ASSISTANT, "", tool_calls=(call,)),
+            Message(Role.TOOL, "12:00", tool_call_id="toolu_1", name="clock"),
+        ],
+    )
+    anthropic.script(Reply(text="It is noon."))
+    seen = [e async for e in runtime.run("s", "what time is it?", resumed=True)]
+    assert seen[-1].data["text"] == "It is noon."
+    sent = anthropic.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # (the tool result)
+    stored = [(m.role, m.content) for m in await storage.load_messages("s")]
+    assert stored[0] == (Role.USER, "what time is it?") and stored[-1][1] == "It is noon."
+    assert [r for r, _ in stored].count(Role.USER) == 1
+    # Answered: the same words later are a new question, stored again.
+    anthropic.script(Reply(text="Still noon."))
+    [e async for e in runtime.run("s", "what time is it?", resumed=True)]
+    users = [m for m in await storage.load_messages("s") if m.role is Role.USER]
+    assert [m.content for m in users] == ["what time is it?", "what time is it?"]
+    await runtime.close()

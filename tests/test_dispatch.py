@@ -551,3 +551,42 @@ async def test_the_queue_mode_is_the_channels_unless_configured(
     answers = [part for part in sink.sent if part.startswith("You said")]
     assert answers[0] == "You said: one"
     assert len(answers) == (2 if together else 3)  # "two" and "three" in one turn, or each its own
+
+
+async def test_a_turn_cut_short_is_taken_up_again_without_storing_the_message_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleanup: contextlib.AsyncExitStack
+) -> None:
+    """A shutdown cancels a turn after its message went into the transcript; the next
+    process answers it, and the model (and the transcript) see the question once."""
+    from tests.fakes.models import FakeAnthropic, Reply
+
+    async with FakeAnthropic() as model:
+        model.default = lambda request: Reply(text="slow", delay=30)
+        first, _ = await slow_dispatcher(tmp_path, monkeypatch, cleanup, model)
+        await first.start()
+        await first.submit(inbound("what is two and two?", "m1"))
+        await wait_for(lambda: model.requests, "the first attempt to reach the model")
+        await first.drain(0)  # cut short: the turn is cancelled, the message stays stored
+        await first.runtime.close()
+        reader = SQLiteStorage(tmp_path / "o.sqlite")
+        await reader.open()
+        stored = await reader.load_messages("test:c1")
+        await reader.close()
+        assert [m.content for m in stored] == ["what is two and two?"]
+
+        model.default = lambda request: Reply(text="four")
+        second, sink = await slow_dispatcher(tmp_path, monkeypatch, cleanup, model)
+        await second.start()
+        await wait_for(lambda: sink.sent, "the restarted process to answer", changed=sink.changed)
+        assert sink.sent == ["four"]
+        asked = [
+            (m["role"], block["text"])
+            for m in model.requests[-1].json["messages"]
+            for block in m["content"]
+        ]
+        assert asked == [("user", "what is two and two?")]
+        transcript = await second.runtime.storage.load_messages("test:c1")
+        assert [(m.role, m.content) for m in transcript] == [
+            (Role.USER, "what is two and two?"),
+            (Role.ASSISTANT, "four"),
+        ]
