@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
 MAX_WAIT = 120.0
+# Jitter from a generator of our own: the random module's shared one is the host
+# application's (and a test's seeded draws), not ours to advance.
+_JITTER = random.Random()
 
 
 def for_platforms(handler: Callable[..., Any]) -> Any:
@@ -61,7 +64,7 @@ async def send_with_retries(
             if retry is None or attempt == attempts:
                 raise
             wait = retry.after if retry.after is not None else min(2.0 ** (attempt - 1), 30.0)
-            wait = min(max(wait, 0.0), MAX_WAIT) + random.uniform(0, 0.25)
+            wait = min(max(wait, 0.0), MAX_WAIT) + _JITTER.uniform(0, 0.25)
             log.warning(
                 "%s failed (%s); retry %d/%d in %.1fs",
                 what,
