@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.models import FakeAnthropic, FakeOpenAI
 from tests.procs import Durable, durable
 
 SCRUB = (
@@ -116,3 +117,15 @@ async def storage_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
     its own (``tests.procs.durable``; ``indirect`` parametrizing adds ``postgres+redis``)."""
     async with durable(request.param, tmp_path) as backend:
         yield backend
+
+
+@pytest.fixture
+async def models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    """A fake Anthropic and a fake OpenAI (transcription), the environment pointing at them."""
+    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake-0000")
+        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
+        yield anthropic, openai

@@ -467,17 +467,6 @@ def path_of(attachment: dict[str, Any]) -> str:
     return urlsplit(attachment["url"]).path
 
 
-@pytest.fixture
-async def models(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
-    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-discord-0000")
-        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
-        yield anthropic, openai
-
-
 async def test_a_photo_with_a_caption_reaches_the_model_as_an_image(
     fake: FakeDiscord, models: tuple[FakeAnthropic, FakeOpenAI]
 ) -> None:

@@ -565,17 +565,6 @@ CLAUDE = {
 }
 
 
-@pytest.fixture
-async def models(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
-    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-slack-0000")
-        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
-        yield anthropic, openai
-
-
 def shared(event_id: str, text: str, *files: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A DM with files, as Slack sends it (subtype file_share)."""
     where = {"channel": "D9", "channel_type": "im", **fields}

@@ -43,17 +43,6 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-@pytest.fixture
-async def models(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
-    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-telegram-0000")
-        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
-        yield anthropic, openai
-
-
 def texts(fake: FakeTelegram) -> list[str]:
     return [m["text"] for m in fake.sent()]
 

@@ -145,17 +145,6 @@ async def files() -> AsyncIterator[Files]:
     await fake.server.close()
 
 
-@pytest.fixture
-async def models(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
-    async with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-1111")
-        monkeypatch.setenv("OPENAI_BASE_URL", openai.api_base)
-        yield anthropic, openai
-
-
 async def started(
     cleanup: contextlib.AsyncExitStack, sink: Sink | None = None, **agent: Any
 ) -> tuple[Dispatcher, Sink]:
