@@ -7,8 +7,11 @@ provider kind (``anthropic``, ``openai``, ``demo``, or a third party's: see
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,6 +65,19 @@ class ModelSetup:
         if found is None:
             return False
         return not found.info.needs_key or bool(self.profiles.profiles_for(provider))
+
+    async def preload(self) -> None:
+        """Import the SDKs the chain's providers use, in a thread: not in a turn.
+
+        A chat that switches to a model of another kind (``/model``) imports its
+        SDK on its first call, as before.
+        """
+        kinds = provider_kinds()
+        for ref in (self.chain.primary, *self.chain.fallbacks):
+            provider = self.providers.get(self.split(ref)[0])
+            kind = kinds.get(provider.info.kind) if provider is not None else None
+            if kind is not None and kind.sdk and kind.sdk not in sys.modules:
+                await asyncio.to_thread(importlib.import_module, kind.sdk)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

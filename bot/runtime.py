@@ -210,6 +210,7 @@ class AgentRuntime:
                 return
             await self.storage.open()
             await self.models.rotation.load(self.storage)
+            await self.models.preload()
             await self.mcp.start()  # a server that fails is logged and skipped
             self._context = self._new_context()
             self._started = True

@@ -152,9 +152,18 @@ async def test_a_release_wakes_the_next_waiter_without_polling(
     redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The waiter's own retry is pushed past the test's deadline: only the wake-up that
-    the holder's release publishes can let it in."""
+    the holder's release publishes can let it in, and the wake-up is the grant (the
+    woken ticket is within the capacity): no script runs to ask again."""
     monkeypatch.setattr("bot.queuing.redis_backend.RETRY_EVERY", 3600.0)
     lanes = [RedisLanes(redis_server, prefix=redis_prefix, lease=30) for _ in range(2)]
+    scripts: list[str] = []
+    original = lanes[1].client.evalsha
+
+    async def counted(sha: str, *args: Any) -> Any:
+        scripts.append(sha)
+        return await original(sha, *args)
+
+    monkeypatch.setattr(lanes[1].client, "evalsha", counted)
     first = lanes[0].session("chat").ticket()
     async for _ in first.acquire():
         raise AssertionError("a free lane made the first contender wait")
@@ -170,10 +179,13 @@ async def test_a_release_wakes_the_next_waiter_without_polling(
     waiter = asyncio.ensure_future(wait_turn())
     try:
         await waiting.wait()
+        await wait_for(lambda: bool(lanes[1].wakes._waiters), "the waiter to listen")
+        scripts.clear()
         await first.release()
         async with asyncio.timeout(5):
             await waiter
         assert positions == [1]
+        assert scripts == []
         assert await second.still_holds()
     finally:
         waiter.cancel()

@@ -151,3 +151,36 @@ def test_unused_sdks_and_the_vocabulary_stay_out_of_memory(tmp_path: Any) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+START_ON_CLAUDE = """
+import asyncio, sys
+from bot.config import load_config
+from bot.runtime import AgentRuntime
+config = load_config(data={"agent": {"model": "anthropic/claude-sonnet-4-6"}})
+runtime = AgentRuntime(config=config, env={"ANTHROPIC_API_KEY": "sk-test"})
+async def main():
+    await runtime.start()
+    print(" ".join(m for m in ("anthropic", "openai") if m in sys.modules))
+    await runtime.close()
+asyncio.run(main())
+"""
+
+
+def test_the_configured_models_sdk_is_imported_at_start_not_in_the_first_turn(
+    tmp_path: Any,
+) -> None:
+    # Importing anthropic takes over a second of CPU: inside a turn it would stall every
+    # request the process serves for as long.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", START_ON_CLAUDE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["anthropic"]

@@ -298,4 +298,5 @@ KIND = ProviderKind(
     classify=classify_error,
     env_key="ANTHROPIC_API_KEY",
     default_model="claude-sonnet-4-6",
+    sdk="anthropic",
 )

@@ -219,4 +219,5 @@ KIND = ProviderKind(
     classify=classify_error,
     env_key="OPENAI_API_KEY",
     default_model="gpt-4o",
+    sdk="openai",
 )

@@ -188,26 +188,29 @@ class Wakes:
         self._subscribed = asyncio.Event()
         self._closing = False
 
-    async def wait(self, lane: str, ticket: int, seconds: float) -> None:
-        """Until ``ticket`` of ``lane`` is woken, or ``seconds`` have passed. The first
-        call only subscribes and returns: a wake-up published before the subscription
-        took hold is lost, so the caller tries its lane once more, then waits."""
+    async def wait(self, lane: str, ticket: int, seconds: float) -> bool:
+        """Until ``ticket`` of ``lane`` is woken (True), or ``seconds`` have passed
+        (False). The first call only subscribes and returns False: a wake-up published
+        before the subscription took hold is lost, so the caller tries its lane once
+        more, then waits."""
         if self._listener is None or self._listener.done():
             self._subscribed = asyncio.Event()
             self._listener = asyncio.ensure_future(self._listen())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self._subscribed.wait()
-            return
+            return False
         key = f"{lane}|{ticket}"
         if key in self._woken:  # woken before it got here
             del self._woken[key]
-            return
+            return True
         waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await waiter
+            async with asyncio.timeout(seconds):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
         finally:
             self._waiters.pop(key, None)
 
@@ -264,14 +267,21 @@ class Ticket:
                 granted, position, token = await lane._run("")
                 self.token = token
             last = None
+            renewed = time.monotonic()  # when the script last renewed this ticket's lease
             while granted != 1:
                 if granted == -1:  # evicted while waiting (a long pause): queue again
                     raise LeaseLost(lane.name)
                 if position != last:
                     last = position
                     yield position
-                await lane.wakes.wait(lane.name, token, RETRY_EVERY)
+                woken = await lane.wakes.wait(lane.name, token, RETRY_EVERY)
+                if woken and time.monotonic() - renewed < lane.lease_ms / 2000:
+                    # A wake-up names a ticket that has just come within the capacity, and
+                    # a ticket's rank never grows (tickets only join at the end): it holds
+                    # a slot now, with most of its lease left. No trip to ask again.
+                    break
                 granted, position, _ = await lane._run(str(token))
+                renewed = time.monotonic()
         except BaseException:
             await self._leave()
             raise
