@@ -112,6 +112,9 @@ class Dispatcher:
         self._told: set[str] = set()  # chats told to wait (busy, overflow) until their next turn
         self._deadlines: dict[str, asyncio.Timeout] = {}  # running turns, by message
         self._abandoned: set[str] = set()  # messages whose sender left before their turn
+        # Messages opened as they were stored (``inbox_take``), until their turn takes
+        # them: it need not open them again.
+        self._opened: dict[int, InboxItem] = {}
         self._turn_seconds = 0.0  # a moving average, for the wait a busy notice announces
         self.metrics = Metrics()
         queuing = self.config.agent.queuing
@@ -194,7 +197,12 @@ class Dispatcher:
         here = (self.process or answer_here) and not self.draining
         claim, since = self.claims.ahead()
         data = message.to_dict()
-        item_id = await self.storage.inbox_add(message.dedupe_key, data, claim if here else None)
+        opened = False
+        if here:  # and opened with it when its chat has nothing earlier pending
+            taken = await self.storage.inbox_take(message.dedupe_key, data, claim)
+            item_id, opened = taken if taken is not None else (None, False)
+        else:
+            item_id = await self.storage.inbox_add(message.dedupe_key, data)
         if item_id is None:
             log.info(
                 "%s message %s was stored before; ignored", message.channel, message.message_id
@@ -202,6 +210,8 @@ class Dispatcher:
             return Outcome.DUPLICATE
         if here:
             self.claims.adopt(item_id, claim[0], since)
+        if opened:
+            self._opened[item_id] = InboxItem(item_id, data, attempts=1)
         # Checked after deduplication: a platform's redelivery is not a second message.
         verdict = await self.access.admit(message)
         if verdict.verdict is not Verdict.ALLOWED:
@@ -210,6 +220,7 @@ class Dispatcher:
             )
             await self.storage.inbox_done(item_id)
             self.claims.forget(item_id)
+            self._opened.pop(item_id, None)
             # A sender waiting on its request is told every time; others once.
             self._spawn(self._refuse(message, verdict.reason if answer_here else verdict.notice))
             return Outcome.REFUSED
@@ -219,6 +230,7 @@ class Dispatcher:
         if here and not self.draining:
             self._enqueue(message, item_id)
         elif here:  # draining began meanwhile: left stored for the next process
+            self._opened.pop(item_id, None)
             await self.claims.release(item_id)
         return Outcome.ACCEPTED
 
@@ -330,11 +342,12 @@ class Dispatcher:
         request_id.set(None)
         self._told.discard(session_id)
         items: list[InboxItem] = []
+        opened = {n: item for n in (*item_ids, *dropped) if (item := self._opened.pop(n, None))}
         try:
             ours = await self.claims.check([*item_ids, *dropped])
             # Read and counted as an attempt in one step (one trip on shared storage).
             items = await self._open_in_order(
-                [n for n in item_ids if n in ours], [n for n in dropped if n in ours]
+                [n for n in item_ids if n in ours], [n for n in dropped if n in ours], opened
             )
             lost = [i for n in dropped if n in ours and (i := await self.storage.inbox_get(n))]
             found = {item.id for item in (*items, *lost)} if items else set()
@@ -362,16 +375,25 @@ class Dispatcher:
                 return
             await self._retry_later([*item_ids, *dropped])
 
-    async def _open_in_order(self, item_ids: list[int], dropped: list[int]) -> list[InboxItem]:
+    async def _open_in_order(
+        self, item_ids: list[int], dropped: list[int], opened: dict[int, InboxItem]
+    ) -> list[InboxItem]:
         """A turn's items, read and counted, up to the first one that must wait: on
         shared storage, one whose chat has an earlier message that is neither answered
         nor part of this turn (held by another process, handed back, or behind this one
         in this process's line). That one's claim is let go with the check; the caller
         lets go of the rest. Whoever answers the earlier message takes them next
-        (``_done``; else a sweep), so a chat's order holds across processes."""
+        (``_done``; else a sweep), so a chat's order holds across processes.
+
+        An item in ``opened`` was opened as it was stored, first of its chat's pending
+        messages, and is still claimed by this process (the caller checked): nobody
+        else can have touched it, so it is taken as it is."""
         items: list[InboxItem] = []
         turn = [*item_ids, *dropped]
         for item_id in item_ids:
+            if item_id in opened:
+                items.append(opened[item_id])
+                continue
             claim = self.claims.token(item_id) if self.storage.shared else None
             try:
                 item = await self.storage.inbox_open(item_id, claim, turn)

@@ -87,6 +87,29 @@ async def test_accepts_answers_and_dedupes(
     assert await storage.inbox_pending() == []
 
 
+async def test_a_message_opened_as_it_was_stored_is_not_opened_again(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored, claimed and opened (its attempt counted) in one step: its turn takes it as
+    it is, one commit (or trip to Redis) less a turn."""
+    dispatcher, sink, storage = make(tmp_path, cleanup)
+    opened: list[int] = []
+    real = storage.inbox_open
+
+    async def counted(item_id: int, *args: Any) -> Any:
+        opened.append(item_id)
+        return await real(item_id, *args)
+
+    monkeypatch.setattr(storage, "inbox_open", counted)
+    await dispatcher.start()
+    assert await dispatcher.submit(inbound("hello", "m1")) is Outcome.ACCEPTED
+    await wait_for(lambda: sink.sent, "the reply to m1 to be sent", changed=sink.changed)
+    await wait_for(lambda: not dispatcher.claims, "m1's claim to be released")
+    assert any("You said: hello" in part for part in sink.sent)
+    assert opened == []
+    assert await storage.inbox_pending() == []
+
+
 async def test_commands_skip_the_model(tmp_path: Path, cleanup: contextlib.AsyncExitStack) -> None:
     dispatcher, sink, _ = make(tmp_path, cleanup)
     await dispatcher.start()

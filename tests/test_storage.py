@@ -217,6 +217,37 @@ async def test_a_message_opens_only_after_its_chats_earlier_ones_on_shared_stora
     assert await storage.inbox_done(third) == []
 
 
+async def test_a_message_taken_first_of_its_chat_is_opened_as_it_is_stored(
+    storage: Any,
+) -> None:
+    """``inbox_take`` stores, claims and, when nothing earlier of its chat is pending,
+    opens (attempt 1) in one step; a later message of a chat with one pending is left
+    for its turn to open (on shared storage: that open checks the order)."""
+    assert await storage.inbox_take("telegram:t1", chat_message(1), ("A#1", 30)) is not None
+    first_id, first_opened = await storage.inbox_take(
+        "telegram:t2", chat_message(2, 8), ("A#2", 30)
+    )
+    assert await storage.inbox_take("telegram:t2", chat_message(2, 8), ("B#1", 30)) is None
+    second_id, second_opened = await storage.inbox_take(
+        "telegram:t3", chat_message(3, 8), ("A#3", 30)
+    )
+    assert (await storage.inbox_get(first_id)).attempts == (1 if first_opened else 0)
+    assert await storage.inbox_renew({first_id: "A#2", second_id: "A#3"}, 30) == set()
+    if isinstance(storage, PostgresStorage):  # leaves it to the turn's one-statement open
+        assert not first_opened and not second_opened
+        return
+    assert first_opened
+    assert second_opened is not storage.shared
+    if storage.shared:
+        with pytest.raises(EarlierPending):
+            await storage.inbox_open(second_id, "A#3", [second_id])
+    await storage.inbox_done(first_id)
+    await storage.inbox_done(second_id)
+    # With the chat's earlier messages done, the next one stored is first again.
+    _, opened = await storage.inbox_take("telegram:t4", chat_message(4, 8), ("A#4", 30))
+    assert opened
+
+
 async def test_concurrent_adds_are_each_stored_once_in_order(storage: Any) -> None:
     """Adds made at once share writes (group commit) but keep their own ids and data;
     a key repeated within the burst, or stored before it, is a duplicate."""

@@ -234,6 +234,17 @@ class Inbox(InboxClaims, Protocol):
         as ``inbox_claim`` would."""
         ...
 
+    async def inbox_take(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float]
+    ) -> tuple[int, bool] | None:
+        """``inbox_add`` for a message this process answers: claimed by ``claim`` and, when
+        no earlier message of its chat is pending, opened in the same step (its first
+        attempt counted, as ``inbox_open`` would when its turn starts; that turn then
+        need not open it, one trip or commit less a turn). (id, opened); None for a
+        redelivery. A backend that cannot order a chat's messages in that step says
+        False, and the turn opens the item as before."""
+        ...
+
     async def inbox_pending(self) -> list[InboxItem]:
         """Messages not yet fully answered, oldest first."""
         ...

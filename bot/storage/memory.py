@@ -106,6 +106,16 @@ class MemoryStorage(LocalClaims):
             await self.inbox_claim(item_id, *claim)
         return item_id
 
+    async def inbox_take(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float]
+    ) -> tuple[int, bool] | None:
+        # Only this process answers from it: its mailbox keeps each chat's order.
+        item_id = await self.inbox_add(dedupe_key, data, claim)
+        if item_id is None:
+            return None
+        self._inbox[item_id].attempts = 1
+        return item_id, True
+
     async def inbox_pending(self) -> list[InboxItem]:
         return [copy.deepcopy(item) for _, item in sorted(self._inbox.items())]
 

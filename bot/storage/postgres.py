@@ -366,6 +366,15 @@ class PostgresStorage:
         token, ttl = claim or (None, 0.0)
         return await self._inbox_adds.submit((dedupe_key, to_json(data), chat_of(data), token, ttl))
 
+    async def inbox_take(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float]
+    ) -> tuple[int, bool] | None:
+        # Not opened here: two processes storing a chat's messages at once would each see
+        # no earlier one pending (neither insert is committed yet), and the later message
+        # could be answered first. The turn's one-statement open checks what is committed.
+        item_id = await self.inbox_add(dedupe_key, data, claim)
+        return None if item_id is None else (item_id, False)
+
     async def _inbox_write(self, rows: list[_Add]) -> list[int | None]:
         """Insert (dedupe, data, chat, claim token, claim ttl) rows in one statement; each
         row's id, or None for a key seen before (in this batch too: its first occurrence

@@ -45,22 +45,28 @@ from bot.storage.batch import Batcher
 DEDUPE_TTL = 7 * 24 * 3600
 # KEYS: the id counter, the item key prefix, the pending set, the chat key prefix, the
 # claim key prefix, then each message's dedupe key; ARGV: the dedupe TTL, then each
-# message's data, chat, claim token ('' for none) and claim lease in ms. Returns each
-# message's id, 0 if seen. ``inbox:chat:{chat}`` holds a chat's pending ids.
+# message's data, chat, claim token ('' for none), claim lease in ms and whether to open
+# it ('1': its first attempt counted, when nothing of its chat is pending before it).
+# Returns each message's id (0 if seen) and 1 if it was opened, else 0.
+# ``inbox:chat:{chat}`` holds a chat's pending ids.
 INBOX_ADD = """
 local ids = {}
 for i = 6, #KEYS do
-  local id = 0
+  local id, opened = 0, 0
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     id = redis.call('INCR', KEYS[1])
-    local at = 4 * (i - 6) + 2
+    local at = 5 * (i - 6) + 2
     local chat, token = ARGV[at + 1], ARGV[at + 2]
-    redis.call('HSET', KEYS[2] .. id, 'data', ARGV[at], 'sent', 0, 'attempts', 0, 'chat', chat)
+    local chat_key = KEYS[4] .. chat
+    if ARGV[at + 4] == '1' and redis.call('EXISTS', chat_key) == 0 then opened = 1 end
+    redis.call('HSET', KEYS[2] .. id, 'data', ARGV[at], 'sent', 0, 'attempts', opened,
+      'chat', chat)
     redis.call('ZADD', KEYS[3], id, id)
-    redis.call('ZADD', KEYS[4] .. chat, id, id)
+    redis.call('ZADD', chat_key, id, id)
     if token ~= '' then redis.call('SET', KEYS[5] .. id, token, 'PX', ARGV[at + 3]) end
   end
   ids[#ids + 1] = id
+  ids[#ids + 1] = opened
 end
 return ids
 """
@@ -284,9 +290,8 @@ class RedisStorage:
         self.max_connections = max_connections
         self.tls = dict(tls or {})
         self._client: aioredis.Redis | None = None
-        self._inbox_adds: Batcher[tuple[str, str, str, str, int], int | None] = Batcher(
-            self._inbox_write
-        )
+        self._inbox_adds: Batcher[tuple[str, str, str, str, int, int], tuple[int, bool] | None]
+        self._inbox_adds = Batcher(self._inbox_write)
 
     @classmethod
     def from_env(
@@ -428,10 +433,23 @@ class RedisStorage:
         self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
     ) -> int | None:
         token, ttl = claim or ("", 0.0)
-        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)))
+        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)), 0)
+        taken = await self._inbox_adds.submit(row)
+        return None if taken is None else taken[0]
+
+    async def inbox_take(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float]
+    ) -> tuple[int, bool] | None:
+        # Opened in the script only when its chat has nothing pending: the script runs
+        # alone, so a message of the same chat stored meanwhile by another process comes
+        # after it (a later id) and sees it pending.
+        token, ttl = claim
+        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)), 1)
         return await self._inbox_adds.submit(row)
 
-    async def _inbox_write(self, rows: list[tuple[str, str, str, str, int]]) -> list[int | None]:
+    async def _inbox_write(
+        self, rows: list[tuple[str, str, str, str, int, int]]
+    ) -> list[tuple[int, bool] | None]:
         keys = [
             self.key("inbox", "next"),
             self.key("inbox", "item", ""),
@@ -441,10 +459,11 @@ class RedisStorage:
         ]
         keys += [self.key("inbox", "dedupe", row[0]) for row in rows]
         args: list[Any] = [DEDUPE_TTL]
-        for _, data, chat, token, lease in rows:
-            args += [data, chat, token, lease]
-        ids = await run_script(self.client, INBOX_ADD, keys, args)
-        return [int(n) or None for n in ids]
+        for _, data, chat, token, lease, opening in rows:
+            args += [data, chat, token, lease, opening]
+        found = [int(n) for n in await run_script(self.client, INBOX_ADD, keys, args)]
+        pairs = zip(found[::2], found[1::2], strict=True)
+        return [(n, bool(opened)) if n else None for n, opened in pairs]
 
     async def inbox_pending(self) -> list[InboxItem]:
         ids = await self.inbox_pending_ids()

@@ -98,7 +98,7 @@ class SQLiteStorage(LocalClaims):
         self._fast: sqlite3.Connection | None = None
         self._fast_writes = 0
         self._checkpoint: asyncio.Future[Any] | None = None
-        self._inbox_adds: Batcher[tuple[str, str], int | None] = Batcher(self._inbox_write)
+        self._inbox_adds: Batcher[tuple[str, str, int], int | None] = Batcher(self._inbox_write)
 
     @classmethod
     def from_env(
@@ -308,18 +308,29 @@ class SQLiteStorage(LocalClaims):
     ) -> int | None:
         # Group commit: the adds of concurrent requests go into one statement, one commit,
         # and each returns once its row is committed.
-        item_id = await self._inbox_adds.submit((dedupe_key, to_json(data)))
+        item_id = await self._inbox_adds.submit((dedupe_key, to_json(data), 0))
         if item_id is not None and claim is not None:
             await self.inbox_claim(item_id, *claim)
         return item_id
 
-    async def _inbox_write(self, rows: list[tuple[str, str]]) -> list[int | None]:
-        """Insert (dedupe, data) rows in one autocommitted statement; each row's id, or
-        None for a key seen before (in this batch too). On the loop's thread, as
+    async def inbox_take(
+        self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float]
+    ) -> tuple[int, bool] | None:
+        # Only this process answers from it: its mailbox keeps each chat's order. Stored
+        # with its first attempt counted.
+        item_id = await self._inbox_adds.submit((dedupe_key, to_json(data), 1))
+        if item_id is None:
+            return None
+        await self.inbox_claim(item_id, *claim)
+        return item_id, True
+
+    async def _inbox_write(self, rows: list[tuple[str, str, int]]) -> list[int | None]:
+        """Insert (dedupe, data, attempts) rows in one autocommitted statement; each row's
+        id, or None for a key seen before (in this batch too). On the loop's thread, as
         ``_hot_write``, unless another write holds the database."""
-        values = ", ".join("(?, ?)" for _ in rows)
+        values = ", ".join("(?, ?, ?)" for _ in rows)
         sql = (
-            f"INSERT INTO inbox (dedupe, data) VALUES {values} "
+            f"INSERT INTO inbox (dedupe, data, attempts) VALUES {values} "
             "ON CONFLICT(dedupe) DO NOTHING RETURNING id, dedupe"
         )
         params = [value for row in rows for value in row]
@@ -332,7 +343,7 @@ class SQLiteStorage(LocalClaims):
         # RETURNING's order is unspecified: match by key. A key given twice was inserted
         # once; its second occurrence is a duplicate.
         ids = {dedupe: int(row_id) for row_id, dedupe in found}
-        return [ids.pop(dedupe, None) for dedupe, _ in rows]
+        return [ids.pop(dedupe, None) for dedupe, _, _ in rows]
 
     async def _hot_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """A write on the loop's thread, as ``_hot_write``, read to its end (RETURNING)."""
