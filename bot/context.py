@@ -49,7 +49,7 @@ from bot.events import AgentEvent, CompactionData, EventType
 from bot.failover.errors import FailoverReason, ProviderError
 from bot.media import MediaStore
 from bot.messages import Attachment, Message, Role, image_note
-from bot.storage.base import ConversationStore
+from bot.storage.base import JSON, ConversationStore
 
 # Asks the model: the messages to send and the most tokens to answer in; returns its text.
 Summarize = Callable[[tuple[Message, ...], int], Awaitable[str]]
@@ -271,12 +271,20 @@ class ContextBuilder:
             session.window.append(message)
             session.last_id = message.id or session.last_id
 
-    async def append(self, session_id: str, messages: list[Message]) -> list[Message]:
+    async def append(
+        self,
+        session_id: str,
+        messages: list[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
+        """Store a turn's messages; ``reply`` (inbox id, parts) in the same write (see
+        ``TranscriptStore.append_messages``)."""
         # Images are stored by reference: their bytes stay in the media store.
         session = self._sessions.get(session_id)
         if session is not None:
             session.fresh = False  # (a turn that ended before its first window)
-        stored = await self.storage.append_messages(session_id, [_bare(m) for m in messages])
+        bare = [_bare(m) for m in messages]
+        stored = await self.storage.append_messages(session_id, bare, reply)
         session = self._sessions.get(session_id)
         if session is not None and session.loaded and not self.shared:
             self._extend(session, stored)

@@ -35,7 +35,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ from bot.media import Media
 from bot.messages import Attachment
 from bot.metrics import Metrics, TurnMeter
 from bot.queuing import Mailbox, QueueMode
+from bot.runtime import TurnWrite
 from bot.storage.base import UNAVAILABLE, EarlierPending, Inbox, InboxItem
 from bot.streaming import LiveMemory
 
@@ -444,12 +445,15 @@ class Dispatcher:
         options = self._stream_options(sink, message, resumed=last.attempts > 1)
         text = "\n\n".join(texts)
         meter = self.metrics.turn(message.channel, arrived=message.timestamp, streams=options.live)
-        turn = _Turn(sink, message, session_id, text, options, images, meter)
-        reply = await self._timed_turn(turn)
         pending = [i for i in items if i.reply is None]
-        parts = sink.render(reply) if reply else []
         target = pending[-1] if pending else last
-        await self.storage.inbox_set_reply(target.id, parts)
+        turn = _Turn(sink, message, session_id, text, options, images, meter, target.id)
+        reply = await self._timed_turn(turn)
+        if turn.write.stored and turn.write.reply is not None:
+            parts = turn.write.reply[1]  # stored with the turn's transcript
+        else:  # (a turn stopped by its deadline, before its reply was made)
+            parts = sink.render(reply) if reply else []
+            await self.storage.inbox_set_reply(target.id, parts)
         # The reply is stored with the last message: the others it answers are done now,
         # before it goes out, so a restart never answers them again.
         for item in [*pending[:-1], *lost]:
@@ -519,9 +523,14 @@ class Dispatcher:
                 on_start=start_typing,
                 attachments=turn.images,
                 resumed=turn.options.resumed,
+                write=turn.write,
             )
             async with contextlib.aclosing(run) as events:
-                return await _collect(events, stream, turn.options.show_reasoning, turn.meter)
+                reply = await _collect(events, stream, turn.options.show_reasoning, turn.meter)
+                # Rendered before the turn's events close: the reply is then stored with
+                # the transcript, in one write.
+                turn.write.reply = (turn.target, sink.render(reply) if reply else [])
+                return reply
         finally:
             for task in typing:
                 task.cancel()
@@ -589,6 +598,8 @@ class _Turn:
     options: StreamOptions
     images: list[Attachment]
     meter: TurnMeter
+    target: int  # the inbox item the reply is stored with
+    write: TurnWrite = field(default_factory=TurnWrite)
 
 
 async def _collect(

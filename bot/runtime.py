@@ -61,7 +61,7 @@ from bot.providers.base import (
     UsageDelta,
 )
 from bot.queuing import QueueManager
-from bot.storage.base import Storage
+from bot.storage.base import JSON, Storage
 from bot.thinking import ThinkingMode
 from bot.thinking.extractor import StreamingThinkingExtractor
 from bot.tool_display import ToolDisplay
@@ -120,6 +120,16 @@ class _Turn:
     answer: list[str] = field(default_factory=list)  # each round's text
     stop: str | None = None  # the last model call's stop reason
     overflow_retried: bool = False
+
+
+@dataclass(slots=True)
+class TurnWrite:
+    """What a caller adds to a turn's closing transcript write: ``reply`` (an inbox id
+    and the parts about to be sent for it), set before the turn's events are closed, is
+    stored in the same step; ``stored`` then says that it was."""
+
+    reply: tuple[int, list[JSON]] | None = None
+    stored: bool = False
 
 
 class AgentRuntime:
@@ -295,6 +305,7 @@ class AgentRuntime:
         on_start: Callable[[], object] | None = None,
         attachments: Sequence[Attachment] = (),
         resumed: bool = False,
+        write: TurnWrite | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding ``AgentEvent``s; see ``bot.events`` for each type's data.
 
@@ -307,7 +318,8 @@ class AgentRuntime:
         model (a channel shows "typing" from then on, not while the turn waits).
         ``resumed``: ``text`` was taken up before and that turn was cut short (a restart,
         a failure): when the transcript ends with it unanswered, the turn goes on from
-        there (tool rounds it finished included) instead of storing it a second time."""
+        there (tool rounds it finished included) instead of storing it a second time.
+        ``write``: see ``TurnWrite`` (the dispatcher's reply, stored with the transcript)."""
         await self.start()
         assert self._context is not None
         lane = self.queue.slot(session_id) if self.queuing_enabled else nullcontext()
@@ -330,7 +342,10 @@ class AgentRuntime:
                     async for event in rounds:
                         yield event
             finally:
-                await self._context.append(session_id, unsaved)
+                reply = write.reply if write is not None else None
+                await self._context.append(session_id, unsaved, reply)
+                if write is not None and reply is not None:
+                    write.stored = True
 
     async def _hooked(
         self,

@@ -110,6 +110,35 @@ async def test_a_message_opened_as_it_was_stored_is_not_opened_again(
     assert await storage.inbox_pending() == []
 
 
+async def test_a_turns_reply_is_stored_with_its_transcript(
+    tmp_path: Path, cleanup: contextlib.AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write for both, before the reply goes out: a crash between two writes would
+    leave the transcript answered and the message not, and the restart would ask the
+    model again. The reply stored is the one sent."""
+    dispatcher, sink, storage = make(tmp_path, cleanup)
+    writes: list[tuple[int, list[Any]] | None] = []
+    real_append, real_set_reply = storage.append_messages, storage.inbox_set_reply
+
+    async def append(session_id: str, messages: Any, reply: Any = None) -> Any:
+        writes.append(reply)
+        assert sink.sent == []  # stored before it is sent
+        return await real_append(session_id, messages, reply)
+
+    async def set_reply(item_id: int, parts: Any) -> None:
+        writes.append(None)
+        await real_set_reply(item_id, parts)
+
+    monkeypatch.setattr(storage, "append_messages", append)
+    monkeypatch.setattr(storage, "inbox_set_reply", set_reply)
+    await dispatcher.start()
+    await dispatcher.submit(inbound("hello", "m1"))
+    await wait_for(lambda: sink.sent, "the reply to m1 to be sent", changed=sink.changed)
+    await wait_for(lambda: not dispatcher.claims, "m1's claim to be released")
+    assert len(writes) == 1 and writes[0] is not None
+    assert writes[0][1] == sink.sent
+
+
 async def test_commands_skip_the_model(tmp_path: Path, cleanup: contextlib.AsyncExitStack) -> None:
     dispatcher, sink, _ = make(tmp_path, cleanup)
     await dispatcher.start()

@@ -248,6 +248,49 @@ async def test_a_message_taken_first_of_its_chat_is_opened_as_it_is_stored(
     assert opened
 
 
+async def test_a_turns_transcript_and_its_reply_are_stored_in_one_write(storage: Any) -> None:
+    item = await storage.inbox_add("telegram:r1", {"text": "hi"})
+    stored = await storage.append_messages(
+        "s", [Message(Role.USER, "hi"), Message(Role.ASSISTANT, "hello")], (item, ["hello"])
+    )
+    assert [m.content for m in stored] == ["hi", "hello"]
+    assert stored[0].id is not None and stored[1].id == stored[0].id + 1
+    assert [m.content for m in await storage.load_messages("s")] == ["hi", "hello"]
+    assert (await storage.inbox_get(item)).reply == ["hello"]
+    # Nothing left to store but the reply (a resumed turn): the reply alone.
+    assert await storage.append_messages("s", [], (item, ["again", {"text": "two"}])) == []
+    assert (await storage.inbox_get(item)).reply == ["again", {"text": "two"}]
+    assert len(await storage.load_messages("s")) == 2
+
+
+@pytest.mark.parametrize("on_the_loop", [True, False])
+async def test_sqlite_stores_transcript_and_reply_in_one_transaction(
+    tmp_path: Path, on_the_loop: bool
+) -> None:
+    """On the loop's connection, or on aiosqlite's thread (the fast connection busy or
+    gone): one transaction, and a failed statement takes all of it back."""
+    storage = SQLiteStorage(tmp_path / "t.sqlite")
+    await storage.open()
+    try:
+        if not on_the_loop:
+            storage._fast = None
+        item = await storage.inbox_add("telegram:r2", {"text": "hi"})
+        await storage.append_messages("s", [Message(Role.USER, "hi")], (item, ["one"]))
+        assert (await storage.inbox_get(item)).reply == ["one"]
+        with pytest.raises(sqlite3.Error):
+            await storage._hot_transaction(
+                [
+                    ("INSERT INTO messages (session_id, epoch, data) VALUES (?, 0, '{}')", ["s"]),
+                    ("UPDATE no_such_table SET x = 1", []),
+                ]
+            )
+        assert len(await storage.load_messages("s")) == 1  # the insert was rolled back
+        await storage.append_messages("s", [Message(Role.USER, "next")], (item, ["two"]))
+        assert len(await storage.load_messages("s")) == 2  # and the connection works on
+    finally:
+        await storage.close()
+
+
 async def test_concurrent_adds_are_each_stored_once_in_order(storage: Any) -> None:
     """Adds made at once share writes (group commit) but keep their own ids and data;
     a key repeated within the burst, or stored before it, is a duplicate."""

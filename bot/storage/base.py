@@ -164,8 +164,18 @@ class TranscriptStore(Protocol):
 
     shared: bool  # (as in ``Lifecycle``) whether a cached transcript may be stale
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
-        """Store messages in order; returns them with their ``id`` set."""
+    async def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
+        """Store messages in order; returns them with their ``id`` set.
+
+        ``reply`` (inbox id, parts): that item's reply (``inbox_set_reply``) in the same
+        step, so a turn's transcript and the reply it is about to send are stored
+        together: a crash between two writes would leave an answered transcript and an
+        unanswered message, which a restart would ask the model about again."""
         ...
 
     async def load_messages(self, session_id: str, after_id: int | None = None) -> list[Message]:

@@ -45,7 +45,14 @@ class MemoryStorage(LocalClaims):
     async def ping(self) -> bool:
         return True
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
+    async def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
+        if reply is not None:
+            await self.inbox_set_reply(*reply)
         stored = []
         for message in messages:
             saved = message.with_id(self._next_id)

@@ -257,17 +257,28 @@ class PostgresStorage:
     async def _execute(self, sql: str, *args: Any, once: bool = False) -> None:
         await self._run(lambda c: c.execute(sql, *args), once=once)
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
+    async def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
         if not messages:
+            if reply is not None:
+                await self.inbox_set_reply(*reply)
             return []
-        rows = await self._fetch(
+        insert = (
             "INSERT INTO chatlane_messages (session_id, epoch, data) "
             f"SELECT $1, {_EPOCH}, d FROM unnest($2::text[]) WITH ORDINALITY AS t(d, n) "
-            "ORDER BY n RETURNING id",
-            session_id,
-            [to_json(m.to_dict()) for m in messages],
-            once=True,
+            "ORDER BY n RETURNING id"
         )
+        args: list[Any] = [session_id, [to_json(m.to_dict()) for m in messages]]
+        if reply is not None:  # one statement: the reply with the transcript
+            insert = (
+                "WITH r AS (UPDATE chatlane_inbox SET reply = $4 WHERE id = $3) " + insert
+            )
+            args += [reply[0], to_json(reply[1])]
+        rows = await self._fetch(insert, *args, once=True)
         ids = sorted(int(row[0]) for row in rows)  # taken in the rows' order
         return [m.with_id(n) for m, n in zip(messages, ids, strict=True)]
 

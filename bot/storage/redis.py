@@ -73,14 +73,21 @@ return ids
 
 # A conversation in one trip each: KEYS are the session's epoch key, then (APPEND) the
 # id counter, then the prefix of its messages' key; each message is stored as its JSON
-# with its new id first, as ``{"id": N, ...}``.
+# with its new id first, as ``{"id": N, ...}``. APPEND with a fourth key (an inbox item)
+# stores ARGV[1] as that item's reply, if it is still pending; the messages follow.
 APPEND = """
+local first = 1
+if KEYS[4] then
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'reply', ARGV[1]) end
+  first = 2
+end
+local count = #ARGV - first + 1
 local epoch = redis.call('GET', KEYS[1]) or '0'
-local last = redis.call('INCRBY', KEYS[2], #ARGV)
+local last = redis.call('INCRBY', KEYS[2], count)
 local key = KEYS[3] .. epoch
-for i, body in ipairs(ARGV) do
+for i = first, #ARGV do
   local id = last - #ARGV + i
-  redis.call('ZADD', key, id, '{"id":' .. id .. ',' .. string.sub(body, 2))
+  redis.call('ZADD', key, id, '{"id":' .. id .. ',' .. string.sub(ARGV[i], 2))
 end
 return last
 """
@@ -329,21 +336,20 @@ class RedisStorage:
         except (RedisError, OSError, TimeoutError):
             return False
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
-        if not messages:
+    async def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
+        if not messages and reply is None:
             return []
-        last = int(
-            await run_script(
-                self.client,
-                APPEND,
-                [
-                    self.key("epoch", session_id),
-                    self.key("msgid"),
-                    self.key("msgs", session_id, ""),
-                ],
-                [to_json(m.to_dict()) for m in messages],
-            )
-        )
+        keys = [self.key("epoch", session_id), self.key("msgid"), self.key("msgs", session_id, "")]
+        args = [to_json(m.to_dict()) for m in messages]
+        if reply is not None:
+            keys.append(self.key("inbox", "item", str(reply[0])))
+            args.insert(0, json.dumps(reply[1], ensure_ascii=False))
+        last = int(await run_script(self.client, APPEND, keys, args))
         first = last - len(messages) + 1
         return [m.with_id(first + i) for i, m in enumerate(messages)]
 

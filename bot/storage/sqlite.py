@@ -167,8 +167,15 @@ class SQLiteStorage(LocalClaims):
         self._epochs[session_id] = epoch
         return epoch
 
-    async def append_messages(self, session_id: str, messages: Sequence[Message]) -> list[Message]:
+    async def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        reply: tuple[int, list[JSON]] | None = None,
+    ) -> list[Message]:
         if not messages:
+            if reply is not None:
+                await self.inbox_set_reply(*reply)
             return []
         epoch = await self._epoch(session_id)
         # One statement, so one implicit transaction. Its rows take consecutive rowids (the
@@ -178,9 +185,13 @@ class SQLiteStorage(LocalClaims):
         params: list[Any] = []
         for message in messages:
             params += [session_id, epoch, to_json(message.to_dict())]
-        last = await self._hot_write(
-            f"INSERT INTO messages (session_id, epoch, data) VALUES {rows}", params
-        )
+        insert = f"INSERT INTO messages (session_id, epoch, data) VALUES {rows}"
+        if reply is None:
+            last = await self._hot_write(insert, params)
+        else:  # one transaction, one commit
+            item_id, parts = reply
+            set_reply = ("UPDATE inbox SET reply = ? WHERE id = ?", (to_json(parts), item_id))
+            last = await self._hot_transaction([(insert, params), set_reply])
         first = last - len(messages) + 1
         return [message.with_id(first + i) for i, message in enumerate(messages)]
 
@@ -202,6 +213,49 @@ class SQLiteStorage(LocalClaims):
             async with self._write_lock, self.db.execute(sql, params) as cursor:
                 return cursor.lastrowid or 0
         self._count_fast_writes(1)
+        return last
+
+    async def _hot_transaction(self, statements: list[tuple[str, Sequence[Any]]]) -> int:
+        """``_hot_write`` for several statements in one transaction (one commit); returns
+        the first one's last inserted rowid."""
+        last = self._fast_transaction(statements)
+        if last is None:
+            async with self._write_lock:
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    async with self.db.execute(*statements[0]) as cursor:
+                        last = cursor.lastrowid or 0
+                    for statement in statements[1:]:
+                        await self.db.execute(*statement)
+                except BaseException:
+                    await self.db.execute("ROLLBACK")
+                    raise
+                await self.db.execute("COMMIT")
+            return last
+        self._count_fast_writes(len(statements))
+        return last
+
+    def _fast_transaction(self, statements: list[tuple[str, Sequence[Any]]]) -> int | None:
+        """``_fast_write`` for several statements in one transaction; None (nothing
+        written) if the database is busy."""
+        fast = self._fast
+        if fast is None or self._write_lock.locked():
+            return None
+        try:
+            fast.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                return None
+            raise
+        try:
+            last = fast.execute(*statements[0]).lastrowid or 0
+            for statement in statements[1:]:
+                fast.execute(*statement)
+            fast.execute("COMMIT")
+        except BaseException:
+            if fast.in_transaction:
+                fast.execute("ROLLBACK")
+            raise
         return last
 
     def _count_fast_writes(self, rows: int) -> None:
