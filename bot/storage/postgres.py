@@ -274,9 +274,7 @@ class PostgresStorage:
         )
         args: list[Any] = [session_id, [to_json(m.to_dict()) for m in messages]]
         if reply is not None:  # one statement: the reply with the transcript
-            insert = (
-                "WITH r AS (UPDATE chatlane_inbox SET reply = $4 WHERE id = $3) " + insert
-            )
+            insert = "WITH r AS (UPDATE chatlane_inbox SET reply = $4 WHERE id = $3) " + insert
             args += [reply[0], to_json(reply[1])]
         rows = await self._fetch(insert, *args, once=True)
         ids = sorted(int(row[0]) for row in rows)  # taken in the rows' order
