@@ -136,21 +136,22 @@ print(" ".join(m for m in heavy if m in sys.modules))
 """
 
 
-def test_unused_sdks_and_the_vocabulary_stay_out_of_memory(tmp_path: Any) -> None:
-    # Each costs megabytes a process would hold for nothing: anthropic 45, openai 12,
-    # discord.py 8, twilio 5, slack_sdk 3, a tokenizer's vocabulary 140.
+def modules_loaded_by(script: str, cwd: Any) -> list[str]:
+    """What ``script``, run in a fresh interpreter, printed: the modules it found loaded."""
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", START_AND_ONE_TURN],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == []
+    return done.stdout.split()
+
+
+def test_unused_sdks_and_the_vocabulary_stay_out_of_memory(tmp_path: Any) -> None:
+    # Each costs megabytes a process would hold for nothing: anthropic 45, openai 12,
+    # discord.py 8, twilio 5, slack_sdk 3, a tokenizer's vocabulary 140.
+    assert modules_loaded_by(START_AND_ONE_TURN, tmp_path) == []
 
 
 START_ON_CLAUDE = """
@@ -172,15 +173,4 @@ def test_the_configured_models_sdk_is_imported_at_start_not_in_the_first_turn(
 ) -> None:
     # Importing anthropic takes over a second of CPU: inside a turn it would stall every
     # request the process serves for as long.
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", START_ON_CLAUDE],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["anthropic"]
+    assert modules_loaded_by(START_ON_CLAUDE, tmp_path) == ["anthropic"]
