@@ -32,8 +32,10 @@ processes on the machine took are reported, so a reader can tell whether
 the environment or a neighbour was the bottleneck. The environment runs at
 a higher priority than the systems when allowed (nice -5).
 
-``python -m bench.load [--quick] [--only "4x SQLite" ...] [--keep-logs DIR]``
-runs it alone (``--only`` adds a relay run before each named one).
+``python -m bench.load [--quick] [--only "4x SQLite" ...] [--repeat N] [--keep-logs DIR]``
+runs it alone (``--only`` adds a relay run before each named one; ``--repeat``
+runs the plan N times over and reports medians, with each run's ratio, since
+CPU per answer moves by 0.2-0.3 between single runs on a noisy machine).
 """
 
 from __future__ import annotations
@@ -69,8 +71,15 @@ REDIS3 = System("Redis x3", 3, redis=True)
 SYSTEMS = {system.name.lower(): system for system in (RELAY, SQLITE, REDIS2, REDIS3)}
 
 
-def schedule(quick: bool, only: list[str] | None = None) -> list[tuple[float, System]]:
-    """Which system runs at which load, in order: a relay run before chatlane's."""
+def schedule(
+    quick: bool, only: list[str] | None = None, repeat: int = 1
+) -> list[tuple[float, System]]:
+    """Which system runs at which load, in order: a relay run before chatlane's; with
+    ``repeat``, the whole plan that many times over (the figures are then medians)."""
+    return schedule_once(quick, only) * repeat
+
+
+def schedule_once(quick: bool, only: list[str] | None = None) -> list[tuple[float, System]]:
     if only:
         runs: list[tuple[float, System]] = []
         for name in only:
@@ -160,12 +169,17 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
                 relay["rate"],
                 f"offered {rate:.0f}/s, {messages} msgs, perfect {perfect(scale, rate):.0f}/s; "
                 f"p50 {relay['p50']:.2f} s, p99 {relay['p99']:.2f} s; "
-                f"{relay['cpu']:.1f} ms CPU each" + (f"; LOST OR TWICE: {lost}" if lost else ""),
+                f"{relay['cpu']:.1f} ms CPU each"
+                + (
+                    f" (median of {', '.join(f'{r.cpu_ms:.1f}' for r in relays)})"
+                    if len(relays) > 1
+                    else ""
+                )
+                + (f"; LOST OR TWICE: {lost}" if lost else ""),
             )
         )
-        for run in here:
-            if run.system.serves:
-                out += chatlane_rows(run, relay)
+        for system in dict.fromkeys(run.system for run in here if run.system.serves):
+            out += chatlane_rows([run for run in here if run.system == system], relay)
     for system in dict.fromkeys(run.system for run in runs):
         out += system_rows(system, [run for run in runs if run.system == system])
     if skipped:
@@ -173,39 +187,62 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
     return out + (environment_rows(runs) if runs else [])
 
 
-def chatlane_rows(run: Run, relay: dict[str, float]) -> list[tuple[str, float, str]]:
+def chatlane_rows(runs: list[Run], relay: dict[str, float]) -> list[tuple[str, float, str]]:
+    """One system's figures at one load: medians over its runs (``--repeat``), with the
+    range when there are several; what was lost, twice or out of order, summed."""
+    run = runs[0]
     name = f"{run.load:g}x {run.system.name}"
     # cut short while answers still came: not answered yet, not known to be lost
-    unanswered = "unanswered at the deadline" if run.ended.startswith("deadline") else "lost"
+    ended = [r.ended for r in runs]
+    cut_short = any(e.startswith("deadline") for e in ended)
+    unanswered = "unanswered at the deadline" if cut_short else "lost"
+
+    median = statistics.median
+
+    def spread(values: list[float], digits: int = 2) -> str:
+        return f" (runs: {', '.join(f'{v:.{digits}f}' for v in values)})" if len(values) > 1 else ""
+
+    rates = [r.per_second / relay["rate"] for r in runs]
+    cpus = [r.cpu_ms / relay["cpu"] for r in runs]
+    cpu_ms = median([r.cpu_ms for r in runs])
+    per_reply = median([r.cpu_ms * r.answered / max(r.sends, 1) for r in runs])
+    redis_ms = median([r.redis_cpu_ms for r in runs])
     return [
         (
             f"{name} / relay: answered/s",
-            run.per_second / relay["rate"],
-            f"{run.per_second:.1f} vs {relay['rate']:.1f}/s; "
-            f"{run.model_calls} turns for {run.messages} msgs",
+            median(rates),
+            f"{median([r.per_second for r in runs]):.1f} vs {relay['rate']:.1f}/s; "
+            f"{median([r.model_calls for r in runs]):.0f} turns for {run.messages} msgs"
+            + spread(rates),
         ),
         (
             f"{name}: p99 latency (s)",
-            run.p99,
-            f"p50 {run.p50:.2f} s; relay p99 {relay['p99']:.2f} s",
+            median([r.p99 for r in runs]),
+            f"p50 {median([r.p50 for r in runs]):.2f} s; relay p99 {relay['p99']:.2f} s",
         ),
         (
             f"{name}: {unanswered}",
-            run.lost,
-            f"of {run.acknowledged} acknowledged ({run.refusals} refusals); run ended: {run.ended}",
+            sum(r.lost for r in runs),
+            f"of {sum(r.acknowledged for r in runs)} acknowledged "
+            f"({sum(r.refusals for r in runs)} refusals); run ended: "
+            + "; ".join(dict.fromkeys(ended)),
         ),
-        (f"{name}: answered twice", run.twice, f"{run.sends} sendMessage calls"),
+        (
+            f"{name}: answered twice",
+            sum(r.twice for r in runs),
+            f"{sum(r.sends for r in runs)} sendMessage calls",
+        ),
         (
             f"{name}: answered out of order",
-            run.out_of_order,
+            sum(r.out_of_order for r in runs),
             "messages answered after a later message of their chat",
         ),
         (
             f"{name} / relay: CPU per answer",
-            run.cpu_ms / relay["cpu"],
-            f"{run.cpu_ms:.1f} vs {relay['cpu']:.1f} ms; "
-            f"{run.cpu_ms * run.answered / max(run.sends, 1):.1f} ms per reply"
-            + (f"; redis-server's {run.redis_cpu_ms:.1f} ms included" if run.system.redis else ""),
+            median(cpus),
+            f"{cpu_ms:.1f} vs {relay['cpu']:.1f} ms; {per_reply:.1f} ms per reply"
+            + (f"; redis-server's {redis_ms:.1f} ms included" if run.system.redis else "")
+            + spread(cpus),
         ),
     ]
 
@@ -277,11 +314,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the CI size (under a minute)")
     parser.add_argument("--only", nargs="+", metavar="RUN", help='runs such as "4x SQLite"')
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy every log to DIR")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the plan N times over, each figure the median (CPU per answer is noisy)",
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
     if args.only:  # a budget for the runs asked for, not for a whole run
-        scale = dataclasses.replace(scale, budget=600 * len(args.only))
-    plan = schedule(args.quick, args.only)
+        scale = dataclasses.replace(scale, budget=600 * len(args.only) * args.repeat)
+    elif args.repeat > 1:
+        scale = dataclasses.replace(scale, budget=scale.budget * args.repeat)
+    plan = schedule(args.quick, args.only, args.repeat)
     for figure, value, note in rows(*asyncio.run(benchmark(scale, plan, args.keep_logs)), scale):
         print(f"{figure:46} {value:10.3f}  {note}")
 
