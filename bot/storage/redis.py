@@ -438,9 +438,7 @@ class RedisStorage:
     async def inbox_add(
         self, dedupe_key: str, data: dict[str, JSON], claim: tuple[str, float] | None = None
     ) -> int | None:
-        token, ttl = claim or ("", 0.0)
-        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)), 0)
-        taken = await self._inbox_adds.submit(row)
+        taken = await self._submit_add(dedupe_key, data, claim, opening=False)
         return None if taken is None else taken[0]
 
     async def inbox_take(
@@ -449,8 +447,20 @@ class RedisStorage:
         # Opened in the script only when its chat has nothing pending: the script runs
         # alone, so a message of the same chat stored meanwhile by another process comes
         # after it (a later id) and sees it pending.
-        token, ttl = claim
-        row = (dedupe_key, to_json(data), chat_of(data), token, max(1, int(ttl * 1000)), 1)
+        return await self._submit_add(dedupe_key, data, claim, opening=True)
+
+    async def _submit_add(
+        self,
+        dedupe_key: str,
+        data: dict[str, JSON],
+        claim: tuple[str, float] | None,
+        *,
+        opening: bool,
+    ) -> tuple[int, bool] | None:
+        """One message into the next ``INBOX_ADD`` batch: (id, opened), None if seen."""
+        token, ttl = claim or ("", 0.0)
+        lease = max(1, int(ttl * 1000))
+        row = (dedupe_key, to_json(data), chat_of(data), token, lease, int(opening))
         return await self._inbox_adds.submit(row)
 
     async def _inbox_write(
