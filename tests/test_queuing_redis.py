@@ -195,6 +195,46 @@ async def test_a_release_wakes_the_next_waiter_without_polling(
         await cleanup(redis_server, redis_prefix)
 
 
+async def test_a_wake_up_reaches_only_the_process_whose_ticket_it_names(
+    redis_server: str, redis_prefix: str
+) -> None:
+    """Each process listens on its own channel, named in the queue members it adds: a
+    release wakes the waiter's process and no other (with N processes, one delivery
+    a release, not N)."""
+    lanes = [RedisLanes(redis_server, prefix=redis_prefix, lease=30) for _ in range(3)]
+    holder, waiting_side, bystander = lanes
+    heard: list[str] = []
+    bystander.wakes._wake = heard.append  # type: ignore[method-assign]
+    first = holder.session("chat").ticket()
+    second = waiting_side.session("chat").ticket()
+    try:
+        async for _ in first.acquire():
+            raise AssertionError("a free lane made the first contender wait")
+        assert first.member.endswith("@" + holder.wakes.owner)
+        assert not await bystander.wakes.wait("session:none", 0, 5)  # subscribes
+        acquired = asyncio.Event()
+
+        async def wait_turn() -> None:
+            async for _ in second.acquire():
+                pass
+            acquired.set()
+
+        waiter = asyncio.ensure_future(wait_turn())
+        await wait_for(lambda: bool(waiting_side.wakes._waiters), "the waiter to listen")
+        await first.release()
+        async with asyncio.timeout(5):
+            await acquired.wait()
+        await waiter
+        probe = await bystander.client.publish(bystander.wakes.channel, "probe|0")
+        await wait_for(lambda: "probe|0" in heard, "the bystander to hear its own channel")
+        assert probe == 1 and heard == ["probe|0"]  # the release's wake-up was not its
+    finally:
+        await second.release()
+        for lane in lanes:
+            await lane.aclose()
+        await cleanup(redis_server, redis_prefix)
+
+
 async def test_release_never_waits_on_a_renewal_that_lost_its_cancel(
     redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

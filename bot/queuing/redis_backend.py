@@ -13,10 +13,12 @@ lets a holder check, by its ticket, that it was not evicted (a long pause).
 
 Joining is one script too (take a ticket, join, try), so an uncontended lane
 costs one round trip. Waiting does not poll: a release (or the eviction of a
-dead ticket) publishes the ticket that has just come within the capacity on
-one pub/sub channel, and each process's single subscriber wakes that waiter,
-which then runs the script once more. A waiter also retries every few
-seconds on its own, in case a wake-up was lost with a connection. Positions
+dead ticket) publishes the ticket that has just come within the capacity,
+and that ticket's waiter holds the slot from then on. Each process has its
+own wake-up channel, named in its queue members (``ticket@process``), so a
+wake-up goes to the one process whose waiter it names: with N processes a
+release costs one delivery, not N. A waiter also retries every few seconds
+on its own, in case a wake-up was lost with a connection. Positions
 are the rank in the queue. The per-chat lane has capacity 1 (turns never
 overlap, whichever process runs them) and the global lane the configured cap.
 """
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -38,78 +41,101 @@ from bot.storage.redis import redis_client, run_script
 
 log = logging.getLogger(__name__)
 
-# One lane's step, as a Lua function: join (``ticket`` empty: take a ticket and queue)
-# or try again with a ticket, renew its lease, evict dead tickets (waking whoever now
-# holds their slots), and grant when the ticket's rank is below the capacity.
-# Returns {granted (1 yes, 0 waits, -1 evicted), position, ticket}.
-_GRANT = """
-local function grant(queue, alive, counter, channel, ticket, now, lease, capacity, name)
-  if ticket == '' then
+# A wake-up for a queue member (``ticket@process``), on that process's channel.
+_WAKE = """
+local function wake(channels, name, member)
+  local at = string.find(member, '@', 1, true)
+  if at then  -- ticket@process: that process's channel
+    redis.call('PUBLISH', channels .. string.sub(member, at + 1),
+      name .. '|' .. string.sub(member, 1, at - 1))
+  else  -- a member queued by a version with one channel for all
+    redis.call('PUBLISH', string.sub(channels, 1, -2), name .. '|' .. member)
+  end
+end
+"""
+# One lane's step, as a Lua function: join (``member`` empty: take a ticket and queue
+# it as ``ticket@owner``) or try again with a member, renew its lease, evict dead
+# tickets (waking whoever now holds their slots), and grant when the member's rank is
+# below the capacity. Returns {granted (1 yes, 0 waits, -1 evicted), position, ticket}.
+_GRANT = (
+    _WAKE
+    + """
+local function grant(queue, alive, counter, channels, member, owner, now, lease, capacity, name)
+  local ticket = 0
+  if member == '' then
     ticket = redis.call('INCR', counter)
-    redis.call('ZADD', queue, ticket, ticket)
-  elseif redis.call('ZSCORE', queue, ticket) == false then
+    member = ticket .. '@' .. owner
+    redis.call('ZADD', queue, ticket, member)
+  elseif redis.call('ZSCORE', queue, member) == false then
     return {-1, 0, ticket}
   end
-  redis.call('ZADD', alive, now + lease, ticket)
+  redis.call('ZADD', alive, now + lease, member)
   local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now)
-  for _, member in ipairs(dead) do
-    redis.call('ZREM', queue, member)
-    redis.call('ZREM', alive, member)
+  for _, gone in ipairs(dead) do
+    redis.call('ZREM', queue, gone)
+    redis.call('ZREM', alive, gone)
   end
   redis.call('PEXPIRE', queue, lease * 4)
   redis.call('PEXPIRE', alive, lease * 4)
   if #dead > 0 then  -- slots a dead holder had: wake whoever now holds one
-    for _, member in ipairs(redis.call('ZRANGE', queue, 0, capacity - 1)) do
-      redis.call('PUBLISH', channel, name .. '|' .. member)
+    for _, holder in ipairs(redis.call('ZRANGE', queue, 0, capacity - 1)) do
+      wake(channels, name, holder)
     end
   end
-  local rank = redis.call('ZRANK', queue, ticket)
+  local rank = redis.call('ZRANK', queue, member)
   if rank == false then return {-1, 0, ticket} end
   if rank < capacity then return {1, rank, ticket} end
   return {0, rank - capacity + 1, ticket}
 end
 """
-# KEYS: queue, alive, wake channel, counter; ARGV: ticket ('' to join), now, lease,
-# capacity, lane name.
+)
+# KEYS: queue, alive, the wake channels' prefix, counter; ARGV: member ('' to join),
+# this process's wake id, now, lease, capacity, lane name. Returns {granted (1 yes,
+# 0 waits, -1 evicted), position, the ticket taken (0 when the member was given)}.
 GRANT = (
     _GRANT
     + """
-return grant(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[1],
-  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+return grant(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[1], ARGV[2],
+  tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
 """
 )
 # A turn's two lanes in one trip: the chat's, then (only if that is granted, so a chat
 # that waits holds no place in the global line) the global one. KEYS: the chat lane's
-# queue, alive, counter, the global lane's, the wake channel; ARGV: now, lease, then
-# each lane's capacity and name. Returns both steps' results, the second {0, 0, 0}
-# when the global lane was not joined.
+# queue, alive, counter, the global lane's, the wake channels' prefix; ARGV: this
+# process's wake id, now, lease, then each lane's capacity and name. Returns both
+# steps' results, the second {0, 0, 0} when the global lane was not joined.
 JOIN_PAIR = (
     _GRANT
     + """
-local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local first = grant(KEYS[1], KEYS[2], KEYS[3], KEYS[7], '', now, lease, tonumber(ARGV[3]), ARGV[4])
+local owner, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local first = grant(KEYS[1], KEYS[2], KEYS[3], KEYS[7], '', owner, now, lease,
+  tonumber(ARGV[4]), ARGV[5])
 if first[1] ~= 1 then return {first[1], first[2], first[3], 0, 0, 0} end
-local second = grant(KEYS[4], KEYS[5], KEYS[6], KEYS[7], '', now, lease, tonumber(ARGV[5]), ARGV[6])
+local second = grant(KEYS[4], KEYS[5], KEYS[6], KEYS[7], '', owner, now, lease,
+  tonumber(ARGV[6]), ARGV[7])
 return {first[1], first[2], first[3], second[1], second[2], second[3]}
 """
 )
 # Leave lanes in one trip, waking the ticket that comes within each one's capacity.
-# KEYS: the wake channel, then each lane's queue and alive; ARGV: each lane's ticket,
-# capacity and name.
-LEAVE = """
+# KEYS: the wake channels' prefix, then each lane's queue and alive; ARGV: each lane's
+# member, capacity and name.
+LEAVE = (
+    _WAKE
+    + """
 for i = 0, #ARGV / 3 - 1 do
   local queue, alive = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local ticket, capacity, name = ARGV[1 + 3 * i], tonumber(ARGV[2 + 3 * i]), ARGV[3 + 3 * i]
-  local rank = redis.call('ZRANK', queue, ticket)
-  redis.call('ZREM', queue, ticket)
-  redis.call('ZREM', alive, ticket)
+  local member, capacity, name = ARGV[1 + 3 * i], tonumber(ARGV[2 + 3 * i]), ARGV[3 + 3 * i]
+  local rank = redis.call('ZRANK', queue, member)
+  redis.call('ZREM', queue, member)
+  redis.call('ZREM', alive, member)
   if rank ~= false and rank < capacity then
     local next = redis.call('ZRANGE', queue, capacity - 1, capacity - 1)
-    if next[1] then redis.call('PUBLISH', KEYS[1], name .. '|' .. next[1]) end
+    if next[1] then wake(KEYS[1], name, next[1]) end
   end
 end
 return 1
 """
+)
 
 RENEW = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
@@ -150,7 +176,7 @@ class RedisLane:
     ) -> None:
         self.client = client
         self.cleanups: set[asyncio.Task[None]] = set() if cleanups is None else cleanups
-        self.wakes = wakes if wakes is not None else Wakes(client, f"{prefix}lanes:wake")
+        self.wakes = wakes if wakes is not None else Wakes(client, f"{prefix}lanes:wake:")
         self.name = name
         self.capacity = capacity
         self.queue = f"{prefix}lane:{name}:queue"
@@ -164,24 +190,30 @@ class RedisLane:
     def ticket(self) -> Ticket:
         return Ticket(self)
 
-    async def _run(self, ticket: str) -> tuple[int, int, int]:
-        """Join (``ticket`` empty) or try again with a ticket: (granted, position, ticket)."""
+    async def _run(self, member: str) -> tuple[int, int, int]:
+        """Join (``member`` empty) or try again with a ticket's member: (granted,
+        position, the ticket taken when joining)."""
+        wakes = self.wakes
         granted, position, token = await run_script(
             self.client,
             GRANT,
-            [self.queue, self.alive, self.wakes.channel, self.counter],
-            [ticket, self._now(), self.lease_ms, self.capacity, self.name],
+            [self.queue, self.alive, wakes.channels, self.counter],
+            [member, wakes.owner, self._now(), self.lease_ms, self.capacity, self.name],
         )
         return int(granted), int(position), int(token)
 
 
 class Wakes:
     """One process's subscriber to the lanes' wake-ups: resolves the waiter of each
-    ticket named on the channel (``lane|ticket``)."""
+    ticket named on its own channel (``lane|ticket``). ``channels`` is the prefix of
+    every process's channel; ``owner`` names this one's, and is in each queue member
+    this process adds (``ticket@owner``), so a release wakes only the waiter's process."""
 
-    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+    def __init__(self, client: aioredis.Redis, channels: str) -> None:
         self.client = client
-        self.channel = channel
+        self.channels = channels
+        self.owner = uuid.uuid4().hex[:16]
+        self.channel = channels + self.owner
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._woken: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
@@ -256,6 +288,15 @@ class Ticket:
         self._renewer: asyncio.Task[None] | None = None
         self._released = False
 
+    def member_of(self, token: int) -> str:
+        """The ticket as its lane's sorted sets hold it: ``ticket@process``."""
+        return f"{token}@{self.lane.wakes.owner}"
+
+    @property
+    def member(self) -> str:
+        assert self.token is not None
+        return self.member_of(self.token)
+
     async def acquire(self) -> AsyncGenerator[int, None]:
         """Wait for a slot, yielding the queue position when it changes; ends holding it."""
         lane = self.lane
@@ -280,7 +321,7 @@ class Ticket:
                     # a ticket's rank never grows (tickets only join at the end): it holds
                     # a slot now, with most of its lease left. No trip to ask again.
                     break
-                granted, position, _ = await lane._run(str(token))
+                granted, position, _ = await lane._run(self.member)
                 renewed = time.monotonic()
         except BaseException:
             await self._leave()
@@ -300,7 +341,7 @@ class Ticket:
                     lane.client,
                     RENEW,
                     [lane.queue, lane.alive],
-                    [str(self.token), lane._now() + lane.lease_ms],
+                    [self.member, lane._now() + lane.lease_ms],
                 )
             except (RedisError, OSError) as error:
                 log.warning("could not renew the %s lane (%s); trying again", lane.name, error)
@@ -309,7 +350,7 @@ class Ticket:
                 return
 
     async def still_holds(self) -> bool:
-        return await self.lane.client.zscore(self.lane.queue, str(self.token)) is not None
+        return await self.lane.client.zscore(self.lane.queue, self.member) is not None
 
     async def _leave(self) -> None:
         if self.token is None:
@@ -329,8 +370,8 @@ class Ticket:
         await run_script(
             lane.client,
             LEAVE,
-            [lane.wakes.channel, lane.queue, lane.alive],
-            [str(token), lane.capacity, lane.name],
+            [lane.wakes.channels, lane.queue, lane.alive],
+            [self.member_of(token), lane.capacity, lane.name],
         )
 
     async def _remove_later(self, token: int) -> None:
@@ -378,7 +419,7 @@ class RedisLanes:
             url, max_connections=max_connections or 2 * global_cap + 16, tls=tls
         )
         self.cleanups: set[asyncio.Task[None]] = set()
-        self.wakes = Wakes(self.client, f"{prefix}lanes:wake")
+        self.wakes = Wakes(self.client, f"{prefix}lanes:wake:")
         self.prefix = prefix
         self.lease = lease
         self.per_session = per_session
@@ -414,8 +455,8 @@ class RedisLanes:
         result = await run_script(
             self.client,
             JOIN_PAIR,
-            [a.queue, a.alive, a.counter, b.queue, b.alive, b.counter, self.wakes.channel],
-            [a._now(), a.lease_ms, a.capacity, a.name, b.capacity, b.name],
+            [a.queue, a.alive, a.counter, b.queue, b.alive, b.counter, self.wakes.channels],
+            [self.wakes.owner, a._now(), a.lease_ms, a.capacity, a.name, b.capacity, b.name],
         )
         steps = [int(n) for n in result]
         first.joined, first.token = (steps[0], steps[1]), steps[2]
@@ -431,10 +472,10 @@ class RedisLanes:
             return
         for ticket in tickets:
             ticket._stop()
-        keys, args = [self.wakes.channel], []
+        keys, args = [self.wakes.channels], []
         for ticket in joined:
             keys += [ticket.lane.queue, ticket.lane.alive]
-            args += [str(ticket.token), ticket.lane.capacity, ticket.lane.name]
+            args += [ticket.member, ticket.lane.capacity, ticket.lane.name]
         try:
             await run_script(self.client, LEAVE, keys, args)
         except (RedisError, OSError) as error:
