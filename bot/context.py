@@ -40,7 +40,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from bot.compaction import CompactionManager, CompactionStrategy, TokenEstimator
 from bot.compaction.analyzer import REPLY_PRIMING
@@ -50,6 +50,9 @@ from bot.failover.errors import FailoverReason, ProviderError
 from bot.media import MediaStore
 from bot.messages import Attachment, Message, Role, image_note
 from bot.storage.base import JSON, ConversationStore
+
+if TYPE_CHECKING:
+    from bot.storage.redis import RedisStorage, ScriptCall
 
 # Asks the model: the messages to send and the most tokens to answer in; returns its text.
 Summarize = Callable[[tuple[Message, ...], int], Awaitable[str]]
@@ -276,15 +279,22 @@ class ContextBuilder:
         session_id: str,
         messages: list[Message],
         reply: tuple[int, list[JSON]] | None = None,
+        *,
+        then: ScriptCall | None = None,
     ) -> list[Message]:
         """Store a turn's messages; ``reply`` (inbox id, parts) in the same write (see
-        ``TranscriptStore.append_messages``)."""
+        ``TranscriptStore.append_messages``); ``then``, on Redis storage only, a script
+        run in the same trip (``RedisStorage.append_messages``)."""
         # Images are stored by reference: their bytes stay in the media store.
         session = self._sessions.get(session_id)
         if session is not None:
             session.fresh = False  # (a turn that ended before its first window)
         bare = [_bare(m) for m in messages]
-        stored = await self.storage.append_messages(session_id, bare, reply)
+        if then is None:
+            stored = await self.storage.append_messages(session_id, bare, reply)
+        else:
+            redis = cast("RedisStorage", self.storage)
+            stored = await redis.append_messages(session_id, bare, reply, then=then)
         session = self._sessions.get(session_id)
         if session is not None and session.loaded and not self.shared:
             self._extend(session, stored)

@@ -199,6 +199,7 @@ class AgentRuntime:
         self._settings: dict[str, dict[str, Any]] = {}
         self._start_lock = asyncio.Lock()
         self._started = False
+        self._leave_with_write = False  # the transcript and the lanes on one Redis
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -223,6 +224,14 @@ class AgentRuntime:
             await self.models.preload()
             await self.mcp.start()  # a server that fails is logged and skipped
             self._context = self._new_context()
+            lanes = self.queue.redis
+            if lanes is not None:  # (redis-py is loaded then)
+                from bot.storage.redis import RedisStorage
+
+                storage = self.storage
+                self._leave_with_write = (
+                    isinstance(storage, RedisStorage) and storage.url == lanes.url
+                )
             self._started = True
 
     async def close(self) -> None:
@@ -343,7 +352,11 @@ class AgentRuntime:
                         yield event
             finally:
                 reply = write.reply if write is not None else None
-                await self._context.append(session_id, unsaved, reply)
+                # On Redis, the lanes are left in the same trip as this write.
+                then = slot.leave_call() if slot is not None and self._leave_with_write else None
+                await self._context.append(session_id, unsaved, reply, then=then)
+                if slot is not None and then is not None:
+                    slot.left()
                 if write is not None and reply is not None:
                     write.stored = True
 

@@ -235,6 +235,31 @@ async def test_a_wake_up_reaches_only_the_process_whose_ticket_it_names(
         await cleanup(redis_server, redis_prefix)
 
 
+async def test_scripts_run_together_each_with_its_own_keys_and_arguments(
+    redis_server: str, redis_prefix: str
+) -> None:
+    """``run_scripts``: one trip, the scripts in order, each seeing only its own KEYS and
+    ARGV (counted with ``#``), their results in order; one call runs as itself."""
+    from bot.storage.redis import run_scripts
+
+    client = aioredis.Redis.from_url(redis_server, decode_responses=True)
+    write = "redis.call('SET', KEYS[1], ARGV[1]) return #KEYS * 10 + #ARGV"
+    read = (
+        "local n = 0 for _, k in ipairs(KEYS) do n = n + #redis.call('GET', k) end"
+        " return {n, ARGV[1]}"
+    )
+    first, second = redis_prefix + "a", redis_prefix + "b"
+    try:
+        await client.set(second, "xy")
+        calls = [(write, [first], ["hello"]), (read, [first, second], ["z"])]
+        assert await run_scripts(client, calls) == [11, [7, "z"]]
+        assert await run_scripts(client, calls[1:]) == [[7, "z"]]
+        assert await client.get(first) == "hello"
+    finally:
+        await client.delete(first, second)
+        await client.aclose()
+
+
 async def test_release_never_waits_on_a_renewal_that_lost_its_cancel(
     redis_server: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -595,6 +596,64 @@ async def test_settings_changed_in_one_process_hold_for_the_next_turn_in_another
     finally:
         for runtime in (one, two):
             await runtime.close()
+
+
+@pytest.mark.redis
+async def test_on_redis_a_turn_leaves_its_lanes_in_the_trip_that_stores_its_transcript(
+    fakes: tuple[FakeAnthropic, FakeOpenAI],
+    redis_server: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Transcript and lanes on one Redis: a turn is three trips (join both lanes; read
+    the turn; store the transcript and leave both lanes). When that last trip fails,
+    the turn fails and its lanes are still left, as before."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import bot.storage.redis as redis_storage
+
+    runtime = AgentRuntime(
+        "anthropic/claude-sonnet-4",
+        storage=RedisStorage(redis_server, prefix=redis_prefix),
+        env={**os.environ, "REDIS_URL": redis_server},
+    )
+    lanes = runtime.queue.redis
+    assert lanes is not None
+    client = aioredis.Redis.from_url(redis_server, decode_responses=True)
+    queues = ["chatlane:lane:global:queue", "chatlane:lane:session:chat:queue"]
+    trips: list[str] = []
+    try:
+        await runtime.start()
+        storage = runtime.storage
+        assert isinstance(storage, RedisStorage)
+        for who, redis_client in (("storage", storage.client), ("lanes", lanes.client)):
+            original = redis_client.evalsha
+
+            async def counted(sha: str, *args: Any, _o: Any = original, _w: str = who) -> Any:
+                trips.append(_w)
+                return await _o(sha, *args)
+
+            monkeypatch.setattr(redis_client, "evalsha", counted)
+        assert await runtime.ask("chat", "hello") == "echo: hello"
+        assert trips == ["lanes", "storage", "storage"]
+        assert [await client.zcard(q) for q in queues] == [0, 0]
+        stored = await storage.load_messages("chat")
+        assert [m.content for m in stored] == ["hello", "echo: hello"]
+
+        async def broken(*args: Any) -> Any:
+            raise RedisConnectionError("the write's trip failed")
+
+        monkeypatch.setattr(redis_storage, "run_scripts", broken)
+        with pytest.raises(RedisConnectionError):
+            await runtime.ask("chat", "again")
+        assert [await client.zcard(q) for q in queues] == [0, 0]  # left on the way out
+    finally:
+        await runtime.close()
+        keys = [k async for k in client.scan_iter(match="chatlane:lane:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 @pytest.mark.redis

@@ -25,6 +25,7 @@ from bot.queuing.lane import Lane
 
 if TYPE_CHECKING:
     from bot.queuing.redis_backend import RedisLanes, Ticket
+    from bot.storage.redis import ScriptCall
 
 GLOBAL = "global"
 
@@ -96,6 +97,21 @@ class Slot:
         async with contextlib.aclosing(ticket.acquire()) as positions:
             async for position in positions:
                 yield position
+
+    def leave_call(self) -> ScriptCall | None:
+        """The script that leaves this slot's Redis lanes, for the caller to run in the
+        same trip as its own last write (``RedisStorage.append_messages(then=)``); then
+        ``left()``, or leaving the block leaves them as usual. None: nothing in Redis."""
+        if not self._tickets:
+            return None
+        assert self.manager.redis is not None
+        return self.manager.redis.leave_call(self._tickets[::-1])
+
+    def left(self) -> None:
+        """``leave_call``'s script ran: the Redis lanes are left (local ones at exit)."""
+        if self.manager.redis is not None:
+            self.manager.redis.left(self._tickets)
+        self._tickets = []
 
     async def __aenter__(self) -> Slot:
         return self

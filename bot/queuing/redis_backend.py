@@ -37,7 +37,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.storage.redis import redis_client, run_script
+from bot.storage.redis import ScriptCall, redis_client, run_script
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,7 @@ class RedisLanes:
         max_connections: int | None = None,
         tls: Mapping[str, Any] | None = None,
     ) -> None:
+        self.url = url
         # Each running turn holds two tickets (renewed every 10 s) and each waiter runs
         # one script at a time; one connection stays subscribed to the wake-ups.
         self.client = redis_client(
@@ -463,6 +464,27 @@ class RedisLanes:
         if steps[5]:
             second.joined, second.token = (steps[3], steps[4]), steps[5]
 
+    def leave_call(self, tickets: list[Ticket]) -> ScriptCall | None:
+        """The script that leaves the tickets' lanes (waking who comes next), for the
+        caller to run with a write of its own in one trip (``run_scripts``); then
+        ``left``. Their renewals stop now. None when none of them is in a lane."""
+        joined = [ticket for ticket in tickets if ticket.token is not None]
+        if not joined:
+            return None
+        for ticket in tickets:
+            ticket._stop()
+        keys, args = [self.wakes.channels], []
+        for ticket in joined:
+            keys += [ticket.lane.queue, ticket.lane.alive]
+            args += [ticket.member, ticket.lane.capacity, ticket.lane.name]
+        return LEAVE, keys, args
+
+    @staticmethod
+    def left(tickets: list[Ticket]) -> None:
+        """The ``leave_call`` of these tickets ran: they hold nothing now."""
+        for ticket in tickets:
+            ticket.token = None
+
     async def release(self, tickets: list[Ticket]) -> None:
         """``Ticket.release`` for several tickets, leaving their lanes in one trip."""
         joined = [ticket for ticket in tickets if ticket.token is not None]
@@ -470,14 +492,10 @@ class RedisLanes:
             for ticket in tickets:
                 await ticket.release()
             return
-        for ticket in tickets:
-            ticket._stop()
-        keys, args = [self.wakes.channels], []
-        for ticket in joined:
-            keys += [ticket.lane.queue, ticket.lane.alive]
-            args += [ticket.member, ticket.lane.capacity, ticket.lane.name]
+        call = self.leave_call(tickets)
+        assert call is not None
         try:
-            await run_script(self.client, LEAVE, keys, args)
+            await run_script(self.client, *call)
         except (RedisError, OSError) as error:
             log.warning("could not leave the lanes (%s); retrying", error)
             for ticket in joined:
@@ -485,8 +503,7 @@ class RedisLanes:
                 task = asyncio.ensure_future(ticket._remove_later(ticket.token))
                 self.cleanups.add(task)
                 task.add_done_callback(self.cleanups.discard)
-        for ticket in tickets:
-            ticket.token = None
+        self.left(tickets)
 
     async def ping(self) -> bool:
         try:

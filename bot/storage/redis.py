@@ -213,6 +213,57 @@ async def run_script(
         return await client.eval(source, len(keys), *keys, *args)
 
 
+ScriptCall = tuple[str, Sequence[str], Sequence[Any]]
+"""A Lua script with its keys and arguments, to run alone or with others (``run_scripts``)."""
+
+_COMPOSED: dict[tuple[str, ...], str] = {}
+
+
+def _composed(sources: tuple[str, ...]) -> str:
+    """One script that runs ``sources`` in order, each as a function given its own KEYS
+    and ARGV (the parameters shadow the globals), and returns their results as a list.
+    ARGV starts with each script's number of keys and arguments."""
+    found = _COMPOSED.get(sources)
+    if found is None:
+        functions = "".join(
+            f"local function script{i}(KEYS, ARGV)\n{source}\nend\n"
+            for i, source in enumerate(sources)
+        )
+        scripts = ", ".join(f"script{i}" for i in range(len(sources)))
+        found = _COMPOSED[sources] = f"""{functions}
+local scripts = {{{scripts}}}
+local k, a, results = 0, 2 * #scripts, {{}}
+for i, script in ipairs(scripts) do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local keys, args = {{}}, {{}}
+  for j = 1, nk do keys[j] = KEYS[k + j] end
+  for j = 1, na do args[j] = ARGV[a + j] end
+  k, a = k + nk, a + na
+  results[i] = script(keys, args)
+end
+return results
+"""
+    return found
+
+
+async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Several scripts in one trip, run in order and atomically (one script made of
+    them): a turn's transcript write and its leaving of the lanes, say. Each runs in a
+    function of its own, with its own KEYS and ARGV, so their locals never clash. Their
+    results, in order."""
+    if len(calls) == 1:
+        return [await run_script(client, *calls[0])]
+    counts: list[Any] = []
+    keys: list[str] = []
+    args: list[Any] = []
+    for _, call_keys, call_args in calls:
+        counts += [len(call_keys), len(call_args)]
+        keys.extend(call_keys)
+        args.extend(call_args)
+    source = _composed(tuple(call[0] for call in calls))
+    return list(await run_script(client, source, keys, [*counts, *args]))
+
+
 def _pairs(claims: Mapping[int, str]) -> list[str]:
     """Claims as a script's flat arguments: id, token, id, token..."""
     return [str(v) for pair in claims.items() for v in pair]
@@ -341,15 +392,25 @@ class RedisStorage:
         session_id: str,
         messages: Sequence[Message],
         reply: tuple[int, list[JSON]] | None = None,
+        *,
+        then: ScriptCall | None = None,
     ) -> list[Message]:
+        """``then``: a script to run right after the write, in the same trip (the turn's
+        leaving of its Redis lanes: ``Slot.leave_call``); it runs even with nothing to
+        write."""
         if not messages and reply is None:
+            if then is not None:
+                await run_script(self.client, *then)
             return []
         keys = [self.key("epoch", session_id), self.key("msgid"), self.key("msgs", session_id, "")]
         args = [to_json(m.to_dict()) for m in messages]
         if reply is not None:
             keys.append(self.key("inbox", "item", str(reply[0])))
             args.insert(0, json.dumps(reply[1], ensure_ascii=False))
-        last = int(await run_script(self.client, APPEND, keys, args))
+        calls: list[ScriptCall] = [(APPEND, keys, args)]
+        if then is not None:
+            calls.append(then)
+        last = int((await run_scripts(self.client, calls))[0])
         first = last - len(messages) + 1
         return [m.with_id(first + i) for i, m in enumerate(messages)]
 
