@@ -34,6 +34,7 @@ class Claim:
     token: str
     since: float
     confirmed: bool = False  # storage said yes; until then renewals leave it alone
+    finishing: bool = False  # its message is being marked done, which drops the claim
 
     def fresh(self, now: float) -> bool:
         return now - self.since < CLAIM_TTL / 2
@@ -113,6 +114,13 @@ class Claims:
         claim = self._held.get(item_id)
         return claim.token if claim is not None else None
 
+    def finishing(self, item_id: int) -> None:
+        """The message is about to be marked done, and its claim dropped with it: a
+        renewal that finds it gone in the meantime says nothing (it was not lost)."""
+        claim = self._held.get(item_id)
+        if claim is not None:
+            claim.finishing = True
+
     def forget(self, item_id: int) -> None:
         """The message is done: its claim went with it."""
         self._held.pop(item_id, None)
@@ -156,7 +164,8 @@ class Claims:
             if n not in lost:
                 claim.since = max(claim.since, now)
                 continue
-            if self._held.get(n) is claim and not quiet:  # (not one finished meanwhile)
+            # (not one finished meanwhile, nor one whose message is being marked done)
+            if self._held.get(n) is claim and not quiet and not claim.finishing:
                 log.warning("lost the claim on inbox item %s; another process may answer it", n)
             self._drop(n, claim.token)
         return set(held) - lost

@@ -297,6 +297,7 @@ class Dispatcher:
                 self._deadlines.pop(key, None)
 
     async def _done(self, item: InboxItem, message: InboundMessage | None = None) -> None:
+        self.claims.finishing(item.id)  # a renewal racing the write: not a lost claim
         later = await self.storage.inbox_done(item.id)
         self.claims.forget(item.id)
         message = message or InboundMessage.from_dict(item.data)

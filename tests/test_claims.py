@@ -68,6 +68,28 @@ async def test_a_lost_claim_is_let_go() -> None:
     assert item not in claims
 
 
+async def test_a_renewal_racing_the_done_write_is_not_reported_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Marking a message done drops its claim in the same write; a renewal that reaches
+    storage just after and is read before the claim is forgotten here finds it gone.
+    That claim was not lost to another process: no warning. One that was, still warns."""
+    storage = Counting()
+    finished = await storage.inbox_add("t:0", {})
+    taken_over = await storage.inbox_add("t:1", {})
+    claims = Claims("a", lambda: storage)
+    assert await claims.take_many([finished, taken_over]) == [finished, taken_over]
+    claims.finishing(finished)
+    await storage.inbox_done(finished)  # the done write landed; forget() not yet run
+    await storage.inbox_release(taken_over, claims.token(taken_over) or "")
+    assert await Claims("b", lambda: storage).take(taken_over)  # another process has it
+    with caplog.at_level("WARNING", logger="bot.claims"):
+        await claims.renew()
+    assert finished not in claims and taken_over not in claims
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"lost the claim on inbox item {taken_over}; another process may answer it"]
+
+
 async def test_a_renewal_while_a_claim_is_being_taken_leaves_it_alone() -> None:
     """The claim is marked here before its write lands; a renewal in between must not
     call it lost (the message would wait out a lease for nothing)."""
