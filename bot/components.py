@@ -36,7 +36,7 @@ def build_lanes(config: Config, env: Mapping[str, str] | None = None) -> RedisLa
     if not redis_url:
         return None
     from bot.queuing.redis_backend import RedisLanes  # the redis client only when used
-    from bot.storage.redis import redis_tls
+    from bot.storage.redis_client import redis_tls
 
     queuing = config.agent.queuing
     return RedisLanes(

@@ -52,7 +52,8 @@ from bot.messages import Attachment, Message, Role, image_note
 from bot.storage.base import JSON, ConversationStore
 
 if TYPE_CHECKING:
-    from bot.storage.redis import RedisStorage, ScriptCall
+    from bot.storage.redis import RedisStorage
+    from bot.storage.redis_client import ScriptCall
 
 # Asks the model: the messages to send and the most tokens to answer in; returns its text.
 Summarize = Callable[[tuple[Message, ...], int], Awaitable[str]]

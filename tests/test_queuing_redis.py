@@ -240,7 +240,7 @@ async def test_scripts_run_together_each_with_its_own_keys_and_arguments(
 ) -> None:
     """``run_scripts``: one trip, the scripts in order, each seeing only its own KEYS and
     ARGV (counted with ``#``), their results in order; one call runs as itself."""
-    from bot.storage.redis import run_scripts
+    from bot.storage.redis_client import run_scripts
 
     client = aioredis.Redis.from_url(redis_server, decode_responses=True)
     write = "redis.call('SET', KEYS[1], ARGV[1]) return #KEYS * 10 + #ARGV"

@@ -1,4 +1,4 @@
-"""The Redis client chatlane builds (``bot.storage.redis.redis_client``), on a real redis-server:
+"""The Redis client chatlane builds (``bot.storage.redis_client``), on a real redis-server:
 a command that fits the socket's buffer goes out without ``asyncio.wait_for`` (a task per
 command on Python 3.11); a larger one, and every read, keep the timeout."""
 
@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.storage.redis import redis_client
+from bot.storage.redis_client import redis_client
 
 pytestmark = pytest.mark.redis
 

@@ -41,7 +41,8 @@ from bot.storage.base import EarlierPending, MediaBlobs
 from bot.storage.batch import Batcher
 from bot.storage.factory import backends, default_storage, unavailable
 from bot.storage.postgres import PostgresStorage, PostgresUnavailable
-from bot.storage.redis import RedisStorage, redis_tls
+from bot.storage.redis import RedisStorage
+from bot.storage.redis_client import redis_tls
 from tests.helpers import wait_for
 from tests.procs import free_port
 

@@ -25,7 +25,7 @@ from bot.queuing.lane import Lane
 
 if TYPE_CHECKING:
     from bot.queuing.redis_backend import RedisLanes, Ticket
-    from bot.storage.redis import ScriptCall
+    from bot.storage.redis_client import ScriptCall
 
 GLOBAL = "global"
 

@@ -37,7 +37,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.storage.redis import ScriptCall, redis_client, run_script
+from bot.storage.redis_client import ScriptCall, redis_client, run_script
 
 log = logging.getLogger(__name__)
 
