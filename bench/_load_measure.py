@@ -48,6 +48,7 @@ class System:
     name: str
     serves: int = 0  # chatlane processes; 0 is the relay
     redis: bool = False
+    relay_http: str = "httpx"  # the relay's SDK transport: its default, or "aiohttp"
 
 
 @dataclass
@@ -144,6 +145,7 @@ async def start_system(
         "ANTHROPIC_BASE_URL": fakes.model.url,
     }
     if not system.serves:
+        env["RELAY_HTTP"] = system.relay_http
         relay = await children.helper("relay", "bench._load_relay", str(scale.cap), env=env)
         await relay.ready(http, "/healthz", ready_in)
         return [relay], [relay.url + "/telegram/webhook"]

@@ -8,7 +8,9 @@ once and answered by a task: one turn per chat at a time (an
 ``asyncio.Lock``), at most CAP model calls at a time (an
 ``asyncio.Semaphore``), one streamed call with the bare ``anthropic`` SDK,
 then sendMessage with plain aiohttp. No storage, no history, no typing
-signal, no retries: nothing a crash would need.
+signal, no retries: nothing a crash would need. The SDK runs on its default
+transport (httpx), or with RELAY_HTTP=aiohttp on its aiohttp one, as
+chatlane's providers do (``python -m bench.load --relay-http aiohttp``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class Relay:
             api_key=os.environ["ANTHROPIC_API_KEY"],
             base_url=os.environ["ANTHROPIC_BASE_URL"],
             max_retries=0,
+            **(
+                {"http_client": anthropic.DefaultAioHttpClient()}
+                if os.environ.get("RELAY_HTTP") == "aiohttp"
+                else {}
+            ),
         )
         self.slots = asyncio.Semaphore(cap)
         self.chats: dict[

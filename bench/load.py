@@ -9,7 +9,9 @@ echoes. The systems:
 
 - relay: ``bench/_load_relay.py``, a hand-written aiohttp relay with the
   same webhook, a lock per chat, the same cap on model calls, the bare SDK
-  and no storage: the best one can do;
+  and no storage: the best one can do. Its SDK runs on its default
+  transport (httpx); ``--relay-http aiohttp`` puts it on the SDK's aiohttp
+  transport, the one chatlane's providers use;
 - SQLite: one ``chatlane serve`` in Telegram webhook mode, default settings
   but the cap and no per-chat rate limit;
 - Redis xN: N ``chatlane serve`` on a private redis-server, the generator
@@ -32,7 +34,8 @@ processes on the machine took are reported, so a reader can tell whether
 the environment or a neighbour was the bottleneck. The environment runs at
 a higher priority than the systems when allowed (nice -5).
 
-``python -m bench.load [--quick] [--only "4x SQLite" ...] [--repeat N] [--keep-logs DIR]``
+``python -m bench.load [--quick] [--only "4x SQLite" ...] [--repeat N] [--relay-http aiohttp]
+[--keep-logs DIR]``
 runs it alone (``--only`` adds a relay run before each named one; ``--repeat``
 runs the plan N times over and reports medians, with each run's ratio, since
 CPU per answer moves by 0.2-0.3 between single runs on a noisy machine).
@@ -65,6 +68,7 @@ STARTUP = 3.0  # seconds a process takes to be ready, at least (more once seen):
 TEARDOWN = 3.0  # seconds left at the end of the budget to kill processes
 
 RELAY = System("relay")
+RELAY_AIOHTTP = System("relay on aiohttp", relay_http="aiohttp")  # the SDK's aiohttp transport
 SQLITE = System("SQLite", 1)
 REDIS2 = System("Redis x2", 2, redis=True)
 REDIS3 = System("Redis x3", 3, redis=True)
@@ -72,28 +76,30 @@ SYSTEMS = {system.name.lower(): system for system in (RELAY, SQLITE, REDIS2, RED
 
 
 def schedule(
-    quick: bool, only: list[str] | None = None, repeat: int = 1
+    quick: bool, only: list[str] | None = None, repeat: int = 1, relay: System = RELAY
 ) -> list[tuple[float, System]]:
     """Which system runs at which load, in order: a relay run before chatlane's; with
     ``repeat``, the whole plan that many times over (the figures are then medians)."""
-    return schedule_once(quick, only) * repeat
+    return schedule_once(quick, only, relay) * repeat
 
 
-def schedule_once(quick: bool, only: list[str] | None = None) -> list[tuple[float, System]]:
+def schedule_once(
+    quick: bool, only: list[str] | None = None, relay: System = RELAY
+) -> list[tuple[float, System]]:
     if only:
         runs: list[tuple[float, System]] = []
         for name in only:
             load, _, system = name.strip().partition("x ")
             chosen = SYSTEMS[system.lower()]
-            runs += [(float(load), RELAY)] + ([(float(load), chosen)] if chosen.serves else [])
+            runs += [(float(load), relay)] + ([(float(load), chosen)] if chosen.serves else [])
         return runs
     if quick:
-        return [(2, RELAY), (2, SQLITE), (2, REDIS2)]
+        return [(2, relay), (2, SQLITE), (2, REDIS2)]
     runs = []
     for load in FULL.loads:
-        runs += [(load, RELAY), (load, SQLITE), (load, RELAY), (load, REDIS2)]
+        runs += [(load, relay), (load, SQLITE), (load, relay), (load, REDIS2)]
         if load == 2:  # a third process: more chances to answer a message twice
-            runs += [(load, RELAY), (load, REDIS3)]
+            runs += [(load, relay), (load, REDIS3)]
     return runs
 
 
@@ -165,7 +171,7 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
         rate, messages = here[0].rate, here[0].messages
         out.append(
             (
-                f"{load:g}x relay: answered/s",
+                f"{load:g}x {relays[0].system.name}: answered/s",
                 relay["rate"],
                 f"offered {rate:.0f}/s, {messages} msgs, perfect {perfect(scale, rate):.0f}/s; "
                 f"p50 {relay['p50']:.2f} s, p99 {relay['p99']:.2f} s; "
@@ -179,7 +185,9 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
             )
         )
         for system in dict.fromkeys(run.system for run in here if run.system.serves):
-            out += chatlane_rows([run for run in here if run.system == system], relay)
+            out += chatlane_rows(
+                [run for run in here if run.system == system], relay, relays[0].system.name
+            )
     for system in dict.fromkeys(run.system for run in runs):
         out += system_rows(system, [run for run in runs if run.system == system])
     if skipped:
@@ -187,7 +195,9 @@ def rows(runs: list[Run], skipped: list[str], scale: Scale) -> list[tuple[str, f
     return out + (environment_rows(runs) if runs else [])
 
 
-def chatlane_rows(runs: list[Run], relay: dict[str, float]) -> list[tuple[str, float, str]]:
+def chatlane_rows(
+    runs: list[Run], relay: dict[str, float], versus: str = "relay"
+) -> list[tuple[str, float, str]]:
     """One system's figures at one load: medians over its runs (``--repeat``), with the
     range when there are several; what was lost, twice or out of order, summed."""
     run = runs[0]
@@ -209,7 +219,7 @@ def chatlane_rows(runs: list[Run], relay: dict[str, float]) -> list[tuple[str, f
     redis_ms = median([r.redis_cpu_ms for r in runs])
     return [
         (
-            f"{name} / relay: answered/s",
+            f"{name} / {versus}: answered/s",
             median(rates),
             f"{median([r.per_second for r in runs]):.1f} vs {relay['rate']:.1f}/s; "
             f"{median([r.model_calls for r in runs]):.0f} turns for {run.messages} msgs"
@@ -238,7 +248,7 @@ def chatlane_rows(runs: list[Run], relay: dict[str, float]) -> list[tuple[str, f
             "messages answered after a later message of their chat",
         ),
         (
-            f"{name} / relay: CPU per answer",
+            f"{name} / {versus}: CPU per answer",
             median(cpus),
             f"{cpu_ms:.1f} vs {relay['cpu']:.1f} ms; {per_reply:.1f} ms per reply"
             + (f"; redis-server's {redis_ms:.1f} ms included" if run.system.redis else "")
@@ -321,13 +331,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="the plan N times over, each figure the median (CPU per answer is noisy)",
     )
+    parser.add_argument(
+        "--relay-http",
+        choices=("httpx", "aiohttp"),
+        default="httpx",
+        help="the relay's SDK transport: its default (httpx), or aiohttp as chatlane's",
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
     if args.only:  # a budget for the runs asked for, not for a whole run
         scale = dataclasses.replace(scale, budget=600 * len(args.only) * args.repeat)
     elif args.repeat > 1:
         scale = dataclasses.replace(scale, budget=scale.budget * args.repeat)
-    plan = schedule(args.quick, args.only, args.repeat)
+    relay = RELAY_AIOHTTP if args.relay_http == "aiohttp" else RELAY
+    plan = schedule(args.quick, args.only, args.repeat, relay)
     for figure, value, note in rows(*asyncio.run(benchmark(scale, plan, args.keep_logs)), scale):
         print(f"{figure:46} {value:10.3f}  {note}")
 

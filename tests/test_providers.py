@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,6 +192,26 @@ async def test_connection_refused(kind: str) -> None:
         await collect(provider, ask())
     assert info.value.reason is FailoverReason.CONNECTION
     await provider.aclose()
+
+
+def established_to(port: int) -> int:
+    """Client sockets connected to ``port`` on 127.0.0.1, from the kernel's table."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        remote, state = line.split()[2], line.split()[3]
+        count += remote.endswith(f":{port:04X}") and state == "01"  # ESTABLISHED
+    return count
+
+
+async def test_closing_a_provider_closes_its_connections(setup: tuple[Any, Any]) -> None:
+    fake, provider = setup
+    port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
+    fake.script(Reply("one"), Reply("two"))
+    await collect(provider, ask())
+    await collect(provider, ask())
+    assert established_to(port) == 1  # kept alive and reused by the second call
+    await provider.aclose()
+    assert established_to(port) == 0
 
 
 async def test_demo_provider_says_what_it_is_and_calls_tools() -> None:

@@ -94,6 +94,20 @@ def _transport_reason(exc: BaseException) -> FailoverReason | None:
     return None
 
 
+def _cause_reason(exc: BaseException) -> FailoverReason | None:
+    """The transport failure at the bottom of an SDK error's ``__cause__`` chain, when one
+    is named there: what really happened, whatever class the layers above mapped it to
+    (the openai SDK's aiohttp transport raises a refused connection as a connect timeout)."""
+    found: FailoverReason | None = None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        found = _transport_reason(cause) or found
+        cause = cause.__cause__
+    return found
+
+
 BODY_TYPES: Mapping[str, FailoverReason] = {
     "rate_limit_error": FailoverReason.RATE_LIMIT,
     "overloaded_error": FailoverReason.OVERLOADED,
@@ -249,11 +263,11 @@ def classify_http_error(
     connection one)."""
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, (*timeout_errors, TimeoutError)):
+    transport = _cause_reason(exc)
+    if transport is None and isinstance(exc, (*timeout_errors, TimeoutError)):
         return ProviderError(
             FailoverReason.TIMEOUT, "the request timed out", provider=provider, model=model
         )
-    transport = _transport_reason(exc)
     if transport is FailoverReason.TIMEOUT:
         return ProviderError(
             FailoverReason.TIMEOUT, "the provider stopped answering", provider=provider, model=model

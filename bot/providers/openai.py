@@ -101,6 +101,8 @@ class OpenAIProvider:
                 kwargs["base_url"] = self.info.base_url
             import openai
 
+            # the SDK's aiohttp transport, as for Anthropic: less CPU a streamed turn
+            kwargs["http_client"] = openai.DefaultAioHttpClient(timeout=self.timeout)
             found = openai.AsyncOpenAI(**kwargs)
             self._clients[key] = found
         return found
