@@ -8,7 +8,8 @@ run. Two cases: the primary answers (healthy), and the primary fails with
 
 What is compared is each system's overhead per turn: its turn time minus
 the time the bare SDKs take to send, verbatim, the requests that system
-sent (recorded by the fakes and replayed). Each system is charged only for
+sent (recorded by the fakes and replayed: chatlane's on the SDKs' aiohttp
+transport, which its providers use, LiteLLM's on the SDKs' default). Each system is charged only for
 what it adds to its own wire calls, so neither is penalised for a request
 the other did not make (chatlane, for one, skips a primary in cooldown
 after a 529; LiteLLM's Router retries a model group with one deployment).
@@ -168,6 +169,21 @@ async def measure(turns: int, rounds: int) -> dict[str, tuple[float, float]]:
             anthropic.AsyncAnthropic(api_key=KEY_A, base_url=fake_a.base_url, max_retries=0),
             openai.AsyncOpenAI(api_key=KEY_O, base_url=fake_o.api_base, max_retries=0),
         )
+        # chatlane's calls replayed on the transport its providers use (the SDKs' aiohttp one)
+        on_aiohttp = (
+            anthropic.AsyncAnthropic(
+                api_key=KEY_A,
+                base_url=fake_a.base_url,
+                max_retries=0,
+                http_client=anthropic.DefaultAioHttpClient(),
+            ),
+            openai.AsyncOpenAI(
+                api_key=KEY_O,
+                base_url=fake_o.api_base,
+                max_retries=0,
+                http_client=openai.DefaultAioHttpClient(),
+            ),
+        )
         router = make_router(fakes)
         results: dict[str, tuple[float, float]] = {}
         for case, primary_fails in (("healthy", False), ("failover", True)):
@@ -180,13 +196,15 @@ async def measure(turns: int, rounds: int) -> dict[str, tuple[float, float]]:
             )
             # Warm both up (imports, connection pools, the tokenizer), then measure.
             await ours(runtime, 3, f"warm-{case}")
+            await bare(on_aiohttp, fakes.take())
+            fakes.take()
             await theirs(router, 3)
             await bare(clients, fakes.take())
             fakes.take()
             mine, other = [], []
             for round_index in range(rounds):
                 elapsed = await ours(runtime, turns, f"{case}-{round_index}")
-                wire = await bare(clients, fakes.take())
+                wire = await bare(on_aiohttp, fakes.take())
                 fakes.take()  # the replay's own requests
                 mine.append((elapsed - wire) / turns)
                 elapsed = await theirs(router, turns)
@@ -195,7 +213,7 @@ async def measure(turns: int, rounds: int) -> dict[str, tuple[float, float]]:
                 other.append((elapsed - wire) / turns)
             await runtime.close()
             results[case] = (statistics.median(mine), statistics.median(other))
-        for client in clients:
+        for client in (*clients, *on_aiohttp):
             await client.close()
     return results
 

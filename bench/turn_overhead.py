@@ -2,7 +2,8 @@
 
 Both stream the same reply from a local fake Anthropic server in the same
 process and run, and both send the same requests: the bare SDK replays,
-verbatim, the request bodies the runtime sent (system prompt, tools, history).
+verbatim, the request bodies the runtime sent (system prompt, tools, history),
+on the SDK's aiohttp transport, as the runtime's provider does.
 The ratio is (runtime turn time) / (bare SDK call time).
 The runtime's turn stores the user message and the answer in SQLite, picks
 a key, counts tokens, filters reasoning and yields events. Target: at most
@@ -70,8 +71,11 @@ async def measure(turns: int, rounds: int, *, sqlite: bool) -> list[Round]:
                 config=load_config(data={}),
                 storage=SQLiteStorage(Path(data) / "bench.sqlite") if sqlite else MemoryStorage(),
             )
-            client = anthropic.AsyncAnthropic(
-                api_key="sk-ant-bench-0000", base_url=fake.base_url, max_retries=0
+            client = anthropic.AsyncAnthropic(  # on the transport the runtime's provider uses
+                api_key="sk-ant-bench-0000",
+                base_url=fake.base_url,
+                max_retries=0,
+                http_client=anthropic.DefaultAioHttpClient(),
             )
             await runtime.ask("warm-up", "hello")
             await _bare(client, [fake.requests[0].json])
