@@ -87,6 +87,23 @@ class TurnLoader(Protocol):
         ...
 
 
+@runtime_checkable
+class TurnScript(TurnLoader, Protocol):
+    """A ``TurnLoader`` whose read can join another trip: its script, and its result read
+    (Redis: the trip that joins a turn's lanes)."""
+
+    def load_turn_call(
+        self, session_id: str, after_id: int | None = None, summary: bool = False
+    ) -> ScriptCall: ...
+
+    def loaded_turn(self, raw: Any) -> tuple[dict[str, Any], Any, list[Message]]: ...
+
+
+Preload = tuple[Any, int]
+"""What ``ContextBuilder.turn_call``'s read was made against: the session's cache entry
+(None: not cached) and the last message id it had."""
+
+
 @dataclass(slots=True)
 class _Session:
     window: list[Message] = field(default_factory=list)
@@ -208,19 +225,41 @@ class ContextBuilder:
             _, session = sessions.popitem(last=False)
             self._held -= session.total + session.extra
 
-    async def begin(self, session_id: str) -> dict[str, Any] | None:
+    def turn_call(self, session_id: str) -> tuple[ScriptCall, Preload] | None:
+        """``begin``'s read as a script, for the turn to run in the trip that joins its
+        Redis lanes (``Slot.preload``), with what it was read against; ``begin`` takes
+        the result if the session's cache is still as it was. None: not on Redis."""
+        if not self.shared or not isinstance(self.storage, TurnScript):
+            return None
+        session = self._sessions.get(session_id)
+        after = session.last_id if session is not None else 0
+        call = self.storage.load_turn_call(session_id, after or None, session is None)
+        return call, (session, after)
+
+    async def begin(
+        self, session_id: str, preloaded: tuple[Preload, Any] | None = None
+    ) -> dict[str, Any] | None:
         """A turn begins: on a ``TurnLoader``, the session's settings, read in the same trip
         as what other processes appended since (and, the first time, its summary), so the
         turn's first window costs no trip of its own. None: the store cannot; the caller
-        reads the settings itself."""
+        reads the settings itself. ``preloaded``: ``turn_call``'s read and its result,
+        used when the session's cache has not moved since."""
         if not self.shared or not isinstance(self.storage, TurnLoader):
             return None
         session = self._sessions.get(session_id)
         first = session is None
         after = session.last_id if session is not None else 0
-        settings, stored, messages = await self.storage.load_turn(
-            session_id, after_id=after or None, summary=first
-        )
+        if (
+            preloaded is not None
+            and isinstance(self.storage, TurnScript)
+            and preloaded[0][0] is session  # (not evicted, nor cached anew, meanwhile)
+            and preloaded[0][1] == after
+        ):
+            settings, stored, messages = self.storage.loaded_turn(preloaded[1])
+        else:
+            settings, stored, messages = await self.storage.load_turn(
+                session_id, after_id=after or None, summary=first
+            )
         if session is None:
             session = _Session()
             self._summarized(session, stored)

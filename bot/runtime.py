@@ -30,7 +30,7 @@ from bot.auth import AuthProfile
 from bot.compaction import CompactionStrategy
 from bot.components import build_lanes, build_storage, build_tools
 from bot.config import Config, load_config
-from bot.context import Budget, ContextBuilder
+from bot.context import Budget, ContextBuilder, Preload
 from bot.events import (
     AgentEvent,
     DoneData,
@@ -333,6 +333,15 @@ class AgentRuntime:
         assert self._context is not None
         lane = self.queue.slot(session_id) if self.queuing_enabled else nullcontext()
         async with lane as slot:
+            # On Redis, the turn's read joins the trip that joins its lanes, when both are
+            # granted at once (the common case below saturation).
+            pre = (
+                self._context.turn_call(session_id)
+                if slot is not None and self._leave_with_write and not resumed
+                else None
+            )
+            if pre is not None and slot is not None:
+                slot.preload = pre[0]
             if slot is not None and not slot.take_now():
                 async for position in slot.wait():
                     yield AgentEvent(EventType.QUEUE, QueueData(position=position, lane=slot.lane))
@@ -346,7 +355,14 @@ class AgentRuntime:
             if resumed and await self._context.unfinished(session_id, text):
                 unsaved = []
             try:
-                turn = self._hooked(session_id, text, unsaved, channel, thinking_mode, tool_format)
+                preloaded = (
+                    (pre[1], slot.preloaded)
+                    if pre is not None and slot is not None and slot.preloaded is not None
+                    else None
+                )
+                turn = self._hooked(
+                    session_id, text, unsaved, channel, thinking_mode, tool_format, preloaded
+                )
                 async with aclosing(turn) as rounds:
                     async for event in rounds:
                         yield event
@@ -368,6 +384,7 @@ class AgentRuntime:
         channel: str | None,
         thinking_mode: ThinkingMode | str | None,
         tool_format: FormatMode | str | None,
+        preloaded: tuple[Preload, Any] | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """The turn between the hooks: ``before_turn`` may refuse it or add context for it,
         ``after_turn`` sees how it ended."""
@@ -387,7 +404,9 @@ class AgentRuntime:
             await self.hooks.after_turn(replace(end, reply=refusal.message, refused=True))
             return
         context = "\n\n".join(contexts)
-        rounds = self._rounds(session_id, unsaved, channel, thinking_mode, tool_format, context)
+        rounds = self._rounds(
+            session_id, unsaved, channel, thinking_mode, tool_format, context, preloaded
+        )
         async with aclosing(rounds):
             async for event in rounds:
                 if event.type is EventType.DONE:
@@ -406,11 +425,12 @@ class AgentRuntime:
         thinking_mode: ThinkingMode | str | None,
         tool_format: FormatMode | str | None,
         context: str = "",
+        preloaded: tuple[Preload, Any] | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """The turn: a model call per round, tools between rounds, then ``done``."""
         assert self._context is not None
         # Shared storage: read with the transcript's news in one trip where it can.
-        settings = await self._context.begin(session_id)
+        settings = await self._context.begin(session_id, preloaded)
         if settings is None:
             settings = await self.settings(session_id)
         chain = self.models.chain_for(settings.get("model"))

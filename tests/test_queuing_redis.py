@@ -255,6 +255,11 @@ async def test_scripts_run_together_each_with_its_own_keys_and_arguments(
         assert await run_scripts(client, calls) == [11, [7, "z"]]
         assert await run_scripts(client, calls[1:]) == [[7, "z"]]
         assert await client.get(first) == "hello"
+        # ``when``: a script after the first runs only if it holds of the one before
+        await client.delete(first)
+        assert await run_scripts(client, calls, when="prev == 12") == [11, None]
+        assert await client.get(first) == "hello"  # the first ran; the second did not
+        assert await run_scripts(client, calls, when="prev == 11") == [11, [7, "z"]]
     finally:
         await client.delete(first, second)
         await client.aclose()

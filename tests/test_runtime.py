@@ -22,7 +22,7 @@ from bot.messages import Message, Role
 from bot.storage import MemoryStorage, SQLiteStorage
 from bot.storage.redis import RedisStorage
 from tests.fakes.models import Fail, FakeAnthropic, FakeOpenAI, Reply
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_for_event
 
 
 @pytest.fixture
@@ -605,9 +605,9 @@ async def test_on_redis_a_turn_leaves_its_lanes_in_the_trip_that_stores_its_tran
     redis_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Transcript and lanes on one Redis: a turn is three trips (join both lanes; read
-    the turn; store the transcript and leave both lanes). When that last trip fails,
-    the turn fails and its lanes are still left, as before."""
+    """Transcript and lanes on one Redis: a turn is two trips (join both lanes and, both
+    granted, read the turn; store the transcript and leave both lanes). When that last
+    trip fails, the turn fails and its lanes are still left, as before."""
     import redis.asyncio as aioredis
     from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -636,7 +636,7 @@ async def test_on_redis_a_turn_leaves_its_lanes_in_the_trip_that_stores_its_tran
 
             monkeypatch.setattr(redis_client, "evalsha", counted)
         assert await runtime.ask("chat", "hello") == "echo: hello"
-        assert trips == ["lanes", "storage", "storage"]
+        assert trips == ["lanes", "storage"]  # the turn's read went with the lanes' join
         assert [await client.zcard(q) for q in queues] == [0, 0]
         stored = await storage.load_messages("chat")
         assert [m.content for m in stored] == ["hello", "echo: hello"]
@@ -654,6 +654,104 @@ async def test_on_redis_a_turn_leaves_its_lanes_in_the_trip_that_stores_its_tran
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_on_redis_a_reset_after_the_lanes_read_the_turn_is_honoured(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], redis_server: str, redis_prefix: str
+) -> None:
+    """The turn's read goes with the trip that grants its lanes; a ``/new`` landing
+    after it (here from a before_turn hook) must not leave the turn the old transcript,
+    nor must a chat whose lane is busy go without a read of its own."""
+    model = fakes[0]
+
+    class ResetOnce:
+        runtime: AgentRuntime | None = None
+        armed = False
+
+        async def before_turn(self, turn: Any) -> None:
+            if self.armed and self.runtime is not None:
+                self.armed = False
+                await self.runtime.reset(turn.session_id)
+
+    hook = ResetOnce()
+    runtime = AgentRuntime(
+        "anthropic/claude-sonnet-4",
+        storage=RedisStorage(redis_server, prefix=redis_prefix),
+        env={**os.environ, "REDIS_URL": redis_server},
+        hooks=[hook],
+    )
+    hook.runtime = runtime
+
+    def said(request: Any) -> list[str]:
+        return [str(m["content"]) for m in request.json["messages"]]
+
+    try:
+        assert await runtime.ask("chat", "hello") == "echo: hello"
+        assert await runtime.ask("chat", "again") == "echo: again"
+        assert "hello" in " ".join(said(model.requests[-1]))  # the history, read with the join
+        hook.armed = True
+        assert await runtime.ask("chat", "fresh") == "echo: fresh"
+        assert len(said(model.requests[-1])) == 1  # nothing from before the reset
+        assert "fresh" in said(model.requests[-1])[0]
+        # two turns of one chat at once: the second waits for the lane, then reads alone
+        first, second = await asyncio.gather(runtime.ask("chat", "one"), runtime.ask("chat", "two"))
+        assert (first, second) == ("echo: one", "echo: two")
+        assert "one" in " ".join(said(model.requests[-1]))
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.redis
+async def test_on_redis_a_turn_that_waits_for_its_chat_reads_what_the_other_process_wrote(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], redis_server: str, redis_prefix: str
+) -> None:
+    """Process B's turn joins the chat's lane while process A's turn holds it: B's read
+    must wait for its grant (not go with its join), so B sees what A wrote."""
+    import redis.asyncio as aioredis
+
+    model = fakes[0]
+    holding, go = asyncio.Event(), asyncio.Event()
+
+    class Hold:
+        async def before_turn(self, turn: Any) -> None:
+            holding.set()
+            await go.wait()
+
+    def process(hooks: list[Any]) -> AgentRuntime:
+        return AgentRuntime(
+            "anthropic/claude-sonnet-4",
+            storage=RedisStorage(redis_server, prefix=redis_prefix),
+            env={**os.environ, "REDIS_URL": redis_server},
+            hooks=hooks,
+        )
+
+    a, b = process([Hold()]), process([])
+    client = aioredis.Redis.from_url(redis_server, decode_responses=True)
+    queue = "chatlane:lane:session:chat:queue"
+    try:
+        await b.ask("other", "warm-up")  # B's caches and scripts ready
+        first = asyncio.ensure_future(a.ask("chat", "from a"))
+        await wait_for_event(holding, "A's turn to hold the chat's lane")
+        second = asyncio.ensure_future(b.ask("chat", "from b"))
+        await wait_for(lambda: _equals(client.zcard(queue), 2), "B's turn to queue behind A")
+        go.set()
+        assert await first == "echo: from a"
+        assert await second == "echo: from b"
+        texts = " ".join(str(m["content"]) for m in model.requests[-1].json["messages"])
+        assert "from a" in texts and "from b" in texts
+    finally:
+        go.set()
+        await a.close()
+        await b.close()
+        keys = [k async for k in client.scan_iter(match="chatlane:lane:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 @pytest.mark.redis

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.queuing.lane import Lane
 
@@ -38,6 +38,10 @@ class Slot:
         self._session: Lane | None = None
         self._held: list[Lane] = []  # the lanes taken so far, released in reverse
         self._tickets: list[Ticket] = []
+        self.preload: ScriptCall | None = None
+        """A script to run in the trip that joins the Redis lanes, when both are granted
+        at once (the turn's read of its transcript); its result is then ``preloaded``."""
+        self.preloaded: Any = None
 
     def take_now(self) -> bool:
         """Take both lanes at once if both are free and local (no Redis): the common case,
@@ -83,7 +87,7 @@ class Slot:
                 # Both local lanes free (the common case): both Redis lanes in one trip.
                 self._held.append(glob)
                 self._tickets += tickets
-                await redis.join_pair(*tickets)
+                self.preloaded = await redis.join_pair(*tickets, then=self.preload)
                 if tickets[1].token is None:  # the chat's turn waits: so does the global
                     self._held.remove(glob)
                     glob.release()

@@ -37,7 +37,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.storage.redis_client import ScriptCall, redis_client, run_script
+from bot.storage.redis_client import ScriptCall, redis_client, run_script, run_scripts
 
 log = logging.getLogger(__name__)
 
@@ -448,21 +448,29 @@ class RedisLanes:
             wakes=self.wakes,
         )
 
-    async def join_pair(self, first: Ticket, second: Ticket) -> None:
+    async def join_pair(self, first: Ticket, second: Ticket, then: ScriptCall | None = None) -> Any:
         """Join a chat's lane and, when it is granted at once, the global lane, in one
         trip: each ticket's ``acquire()`` then goes on from there. ``second`` is left
-        unjoined while the chat's lane is busy."""
+        unjoined while the chat's lane is busy. ``then``: a script run in the same trip
+        only when both are granted (the turn's read of its transcript); its result, or
+        None when it did not run."""
         a, b = first.lane, second.lane
-        result = await run_script(
-            self.client,
+        join: ScriptCall = (
             JOIN_PAIR,
             [a.queue, a.alive, a.counter, b.queue, b.alive, b.counter, self.wakes.channels],
             [self.wakes.owner, a._now(), a.lease_ms, a.capacity, a.name, b.capacity, b.name],
         )
+        if then is None:
+            result, after = await run_script(self.client, *join), None
+        else:  # both granted at once (each grant() returns {1 granted, position, ticket})
+            result, after = await run_scripts(
+                self.client, [join, then], when="prev[1] == 1 and prev[4] == 1"
+            )
         steps = [int(n) for n in result]
         first.joined, first.token = (steps[0], steps[1]), steps[2]
         if steps[5]:
             second.joined, second.token = (steps[3], steps[4]), steps[5]
+        return after if steps[0] == 1 and steps[3] == 1 else None
 
     def leave_call(self, tickets: list[Ticket]) -> ScriptCall | None:
         """The script that leaves the tickets' lanes (waking who comes next), for the

@@ -297,17 +297,26 @@ class RedisStorage:
     ) -> tuple[dict[str, JSON], JSON | None, list[Message]]:
         """``get_settings`` and ``load_messages`` in one trip, with ``summary`` also
         ``kv_get("summary", session_id)``, the messages then starting after its ``upto``."""
-        flat, stored, rows = await run_script(
-            self.client,
-            LOAD_TURN,
-            [
-                self.key("epoch", session_id),
-                self.key("msgs", session_id, ""),
-                self.key("settings", session_id),
-                self.key("kv", "summary"),
-            ],
-            [f"({after_id}" if after_id else "-inf", session_id if summary else ""],
+        return self.loaded_turn(
+            await run_script(self.client, *self.load_turn_call(session_id, after_id, summary))
         )
+
+    def load_turn_call(
+        self, session_id: str, after_id: int | None = None, summary: bool = False
+    ) -> ScriptCall:
+        """``load_turn``'s script, for a caller to run with one of its own in one trip (a
+        turn's join of its lanes: ``Slot.preload``); ``loaded_turn`` reads its result."""
+        keys = [
+            self.key("epoch", session_id),
+            self.key("msgs", session_id, ""),
+            self.key("settings", session_id),
+            self.key("kv", "summary"),
+        ]
+        after = f"({after_id}" if after_id else "-inf"
+        return LOAD_TURN, keys, [after, session_id if summary else ""]
+
+    def loaded_turn(self, raw: Any) -> tuple[dict[str, JSON], JSON | None, list[Message]]:
+        flat, stored, rows = raw
         settings = {str(k): json.loads(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
         return settings, json.loads(stored) if stored else None, self._messages(rows)
 

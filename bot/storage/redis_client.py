@@ -54,21 +54,30 @@ async def run_script(
 ScriptCall = tuple[str, Sequence[str], Sequence[Any]]
 """A Lua script with its keys and arguments, to run alone or with others (``run_scripts``)."""
 
-_COMPOSED: dict[tuple[str, ...], str] = {}
+_COMPOSED: dict[tuple[tuple[str, ...], str], str] = {}
 
 
-def _composed(sources: tuple[str, ...]) -> str:
+def _composed(sources: tuple[str, ...], when: str = "") -> str:
     """One script that runs ``sources`` in order, each as a function given its own KEYS
     and ARGV (the parameters shadow the globals), and returns their results as a list.
-    ARGV starts with each script's number of keys and arguments."""
-    found = _COMPOSED.get(sources)
+    ARGV starts with each script's number of keys and arguments. With ``when``, a
+    script after the first runs only if it holds of ``prev`` (the result before); its
+    result is then false (a nil reply)."""
+    found = _COMPOSED.get((sources, when))
     if found is None:
+        run = "results[i] = script(keys, args)"
+        if when:
+            run = f"""if i == 1 or (function(prev) return {when} end)(results[i - 1]) then
+    results[i] = script(keys, args)
+  else
+    results[i] = false
+  end"""
         functions = "".join(
             f"local function script{i}(KEYS, ARGV)\n{source}\nend\n"
             for i, source in enumerate(sources)
         )
         scripts = ", ".join(f"script{i}" for i in range(len(sources)))
-        found = _COMPOSED[sources] = f"""{functions}
+        found = _COMPOSED[(sources, when)] = f"""{functions}
 local scripts = {{{scripts}}}
 local k, a, results = 0, 2 * #scripts, {{}}
 for i, script in ipairs(scripts) do
@@ -77,19 +86,23 @@ for i, script in ipairs(scripts) do
   for j = 1, nk do keys[j] = KEYS[k + j] end
   for j = 1, na do args[j] = ARGV[a + j] end
   k, a = k + nk, a + na
-  results[i] = script(keys, args)
+  {run}
 end
 return results
 """
     return found
 
 
-async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+async def run_scripts(
+    client: aioredis.Redis, calls: Sequence[ScriptCall], *, when: str = ""
+) -> list[Any]:
     """Several scripts in one trip, run in order and atomically (one script made of
     them): a turn's transcript write and its leaving of the lanes, say. Each runs in a
     function of its own, with its own KEYS and ARGV, so their locals never clash. Their
-    results, in order."""
-    if len(calls) == 1:
+    results, in order. ``when``: a Lua condition on ``prev``, the result of the script
+    before, for each script after the first to run at all (None in its place if not):
+    a turn's read of its transcript only once its lanes are granted, say."""
+    if len(calls) == 1 and not when:
         return [await run_script(client, *calls[0])]
     counts: list[Any] = []
     keys: list[str] = []
@@ -98,8 +111,9 @@ async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> li
         counts += [len(call_keys), len(call_args)]
         keys.extend(call_keys)
         args.extend(call_args)
-    source = _composed(tuple(call[0] for call in calls))
-    return list(await run_script(client, source, keys, [*counts, *args]))
+    source = _composed(tuple(call[0] for call in calls), when)
+    results = list(await run_script(client, source, keys, [*counts, *args]))
+    return results + [None] * (len(calls) - len(results))  # (trailing nils are dropped)
 
 
 CERT_REQS = ("none", "optional", "required")
