@@ -470,7 +470,7 @@ class RedisLanes:
         first.joined, first.token = (steps[0], steps[1]), steps[2]
         if steps[5]:
             second.joined, second.token = (steps[3], steps[4]), steps[5]
-        return after if steps[0] == 1 and steps[3] == 1 else None
+        return after
 
     def leave_call(self, tickets: list[Ticket]) -> ScriptCall | None:
         """The script that leaves the tickets' lanes (waking who comes next), for the

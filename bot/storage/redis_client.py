@@ -112,8 +112,7 @@ async def run_scripts(
         keys.extend(call_keys)
         args.extend(call_args)
     source = _composed(tuple(call[0] for call in calls), when)
-    results = list(await run_script(client, source, keys, [*counts, *args]))
-    return results + [None] * (len(calls) - len(results))  # (trailing nils are dropped)
+    return list(await run_script(client, source, keys, [*counts, *args]))
 
 
 CERT_REQS = ("none", "optional", "required")
